@@ -1,0 +1,3 @@
+from cloudseg.cli.main import main
+
+raise SystemExit(main())

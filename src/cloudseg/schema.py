@@ -1,0 +1,44 @@
+"""The class table, band order and per-modality normalisation: the one place these facts live."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class CloudClass:
+    """One row of the class table."""
+
+    id: int
+    name: str
+    bgr: tuple[int, int, int]  # label colour as cv2 reads it (the Kaggle "Clouds Segmentation 2025" format)
+    display_rgb: tuple[int, int, int]  # colour in panels and legends
+
+
+CLASSES: tuple[CloudClass, ...] = (
+    CloudClass(0, "clear", (0, 0, 0), (0, 0, 0)),
+    CloudClass(1, "thick_cloud", (0, 0, 255), (255, 255, 255)),
+    CloudClass(2, "thin_cloud", (0, 255, 0), (100, 180, 255)),
+    CloudClass(3, "cloud_shadow", (0, 255, 255), (255, 150, 0)),
+)
+NUM_CLASSES = len(CLASSES)
+CLASS_NAMES = tuple(c.name for c in CLASSES)
+IGNORE_INDEX = 255  # label value that losses and metrics skip
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Per-channel mean and std applied to values scaled to 0..1."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def channels(self) -> int:
+        return len(self.mean)
+
+
+# RGB is fed in R, G, B order (the order of the ImageNet weights), although cv2 reads B, G, R.
+RGB_NORM = Normalisation(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+# The auxiliary stream: NIR, channel 2 of the BGR array cv2 reads from ngr/<name>.png.
+AUX_BANDS = ("nir",)
+NGR_NIR_CHANNEL = 2
+AUX_NORM = Normalisation(mean=(0.5,), std=(0.25,))

@@ -1,0 +1,87 @@
+"""The model registry, CMX and the SegFormer baselines: shapes, gradients, invariances, parameter counts."""
+
+import pytest
+import torch
+
+from cloudseg.errors import ConfigError
+from cloudseg.models import MODEL_NAMES, build_from_spec, build_model, count_parameters
+from cloudseg.models.fusion import FeatureFusionModule, FeatureRectifyModule
+from tests.conftest import TINY_SPEC
+
+ARCHITECTURES = ("cmx", "segformer", "segformer_early")
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_every_builder_runs_forward_and_backward_on_an_odd_size(name):
+    # On the meta device shapes and autograd run without memory or arithmetic, so b5 costs what b0 does.
+    with torch.device("meta"):
+        model = build_model(name)
+        logits = model(torch.randn(2, 3, 97, 130), torch.randn(2, 1, 97, 130))
+        logits.sum().backward()
+    assert logits.shape == (2, 4, 97, 130)
+    assert all(p.grad is not None and p.grad.shape == p.shape for p in model.parameters())
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_b0_models_compute_finite_logits_and_gradients(arch, pair):
+    model = build_model(f"{arch}_b0")
+    logits = model(*pair)
+    assert logits.shape == (2, 4, 97, 130)
+    torch.nn.functional.cross_entropy(logits, torch.randint(0, 4, (2, 97, 130))).backward()
+    assert torch.isfinite(logits).all()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_eval_output_does_not_depend_on_batch_composition(arch, pair):
+    model = build_from_spec(arch, TINY_SPEC).eval()
+    rgb, aux = pair
+    with torch.no_grad():
+        together = model(rgb, aux)
+        alone = model(rgb[1:], aux[1:])
+    torch.testing.assert_close(alone, together[1:], rtol=1e-5, atol=1e-4)
+
+
+def test_only_fusion_models_read_the_aux_input(pair):
+    rgb, aux = pair
+    for arch, reads_aux in [("cmx", True), ("segformer_early", True), ("segformer", False)]:
+        model = build_from_spec(arch, TINY_SPEC).eval()
+        with torch.no_grad():
+            changed = not torch.equal(model(rgb, aux), model(rgb, aux + 1.0))
+        assert changed == reads_aux, arch
+
+
+@pytest.mark.parametrize("aux_channels", [1, 2, 6])
+def test_aux_stream_takes_any_number_of_channels(aux_channels):
+    model = build_from_spec("cmx", TINY_SPEC, num_classes=3, aux_channels=aux_channels).eval()
+    with torch.no_grad():
+        logits = model(torch.randn(1, 3, 64, 64), torch.randn(1, aux_channels, 64, 64))
+    assert logits.shape == (1, 3, 64, 64)
+
+
+def test_cmx_b2_has_the_published_parameter_count():
+    # The CMX paper and the reference implementation report 66.6M for CMX (MiT-B2).
+    assert count_parameters("cmx_b2", num_classes=4) == pytest.approx(66.6e6, rel=0.01)
+
+
+def test_unknown_names_are_errors_that_list_the_valid_ones():
+    with pytest.raises(ConfigError, match=r"unknown model 'cmx_b9'; choose one of cmx_b0, cmx_b1"):
+        build_model("cmx_b9")
+    with pytest.raises(ValueError, match="at least one auxiliary channel"):
+        build_model("cmx_b0", aux_channels=0)
+
+
+def test_rectification_with_zero_weights_is_identity_and_otherwise_mixes_streams():
+    rgb, aux = torch.randn(2, 8, 5, 7), torch.randn(2, 8, 5, 7)
+    frozen = FeatureRectifyModule(8, lambda_c=0.0, lambda_s=0.0)
+    out_rgb, out_aux = frozen(rgb, aux)
+    assert torch.equal(out_rgb, rgb) and torch.equal(out_aux, aux)
+    out_rgb, out_aux = FeatureRectifyModule(8)(rgb, aux)
+    # Gates lie in (0, 1) and both lambdas are 0.5: each stream gains at most one copy of the other.
+    gain = (out_rgb - rgb) / aux
+    assert gain.min() > 0 and gain.max() < 1
+
+
+def test_fusion_module_maps_two_streams_to_one_map_of_the_same_size():
+    fused = FeatureFusionModule(16, heads=2)(torch.randn(2, 16, 9, 11), torch.randn(2, 16, 9, 11))
+    assert fused.shape == (2, 16, 9, 11)
