@@ -1,5 +1,7 @@
 """Shared fixtures: tiny MiT shapes and inputs, so every model test runs in seconds on a CPU."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -19,3 +21,22 @@ def pair() -> tuple[torch.Tensor, torch.Tensor]:
     """An RGB and a one-band aux batch of odd size (2, C, 97, 130)."""
     generator = torch.Generator().manual_seed(0)
     return torch.randn(2, 3, 97, 130, generator=generator), torch.randn(2, 1, 97, 130, generator=generator)
+
+
+SHARED_L8 = Path(__file__).resolve().parents[2] / "shared" / "data" / "l8biome"
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory) -> Path:
+    """A small synthetic dataset (8 train, 2 test scenes of 64²); tests must not modify it."""
+    from cloudseg.data.synth import synthesize
+
+    return synthesize(tmp_path_factory.mktemp("synth"), n_train=8, n_test=2, size=64, seed=0)
+
+
+@pytest.fixture
+def l8biome() -> Path:
+    """The shared Landsat-8 sample (read-only); tests using it skip where it is absent."""
+    if not (SHARED_L8 / "train").is_dir():
+        pytest.skip(f"{SHARED_L8} is not present")
+    return SHARED_L8

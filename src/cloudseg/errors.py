@@ -11,3 +11,7 @@ class WeightsError(CloudsegError):
 
 class ConfigError(CloudsegError, ValueError):
     """An unknown name or an out-of-range value in a configuration or a call."""
+
+
+class DataError(CloudsegError):
+    """A dataset file or folder that is missing, unreadable, or not in the expected format."""

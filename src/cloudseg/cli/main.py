@@ -3,48 +3,144 @@
 import argparse
 import logging
 import sys
+import time
 
 from cloudseg import __version__
-from cloudseg.errors import CloudsegError
+from cloudseg.errors import CloudsegError, ConfigError
 from cloudseg.schema import AUX_BANDS, NUM_CLASSES
 
 
-def run_models(args: argparse.Namespace) -> None:
+def config_overrides(tokens: list[str]) -> list[str]:
+    """`--data.root x --data.augment.hflip=0` -> ["data.root=x", "data.augment.hflip=0"]."""
+    overrides, rest = [], list(tokens)
+    while rest:
+        token = rest.pop(0)
+        key, equals, value = token[2:].partition("=")
+        if not token.startswith("--") or "." not in key:
+            raise ConfigError(f"unrecognised argument {token!r}; config keys are given as --section.key value")
+        if not equals:
+            if not rest:
+                raise ConfigError(f"{token} needs a value")
+            value = rest.pop(0)
+        overrides.append(f"{key}={value}")
+    return overrides
+
+
+def resolved_config(args: argparse.Namespace, extra: list[str], *preset: str):
+    from cloudseg.config import load_config
+
+    return load_config(getattr(args, "config", None), [*preset, *config_overrides(extra)])
+
+
+def run_models(args: argparse.Namespace, extra: list[str]) -> int:
     from cloudseg.models.registry import ARCHITECTURES, MODEL_NAMES, count_parameters, parse_model_name
 
     print(f"{'model':<20} {'parameters':>11}  ({args.num_classes} classes, {args.aux_channels} aux channels)")
     for name in MODEL_NAMES:
         params = count_parameters(name, args.num_classes, args.aux_channels)
         print(f"{name:<20} {params / 1e6:>10.2f}M  {ARCHITECTURES[parse_model_name(name)[0]].summary}")
+    return 0
+
+
+def run_synth(args: argparse.Namespace, extra: list[str]) -> int:
+    from cloudseg.data.synth import synthesize
+
+    started = time.perf_counter()
+    root = synthesize(args.output, args.n, args.test, args.size, args.seed)
+    n_test = max(1, args.n // 4) if args.test is None else args.test
+    print(
+        f"wrote {args.n} training and {n_test} test scenes of {args.size}x{args.size} to {root} "
+        f"(test labels apart in {root / 'test_labels'}) in {time.perf_counter() - started:.1f} s"
+    )
+    return 0
+
+
+def run_check_data(args: argparse.Namespace, extra: list[str]) -> int:
+    from cloudseg.data.check import check_dataset
+
+    report = check_dataset(args.root, args.unknown_colours)
+    print(report.format())
+    return 0 if report.ok else 2
+
+
+def run_show_augmentations(args: argparse.Namespace, extra: list[str]) -> int:
+    from cloudseg.data.preview import show_augmentations
+
+    cfg = resolved_config(args, extra, f"data.root={args.root}")
+    print(f"wrote {show_augmentations(cfg.data, args.n, args.output, args.seed)}")
+    return 0
+
+
+def run_benchmark(args: argparse.Namespace, extra: list[str]) -> int:
+    from cloudseg.benchmark import benchmark_data, write_result
+
+    cfg = resolved_config(args, extra)
+    print(write_result(benchmark_data(cfg.data, args.batches, args.warmup), args.json))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="cloudseg", description="Cloud and cloud-shadow segmentation of RGB + NIR images with CMX."
+        prog="cloudseg",
+        description="Cloud and cloud-shadow segmentation of RGB + NIR images with CMX.",
+        epilog="Config keys can be set on any command that takes --config, as --section.key value.",
     )
     parser.add_argument("--version", action="version", version=f"cloudseg {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
-    models = commands.add_parser("models", help="list the model builders and their parameter counts")
+    def command(name: str, run, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(run=run)
+        return sub
+
+    models = command("models", run_models, "list the model builders and their parameter counts")
     models.add_argument("--num-classes", type=int, default=NUM_CLASSES)
     models.add_argument("--aux-channels", type=int, default=len(AUX_BANDS))
-    models.set_defaults(run=run_models)
+
+    synth = command("synth", run_synth, "write a synthetic dataset of cloud scenes with exact labels")
+    synth.add_argument("output", help="dataset folder to create")
+    synth.add_argument("--n", type=int, default=64, help="training scenes (default 64)")
+    synth.add_argument("--test", type=int, default=None, help="test scenes (default n/4)")
+    synth.add_argument("--size", type=int, default=256, help="scene width and height in pixels")
+    synth.add_argument("--seed", type=int, default=0)
+
+    check = command("check-data", run_check_data, "check every file of a dataset folder and summarise it")
+    check.add_argument("root", help="dataset folder with train/ and/or test/")
+    check.add_argument(
+        "--unknown-colours",
+        choices=("error", "ignore"),
+        default="error",
+        help="label colours outside the class table: report them, or count them as ignored pixels",
+    )
+
+    show = command("show-augmentations", run_show_augmentations, "write a grid of augmented training samples")
+    show.add_argument("root", help="dataset folder with train/{rgb,ngr,label}")
+    show.add_argument("-n", type=int, default=8, help="samples to show")
+    show.add_argument("-o", "--output", default="augmentations.png")
+    show.add_argument("--seed", type=int, default=0)
+    show.add_argument("--config", help="YAML config whose data.augment section is used")
+
+    bench = command("benchmark", run_benchmark, "measure throughput and write it as JSON")
+    bench.add_argument("target", choices=("data",), help="data: the training loader with full augmentation")
+    bench.add_argument("--config", help="YAML config")
+    bench.add_argument("--batches", type=int, default=20)
+    bench.add_argument("--warmup", type=int, default=3)
+    bench.add_argument("--json", help="also write the result to this file")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
     if not hasattr(args, "run"):
         parser.print_help()
         return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        args.run(args)
+        return args.run(args, extra)
     except CloudsegError as error:
         if args.debug:
             raise
         print(f"cloudseg: error: {error}", file=sys.stderr)
         return 2
-    return 0

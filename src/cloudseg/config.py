@@ -1,0 +1,156 @@
+"""Typed configuration: frozen dataclasses filled from YAML and dotted command-line overrides, checked on load."""
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from cloudseg.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training augmentation. Probabilities are per sample; geometry is shared by RGB, NIR and mask."""
+
+    crop_size: int = 512
+    crop_scale: tuple[float, float] = (0.25, 1.0)  # area fraction of the random resized crop
+    crop_ratio: tuple[float, float] = (0.75, 1.3333)
+    hflip: float = 0.5
+    vflip: float = 0.5
+    rotate90: float = 0.5
+    affine: float = 0.3  # shift, scale and rotate
+    affine_shift: float = 0.0625
+    affine_scale: tuple[float, float] = (0.9, 1.1)
+    affine_rotate: float = 15.0  # degrees, either way
+    # RGB only
+    brightness_contrast: float = 0.5
+    brightness_limit: float = 0.2
+    contrast_limit: float = 0.2
+    hue_saturation: float = 0.3
+    clahe: float = 0.1
+    gamma: float = 0.2
+    gamma_limit: tuple[float, float] = (80.0, 120.0)
+    noise: float = 0.1
+    blur: float = 0.1
+    # NIR only
+    nir_brightness_contrast: float = 0.3
+    nir_limit: float = 0.1
+    # Copy-paste of cloud and shadow objects from another training image
+    copy_paste: float = 0.3
+    copy_paste_scale: tuple[float, float] = (0.4, 1.2)
+    copy_paste_min_area: int = 100
+    copy_paste_max_objects: int = 3
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images are, how train and validation are split, and how they are loaded."""
+
+    root: str | None = None
+    val_fraction: float = 0.2
+    split_seed: int = 0
+    split_file: str | None = None  # JSON {"train": [...], "val": [...]} of names; overrides the ratio
+    unknown_colours: Literal["error", "ignore"] = "error"  # "ignore": unknown label colours -> ignore index
+    batch_size: int = 4
+    num_workers: int = 4
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a run needs; each section is filled from YAML and `--section.key value` overrides."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """The config of a YAML file (or the defaults) with `key.path=value` overrides applied, checked."""
+    data = load_yaml(path) if path else {}
+    return from_dict(Config, apply_overrides(data, list(overrides)), str(path or "config"))
+
+
+def _coerce(value: Any, kind: Any, where: str) -> Any:
+    """`value` as type `kind`, or a ConfigError that names the key and what was expected."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if dataclasses.is_dataclass(kind):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of {kind.__name__} fields, got {value!r}")
+        return from_dict(kind, value, where)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, option, where)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0])
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind is Any or (isinstance(kind, type) and isinstance(value, kind) and not (kind is int and value is True)):
+        return value
+    raise ConfigError(f"{where}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
+
+
+def from_dict(cls: type, data: dict, where: str = "config") -> Any:
+    """Builds dataclass `cls` from a mapping; unknown keys and wrongly typed values are errors."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; valid keys are {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    return cls(**{name: _coerce(value, hints[name], f"{where}.{name}") for name, value in data.items()})
+
+
+def to_dict(config: Any) -> dict:
+    """A plain mapping (tuples as lists) that `from_dict` turns back into the same config."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, (tuple, list)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(dataclasses.asdict(config))
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Applies `key.sub=value` overrides (values parsed as YAML) to a nested mapping, returning a new one."""
+    result = yaml.safe_load(yaml.safe_dump(data)) or {}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected key.path=value")
+        node = result
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        node[leaf] = yaml.safe_load(text)
+    return result
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"{path}: cannot read the config ({error})") from error
+    if not isinstance(data, dict | None):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data or {}

@@ -1,0 +1,1 @@
+"""Reading, checking, augmenting and generating RGB + NIR cloud datasets."""

@@ -1,0 +1,116 @@
+"""`cloudseg check-data`: every problem of a dataset folder in one report, and a summary of what it holds."""
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cloudseg.data.dataset import SampleFiles, pair_files
+from cloudseg.data.io import load_label, load_nir, load_rgb
+from cloudseg.errors import DataError
+from cloudseg.schema import CLASSES, IGNORE_INDEX
+
+
+@dataclass
+class SplitSummary:
+    samples: int = 0
+    labelled: bool = False
+    sizes: Counter = field(default_factory=Counter)  # (width, height) -> count
+    class_pixels: np.ndarray = field(default_factory=lambda: np.zeros(len(CLASSES), dtype=np.int64))
+    ignored_pixels: int = 0
+
+    def format(self, name: str) -> list[str]:
+        sizes = ", ".join(f"{w}x{h} ({n})" for (w, h), n in self.sizes.most_common())
+        lines = [f"{name}: {self.samples} samples{'' if self.labelled else ' (no labels)'}; sizes {sizes or '-'}"]
+        total = self.class_pixels.sum() + self.ignored_pixels
+        if self.labelled and total:
+            lines.append(f"  {'class':<14} {'pixels':>13} {'share':>8}")
+            for cls, count in zip(CLASSES, self.class_pixels, strict=True):
+                lines.append(f"  {cls.name:<14} {count:>13,} {count / total:>8.2%}")
+            if self.ignored_pixels:
+                lines.append(f"  {'(ignored)':<14} {self.ignored_pixels:>13,} {self.ignored_pixels / total:>8.2%}")
+        return lines
+
+
+@dataclass
+class DataReport:
+    root: Path
+    splits: dict[str, SplitSummary] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def format(self) -> str:
+        lines = [f"dataset {self.root}"]
+        for name, summary in self.splits.items():
+            lines += summary.format(name)
+        if self.notes:
+            lines.append(f"conversions applied ({len(self.notes)}):")
+            lines += [f"  {note}" for note in self.notes]
+        lines.append(f"problems ({len(self.problems)}):" if self.problems else "no problems found")
+        lines += [f"  {problem}" for problem in self.problems]
+        return "\n".join(lines)
+
+    def raise_if_problems(self) -> None:
+        if self.problems:
+            raise DataError(f"{self.root}: {len(self.problems)} problems in the dataset:\n" + self.format())
+
+
+def split_folders(root: Path) -> dict[str, Path | None]:
+    """The splits present under `root` with their label folder (test labels are kept apart, in test_labels/)."""
+    splits = {}
+    if (root / "train").is_dir():
+        splits["train"] = root / "train" / "label"
+    if (root / "test").is_dir():
+        splits["test"] = root / "test_labels" if (root / "test_labels").is_dir() else None
+    return splits
+
+
+def _check_sample(files: SampleFiles, summary: SplitSummary, report: DataReport, unknown_colours: str) -> None:
+    arrays = []
+    for path, load in ((files.rgb, load_rgb), (files.ngr, load_nir)):
+        try:
+            arrays.append((path, load(path, report.notes)))
+        except DataError as error:
+            report.problems.append(str(error))
+    if files.label is not None:
+        try:
+            ids = load_label(files.label, unknown_colours, report.notes)
+            arrays.append((files.label, ids))
+            summary.class_pixels += np.bincount(ids[ids != IGNORE_INDEX].ravel(), minlength=len(CLASSES))
+            summary.ignored_pixels += int((ids == IGNORE_INDEX).sum())
+        except DataError as error:
+            report.problems.append(str(error))
+    shapes = {path: array.shape[:2] for path, array in arrays}
+    if len(set(shapes.values())) > 1:
+        sizes = ", ".join(f"{path} is {w}x{h}" for path, (h, w) in shapes.items())
+        report.problems.append(f"{files.name}: sizes differ ({sizes}); rgb, ngr and label must have one size")
+    elif shapes:
+        h, w = next(iter(shapes.values()))
+        summary.sizes[(w, h)] += 1
+
+
+def check_dataset(
+    root: str | Path, unknown_colours: str = "error", splits: tuple[str, ...] = ("train", "test")
+) -> DataReport:
+    """Reads every file of the dataset under `root` and reports all problems at once."""
+    root = Path(root)
+    report = DataReport(root)
+    found = {name: labels for name, labels in split_folders(root).items() if name in splits}
+    if not root.is_dir():
+        report.problems.append(f"{root}: no such folder")
+    elif not found:
+        report.problems.append(
+            f"{root}: no {' or '.join(f'{s}/' for s in splits)} folder; expected <root>/train/{{rgb,ngr,label}}/"
+        )
+    for name, label_dir in found.items():
+        samples, problems = pair_files(root / name, label_dir)
+        report.problems += problems
+        summary = report.splits[name] = SplitSummary(samples=len(samples), labelled=label_dir is not None)
+        for files in samples:
+            _check_sample(files, summary, report, unknown_colours)
+    return report

@@ -1,0 +1,72 @@
+"""The Lightning DataModule: checks the folder, splits it, and serves augmented training and plain validation."""
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from cloudseg.config import DataConfig
+from cloudseg.data.check import check_dataset
+from cloudseg.data.dataset import CloudDataset, find_samples
+from cloudseg.data.split import Split, load_split, make_split
+from cloudseg.data.transforms import CopyPaste, TrainTransform
+from cloudseg.errors import ConfigError
+
+
+class CloudDataModule(L.LightningDataModule):
+    def __init__(self, cfg: DataConfig):
+        super().__init__()
+        if cfg.root is None:
+            raise ConfigError("data.root is not set; pass --data.root <folder with train/{rgb,ngr,label}>")
+        self.cfg = cfg
+        self.root = Path(cfg.root)
+        self.split: Split | None = None
+        self.uniform_size = True
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.split is not None:
+            return
+        report = check_dataset(self.root, self.cfg.unknown_colours, splits=("train",))
+        report.raise_if_problems()
+        self.uniform_size = len(report.splits["train"].sizes) == 1
+        samples = find_samples(self.root / "train", self.root / "train" / "label")
+        names = [s.name for s in samples]
+        if self.cfg.split_file:
+            self.split = load_split(self.cfg.split_file, names)
+        else:
+            self.split = make_split(names, self.cfg.val_fraction, self.cfg.split_seed)
+        by_name = {s.name: s for s in samples}
+        self.train_set = CloudDataset(
+            [by_name[n] for n in self.split.train],
+            TrainTransform(self.cfg.augment),
+            CopyPaste.from_config(self.cfg.augment),
+            self.cfg.unknown_colours,
+        )
+        self.val_set = (
+            CloudDataset([by_name[n] for n in self.split.val], unknown_colours=self.cfg.unknown_colours)
+            if self.split.val
+            else None
+        )
+
+    def _loader(self, dataset: CloudDataset, batch_size: int, train: bool) -> DataLoader:
+        workers = self.cfg.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=train,
+            drop_last=train and len(dataset) >= batch_size,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            prefetch_factor=4 if workers > 0 else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.cfg.batch_size, train=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_set is None:
+            return []
+        # Validation sees whole images; images of different sizes cannot share a batch.
+        return self._loader(self.val_set, self.cfg.batch_size if self.uniform_size else 1, train=False)

@@ -1,0 +1,137 @@
+"""Dataset folders (`<root>/<split>/{rgb,ngr,label}/<name>.<ext>`) as lists of samples and as a torch Dataset."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from cloudseg.data.io import IMAGE_SUFFIXES, load_label, load_nir, load_rgb
+from cloudseg.errors import DataError
+from cloudseg.schema import AUX_NORM, RGB_NORM, Normalisation
+
+MODALITIES = ("rgb", "ngr")
+
+
+@dataclass(frozen=True)
+class SampleFiles:
+    """The files of one scene; `label` is None for unlabelled (test) samples."""
+
+    name: str
+    rgb: Path
+    ngr: Path
+    label: Path | None = None
+
+
+def _images_by_stem(folder: Path, problems: list[str]) -> dict[str, Path]:
+    if not folder.is_dir():
+        problems.append(f"{folder}: folder is missing")
+        return {}
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
+            continue
+        if path.stem in found:
+            problems.append(f"{folder}: two files for the name {path.stem!r} ({found[path.stem].name}, {path.name})")
+        found[path.stem] = path
+    if not found:
+        problems.append(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    return found
+
+
+def pair_files(split_dir: Path, label_dir: Path | None) -> tuple[list[SampleFiles], list[str]]:
+    """Pairs rgb/, ngr/ (and the label folder) by name stem; returns the complete samples and one message per
+    problem."""
+    problems: list[str] = []
+    folders = {name: split_dir / name for name in MODALITIES}
+    if label_dir is not None:
+        folders["label"] = label_dir
+    by_folder = {name: _images_by_stem(folder, problems) for name, folder in folders.items()}
+    samples = []
+    for name in sorted(set().union(*by_folder.values())):
+        missing = [str(folders[f]) for f, files in by_folder.items() if name not in files]
+        if missing:
+            present = next(files[name] for files in by_folder.values() if name in files)
+            problems.append(f"{present}: no file named {name}.* in {', '.join(missing)}")
+            continue
+        samples.append(SampleFiles(name, *(files[name] for files in by_folder.values())))
+    return samples, problems
+
+
+def find_samples(split_dir: str | Path, label_dir: str | Path | None) -> list[SampleFiles]:
+    """Complete samples of a split folder; any pairing problem is an error that lists them all."""
+    samples, problems = pair_files(Path(split_dir), Path(label_dir) if label_dir else None)
+    if problems:
+        raise DataError(f"{split_dir}: {len(problems)} problems: " + "; ".join(problems))
+    return samples
+
+
+def to_tensor(image: np.ndarray, norm: Normalisation) -> torch.Tensor:
+    """(H, W, C) uint8 -> (C, H, W) float32, scaled to 0..1 then normalised per channel."""
+    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+    mean = torch.tensor(norm.mean).view(-1, 1, 1)
+    std = torch.tensor(norm.std).view(-1, 1, 1)
+    return tensor.sub_(mean).div_(std)
+
+
+def read_sample(files: SampleFiles, unknown_colours: str = "error") -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(RGB (H, W, 3), NIR (H, W, 1), ids (H, W) or None) as uint8 arrays; sizes must agree."""
+    rgb, nir = load_rgb(files.rgb), load_nir(files.ngr)
+    mask = load_label(files.label, unknown_colours) if files.label else None
+    shapes = [a.shape[:2] for a in (rgb, nir, mask) if a is not None]
+    if len(set(shapes)) > 1:
+        sizes = ", ".join(
+            f"{p.parent.name}/{p.name} {s[1]}x{s[0]}" for p, s in zip(_paths(files), shapes, strict=False)
+        )
+        raise DataError(f"{files.name}: image sizes differ ({sizes}); rgb, ngr and label must have one size")
+    return rgb, nir, mask
+
+
+def _paths(files: SampleFiles) -> list[Path]:
+    return [p for p in (files.rgb, files.ngr, files.label) if p is not None]
+
+
+# (rgb, nir, mask) -> (rgb, nir, mask): augmentation on uint8 arrays, mask may be None
+SampleTransform = Callable[[np.ndarray, np.ndarray, np.ndarray | None], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+class CloudDataset(Dataset):
+    """Samples as dicts: `rgb` (3, H, W) and `aux` (1, H, W) normalised float tensors, `mask` (H, W) int64 class
+    ids (absent for unlabelled samples), and `name`.
+
+    `copy_paste`, if given, is called as `copy_paste(rgb, nir, mask, donor_reader)` before `transform`.
+    """
+
+    def __init__(
+        self,
+        samples: list[SampleFiles],
+        transform: SampleTransform | None = None,
+        copy_paste: Callable | None = None,
+        unknown_colours: str = "error",
+    ):
+        if not samples:
+            raise DataError("the dataset has no samples")
+        self.samples = samples
+        self.transform = transform
+        self.copy_paste = copy_paste
+        self.unknown_colours = unknown_colours
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def read(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        return read_sample(self.samples[index], self.unknown_colours)
+
+    def __getitem__(self, index: int) -> dict:
+        rgb, nir, mask = self.read(index)
+        if self.copy_paste is not None and mask is not None and len(self) > 1:
+            donor = (index + np.random.randint(1, len(self))) % len(self)  # any other sample
+            rgb, nir, mask = self.copy_paste(rgb, nir, mask, *self.read(donor))
+        if self.transform is not None:
+            rgb, nir, mask = self.transform(rgb, nir, mask)
+        sample = {"rgb": to_tensor(rgb, RGB_NORM), "aux": to_tensor(nir, AUX_NORM), "name": self.samples[index].name}
+        if mask is not None:
+            sample["mask"] = torch.from_numpy(np.ascontiguousarray(mask)).long()
+        return sample

@@ -1,0 +1,46 @@
+"""Train/validation split of a labelled folder: seeded from a ratio, or read from a list file; saved with a run."""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cloudseg.errors import DataError
+from cloudseg.files import atomic_path
+
+
+@dataclass(frozen=True)
+class Split:
+    train: tuple[str, ...]
+    val: tuple[str, ...]
+
+    def save(self, path: str | Path) -> None:
+        with atomic_path(path) as temporary:
+            temporary.write_text(json.dumps({"train": list(self.train), "val": list(self.val)}, indent=1))
+
+
+def make_split(names: list[str], val_fraction: float, seed: int) -> Split:
+    """A seeded random split: the same names, fraction and seed always give the same split."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise DataError(f"val_fraction must lie in [0, 1), got {val_fraction}")
+    order = np.random.default_rng(seed).permutation(len(names))
+    n_val = max(1, round(len(names) * val_fraction)) if val_fraction > 0 and len(names) > 1 else 0
+    chosen = {names[i] for i in order[:n_val]}
+    return Split(tuple(n for n in names if n not in chosen), tuple(n for n in names if n in chosen))
+
+
+def load_split(path: str | Path, names: list[str]) -> Split:
+    """A split from a JSON file {"train": [...], "val": [...]}; every name must be in the dataset."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        split = Split(tuple(data["train"]), tuple(data["val"]))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise DataError(f'{path}: expected JSON {{"train": [names], "val": [names]}} ({error})') from error
+    unknown = sorted(set(split.train + split.val) - set(names))
+    if unknown:
+        raise DataError(f"{path}: {len(unknown)} names are not in the dataset, e.g. {unknown[0]!r}")
+    if set(split.train) & set(split.val):
+        raise DataError(f"{path}: {len(set(split.train) & set(split.val))} names are in both train and val")
+    return split

@@ -1,0 +1,110 @@
+"""Synthetic RGB + NIR cloud scenes with exact labels, written in the dataset format (for the demo and tests).
+
+Each scene is built in top-of-atmosphere reflectance and encoded like the shared Landsat-8 sample
+(`uint8(round(255 * clip(r, 0, 1) ** 0.5))` per band), so the two look alike to a model:
+- ground: water (dark in NIR) and land mixing vegetation (bright in NIR) with soil, textured by fractal noise;
+- cloud shadows: the cloud layers displaced along one sun direction, darkening the ground in every band;
+- thin clouds: translucent haze blended over the ground;
+- thick clouds: bright and nearly opaque in all bands, with some texture.
+Class priority where layers overlap: thick cloud > thin cloud > shadow > clear.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from cloudseg.data.io import index_to_colour, write_image
+from cloudseg.files import atomic_path
+
+# Reflectance (red, green, blue, NIR) of each surface.
+WATER = np.array([0.04, 0.06, 0.09, 0.02])
+VEGETATION = np.array([0.04, 0.09, 0.03, 0.42])
+SOIL = np.array([0.24, 0.19, 0.14, 0.30])
+CLOUD = np.array([0.78, 0.79, 0.82, 0.74])
+
+
+def fractal_noise(rng: np.random.Generator, size: int, beta: float) -> np.ndarray:
+    """(size, size) noise with a 1/f^beta power spectrum, standardised to mean 0 and std 1."""
+    spectrum = np.fft.rfft2(rng.standard_normal((size, size)))
+    fy = np.fft.fftfreq(size)[:, None]
+    fx = np.fft.rfftfreq(size)[None, :]
+    radius = np.hypot(fx, fy)
+    radius[0, 0] = np.inf  # no mean component
+    field = np.fft.irfft2(spectrum / radius ** (beta / 2), s=(size, size))
+    return (field - field.mean()) / (field.std() + 1e-12)
+
+
+def coverage_mask(field: np.ndarray, coverage: float, softness: float) -> np.ndarray:
+    """Soft 0..1 layer covering about `coverage` of the image where `field` is highest."""
+    threshold = np.quantile(field, 1.0 - coverage)
+    return np.clip((field - threshold) / softness + 0.5, 0.0, 1.0)
+
+
+def shifted(layer: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """`layer` moved by (dy, dx) pixels, zero where nothing moves in."""
+    out = np.zeros_like(layer)
+    h, w = layer.shape
+    out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = layer[
+        max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+    ]
+    return out
+
+
+def make_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """One scene: (size, size, 4) reflectance in R, G, B, NIR order and (size, size) uint8 class ids."""
+    texture = 1.0 + 0.12 * fractal_noise(rng, size, 1.2)[..., None]
+    land_mix = 1.0 / (1.0 + np.exp(-2.0 * fractal_noise(rng, size, 2.6)))[..., None]
+    land = land_mix * VEGETATION + (1.0 - land_mix) * SOIL
+    water = coverage_mask(fractal_noise(rng, size, 3.2), rng.uniform(0.0, 0.3), 0.05)[..., None]
+    ground = (water * WATER + (1.0 - water) * land) * texture
+
+    thick = coverage_mask(fractal_noise(rng, size, 3.8), rng.uniform(0.06, 0.35), 0.3)
+    thin = coverage_mask(fractal_noise(rng, size, 3.4), rng.uniform(0.1, 0.35), 1.0) * rng.uniform(0.3, 0.6)
+    thin *= 1.0 - (thick > 0.5)
+
+    angle = rng.uniform(0.0, 2.0 * np.pi)
+    distance = rng.uniform(0.04, 0.15) * size
+    dy, dx = round(distance * np.sin(angle)), round(distance * np.cos(angle))
+    shade = np.clip(shifted(thick, dy, dx) + 0.5 * shifted(thin, dy, dx), 0.0, 1.0)
+    ground = ground * (1.0 - 0.7 * shade[..., None])
+
+    cloud = CLOUD * (1.0 + 0.08 * fractal_noise(rng, size, 2.0)[..., None])
+    image = ground * (1.0 - thin[..., None]) + cloud * thin[..., None]
+    opacity = np.clip(thick * 1.1, 0.0, 1.0)[..., None]
+    image = image * (1.0 - opacity) + cloud * opacity
+    image = image + rng.normal(0.0, 0.004, image.shape)
+
+    ids = np.zeros((size, size), dtype=np.uint8)
+    ids[shade > 0.5] = 3
+    ids[thin > 0.15] = 2
+    ids[thick > 0.5] = 1
+    return image, ids
+
+
+def encode(reflectance: np.ndarray) -> np.ndarray:
+    """Reflectance -> uint8 with the square-root stretch of the shared Landsat-8 sample."""
+    return np.round(255.0 * np.clip(reflectance, 0.0, 1.0) ** 0.5).astype(np.uint8)
+
+
+def write_scene(root: Path, split: str, name: str, image: np.ndarray, ids: np.ndarray, label_dir: Path) -> None:
+    red, green, blue, nir = (encode(image[..., i]) for i in range(4))
+    write_image(root / split / "rgb" / f"{name}.png", np.dstack((blue, green, red)))
+    write_image(root / split / "ngr" / f"{name}.png", np.dstack((red, green, nir)))  # cv2 channel 2 = NIR
+    write_image(label_dir / f"{name}.png", index_to_colour(ids))
+
+
+def synthesize(root: str | Path, n_train: int = 64, n_test: int | None = None, size: int = 256, seed: int = 0) -> Path:
+    """Writes `<root>/train/{rgb,ngr,label}`, `<root>/test/{rgb,ngr}` and `<root>/test_labels` (kept apart)."""
+    root = Path(root)
+    n_test = max(1, n_train // 4) if n_test is None else n_test
+    for split, count, label_dir in (
+        ("train", n_train, root / "train" / "label"),
+        ("test", n_test, root / "test_labels"),
+    ):
+        for index in range(count):
+            rng = np.random.default_rng([seed, split == "test", index])
+            write_scene(root, split, f"synth_{index:04d}", *make_scene(rng, size), label_dir=label_dir)
+    with atomic_path(root / "synth.json") as path:
+        path.write_text(json.dumps({"n_train": n_train, "n_test": n_test, "size": size, "seed": seed}, indent=2))
+    return root

@@ -1,0 +1,121 @@
+"""Splits, the dataset object, and the DataModule's loaders."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cloudseg.cli.main import main
+from cloudseg.config import AugmentConfig, DataConfig
+from cloudseg.data.datamodule import CloudDataModule
+from cloudseg.data.dataset import CloudDataset, find_samples
+from cloudseg.data.split import load_split, make_split
+from cloudseg.errors import DataError
+from cloudseg.schema import AUX_NORM, RGB_NORM
+
+
+def test_split_is_deterministic_disjoint_and_complete():
+    names = [f"n{i}" for i in range(50)]
+    split = make_split(names, 0.2, seed=7)
+    assert split == make_split(names, 0.2, seed=7) and split != make_split(names, 0.2, seed=8)
+    assert len(split.val) == 10 and sorted(split.train + split.val) == sorted(names)
+
+
+def test_split_file_round_trip_and_errors(tmp_path):
+    names = ["a", "b", "c"]
+    make_split(names, 0.34, 0).save(tmp_path / "split.json")
+    assert load_split(tmp_path / "split.json", names) == make_split(names, 0.34, 0)
+    (tmp_path / "bad.json").write_text(json.dumps({"train": ["a", "zz"], "val": ["b"]}))
+    with pytest.raises(DataError, match=r"1 names are not in the dataset, e\.g\. 'zz'"):
+        load_split(tmp_path / "bad.json", names)
+
+
+def test_dataset_item_is_normalised_with_the_schema(synth_root):
+    samples = find_samples(synth_root / "train", synth_root / "train" / "label")
+    item = CloudDataset(samples)[0]
+    assert item["rgb"].shape == (3, 64, 64) and item["aux"].shape == (1, 64, 64) and item["mask"].dtype == torch.int64
+    from cloudseg.data.dataset import read_sample
+
+    rgb, nir, mask = read_sample(samples[0])
+    expected = (rgb[5, 7, 0] / 255 - RGB_NORM.mean[0]) / RGB_NORM.std[0]
+    assert item["rgb"][0, 5, 7].item() == pytest.approx(expected, abs=1e-6)
+    assert item["aux"][0, 5, 7].item() == pytest.approx((nir[5, 7, 0] / 255 - AUX_NORM.mean[0]) / AUX_NORM.std[0])
+    assert np.array_equal(item["mask"].numpy(), mask)
+
+
+def test_datamodule_serves_augmented_crops_and_whole_validation_images(synth_root):
+    cfg = DataConfig(root=str(synth_root), batch_size=2, num_workers=0, augment=AugmentConfig(crop_size=32))
+    module = CloudDataModule(cfg)
+    module.setup("fit")
+    assert len(module.split.train) == 6 and len(module.split.val) == 2
+    batch = next(iter(module.train_dataloader()))
+    assert batch["rgb"].shape == (2, 3, 32, 32) and batch["aux"].shape == (2, 1, 32, 32)
+    assert batch["mask"].shape == (2, 32, 32)
+    val = next(iter(module.val_dataloader()))
+    assert val["rgb"].shape == (2, 3, 64, 64) and set(val["name"]) == set(module.split.val)
+
+
+def test_datamodule_refuses_a_broken_folder_before_training(tmp_path):
+    (tmp_path / "train" / "rgb").mkdir(parents=True)
+    with pytest.raises(DataError, match="problems in the dataset"):
+        CloudDataModule(DataConfig(root=str(tmp_path))).setup("fit")
+
+
+def test_show_augmentations_writes_a_grid(synth_root, tmp_path, capsys):
+    output = tmp_path / "aug.png"
+    assert (
+        main(["show-augmentations", str(synth_root), "-n", "3", "-o", str(output), "--data.augment.crop_size", "32"])
+        == 0
+    )
+    import cv2
+
+    grid = cv2.imread(str(output))
+    assert grid.shape[0] > 3 * 192 and grid.shape[1] == 110 + 4 * 192
+
+
+def test_show_augmentations_on_the_shared_sample_writes_outside_it(l8biome, tmp_path):
+    assert (
+        main(
+            [
+                "show-augmentations",
+                str(l8biome),
+                "-n",
+                "2",
+                "-o",
+                str(tmp_path / "aug.png"),
+                "--data.augment.crop_size",
+                "256",
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "aug.png").is_file()
+
+
+def test_benchmark_data_writes_well_formed_json(synth_root, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert (
+        main(
+            [
+                "benchmark",
+                "data",
+                f"--data.root={synth_root}",
+                "--data.num_workers",
+                "0",
+                "--data.batch_size",
+                "2",
+                "--data.augment.crop_size",
+                "32",
+                "--batches",
+                "2",
+                "--warmup",
+                "1",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    result = json.loads(out.read_text())
+    assert result["images_per_s"] > 0 and result["timed_batches"] == 2 and result["crop_size"] == 32
