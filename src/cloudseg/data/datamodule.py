@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import cv2
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
@@ -51,6 +52,10 @@ class CloudDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: CloudDataset, batch_size: int, train: bool) -> DataLoader:
         workers = self.cfg.num_workers
+        if workers > 0:
+            # One worker is one process on one core: OpenCV's own thread pool would oversubscribe the cores. It is
+            # set here, before the workers fork, because changing it inside a forked worker can deadlock.
+            cv2.setNumThreads(1)
         return DataLoader(
             dataset,
             batch_size=batch_size,

@@ -21,7 +21,15 @@ from cloudseg.schema import CLASSES, IGNORE_INDEX, NGR_NIR_CHANNEL
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 PALETTE_BGR = np.array([c.bgr for c in CLASSES], dtype=np.uint8)
 PALETTE_DISPLAY_RGB = np.array([c.display_rgb for c in CLASSES], dtype=np.uint8)
-_CLASS_CODES = np.array([(b << 16) | (g << 8) | r for b, g, r in PALETTE_BGR.astype(np.int32)])
+
+
+def _pack(bgr: np.ndarray) -> np.ndarray:
+    """(..., 3) uint8 BGR -> (...) uint32, one code per colour (BGRA bytes read as one little-endian word)."""
+    bgra = cv2.cvtColor(np.ascontiguousarray(bgr.reshape(-1, 1, 3)), cv2.COLOR_BGR2BGRA)
+    return bgra.view(np.uint32).reshape(bgr.shape[:-1])
+
+
+_CLASS_CODES = _pack(PALETTE_BGR)
 _TABLE = ", ".join(f"{c.name} {c.bgr}" for c in CLASSES)
 
 
@@ -110,8 +118,7 @@ def load_label(path: Path, unknown_colours: str = "error", notes: list[str] | No
 
 def colour_to_index(label_bgr: np.ndarray, source: os.PathLike | str, unknown_colours: str = "error") -> np.ndarray:
     """(H, W, 3) BGR label colours -> (H, W) uint8 class ids; colours outside the table are an error or ignored."""
-    b, g, r = (label_bgr[..., i].astype(np.int32) for i in range(3))
-    codes = (b << 16) | (g << 8) | r
+    codes = _pack(label_bgr)
     ids = np.full(codes.shape, IGNORE_INDEX, dtype=np.uint8)
     for cls, code in zip(CLASSES, _CLASS_CODES, strict=True):
         ids[codes == code] = cls.id
@@ -136,7 +143,7 @@ def index_to_colour(ids: np.ndarray) -> np.ndarray:
 
 
 def _unpack(code: int) -> tuple[int, int, int]:
-    return int(code >> 16) & 255, int(code >> 8) & 255, int(code) & 255
+    return tuple(int(c) for c in np.array([code], dtype=np.uint32).view(np.uint8)[:3])
 
 
 def _describe(image: np.ndarray) -> str:
