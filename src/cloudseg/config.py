@@ -10,6 +10,19 @@ from typing import Any, Literal
 import yaml
 
 from cloudseg.errors import ConfigError
+from cloudseg.schema import AUX_BANDS, IGNORE_INDEX, NUM_CLASSES
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which model to build (see `cloudseg models`) and where its encoders start from."""
+
+    name: str = "cmx_b0"
+    num_classes: int = NUM_CLASSES
+    aux_channels: int = len(AUX_BANDS)
+    pretrained: str | None = None  # SegFormer weights: HF folder, state-dict file, or hub id in the local cache
+    decoder_dim: int = 512
+    drop_path_rate: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -61,15 +74,96 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class LossConfig:
+    """The loss is the weighted sum of these terms (weight 0 leaves a term out)."""
+
+    ce: float = 0.0
+    ohem: float = 0.7  # cross-entropy over the hardest pixels only
+    dice: float = 0.3
+    lovasz: float = 0.0
+    jaccard: float = 0.0
+    ohem_fraction: float = 0.25  # keep this fraction of the hardest pixels...
+    ohem_threshold: float | None = None  # ...or, if set, the pixels whose true-class probability is below it,
+    ohem_min_kept: int = 4096  # but at least this many
+    class_weights: tuple[float, ...] | None = None  # cross-entropy weight per class
+    ignore_index: int = IGNORE_INDEX
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with separate learning rates for the encoders and for fusion + decoder, and the schedule."""
+
+    lr_encoder: float = 3e-5
+    lr_head: float = 3e-4
+    weight_decay: float = 0.02
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: Literal["cosine", "poly", "plateau", "constant"] = "cosine"
+    warmup_epochs: float = 0.0
+    min_lr: float = 1e-6
+    poly_power: float = 0.9
+    plateau_patience: int = 2  # validations without improvement before the rate drops
+    plateau_factor: float = 0.5
+    grad_clip: float | None = 1.0
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """The training loop (Lightning), its numerics and what it records."""
+
+    max_epochs: int = 100
+    accumulate_grad_batches: int = 1
+    check_val_every_n_epoch: int = 1
+    precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = "auto"  # auto: bf16 on GPUs that have it
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    strategy: str = "auto"  # e.g. ddp; torchrun and SLURM launches are picked up by Lightning
+    num_nodes: int = 1
+    seed: int = 0
+    deterministic: bool = False
+    compile: bool = False
+    channels_last: bool = False
+    ema_decay: float | None = None  # keep an exponential moving average of the weights, evaluated alongside
+    log_every_n_steps: int = 10
+    panels: int = 4  # fixed validation images drawn after every validation
+    callbacks: tuple[str, ...] = ()  # extra Lightning callbacks by import path, "package.module:Class"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = "cloudseg"
+    output_dir: str = "runs"  # runs/<name>/<timestamp>/
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a run needs; each section is filled from YAML and `--section.key value` overrides."""
 
+    model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+SHIPPED_CONFIGS = Path(__file__).parent / "configs"
+
+
+def config_path(name_or_path: str | Path) -> Path:
+    """A YAML path as given, or the shipped config of that name (`cmx_b2` -> configs/cmx_b2.yaml)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = SHIPPED_CONFIGS / f"{path.stem}.yaml"
+    if shipped.is_file() and path.suffix in ("", ".yaml") and len(path.parts) <= 2:
+        return shipped
+    names = ", ".join(sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.yaml")))
+    raise ConfigError(f"{name_or_path}: no such config file, and not a shipped config ({names})")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    """The config of a YAML file (or the defaults) with `key.path=value` overrides applied, checked."""
-    data = load_yaml(path) if path else {}
+    """The config of a YAML file or shipped config name (or the defaults) with `key.path=value` overrides."""
+    data = load_yaml(config_path(path)) if path else {}
     return from_dict(Config, apply_overrides(data, list(overrides)), str(path or "config"))
 
 
@@ -94,6 +188,10 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
         if value not in args:
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
         return value
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{where}: expected a list of {len(args)} values, got {value!r}")

@@ -71,6 +71,24 @@ def run_show_augmentations(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def run_train(args: argparse.Namespace, extra: list[str]) -> int:
+    from cloudseg.training.run import train
+
+    run_dir = train(resolved_config(args, extra), args.resume)
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace, extra: list[str]) -> int:
+    from cloudseg.training.run import evaluate
+
+    root = args.root or resolved_config(args, extra).data.root
+    if root is None:
+        raise ConfigError("evaluate needs the dataset: --data.root <folder>")
+    evaluate(args.checkpoint, root, args.split, args.output, args.panels)
+    return 0
+
+
 def run_benchmark(args: argparse.Namespace, extra: list[str]) -> int:
     from cloudseg.benchmark import benchmark_data, write_result
 
@@ -121,6 +139,21 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--seed", type=int, default=0)
     show.add_argument("--config", help="YAML config whose data.augment section is used")
 
+    train = command("train", run_train, "train a model (Lightning) and write a run folder")
+    train.add_argument(
+        "--config", default="cmx_b0", help="YAML file or shipped config: cmx_b0 (CPU), cmx_b2 (reference)"
+    )
+    train.add_argument("--resume", help="run folder or last.ckpt to continue exactly where it stopped")
+
+    evaluate = command("evaluate", run_evaluate, "score a checkpoint: per-class table, metrics.json, confusion.png")
+    evaluate.add_argument("--checkpoint", required=True, help="checkpoints/best.safetensors of a run")
+    evaluate.add_argument("--root", help="dataset folder (or --data.root)")
+    evaluate.add_argument(
+        "--split", default="val", help="val or train (the run's split), test, or a JSON list of names"
+    )
+    evaluate.add_argument("--output", help="folder for metrics.json and confusion.png (default: beside the run)")
+    evaluate.add_argument("--panels", type=int, default=0, help="also draw prediction panels of this many images")
+
     bench = command("benchmark", run_benchmark, "measure throughput and write it as JSON")
     bench.add_argument("target", choices=("data",), help="data: the training loader with full augmentation")
     bench.add_argument("--config", help="YAML config")
@@ -136,7 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "run"):
         parser.print_help()
         return 0
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logging.getLogger("cloudseg").addHandler(handler)  # Lightning configures its own loggers
+    logging.getLogger("cloudseg").setLevel(logging.INFO)
     try:
         return args.run(args, extra)
     except CloudsegError as error:

@@ -9,21 +9,23 @@ from torch.utils.data import DataLoader
 
 from cloudseg.config import DataConfig
 from cloudseg.data.check import check_dataset
-from cloudseg.data.dataset import CloudDataset, find_samples
+from cloudseg.data.dataset import CloudDataset, EpochSampler, find_samples
 from cloudseg.data.split import Split, load_split, make_split
 from cloudseg.data.transforms import CopyPaste, TrainTransform
 from cloudseg.errors import ConfigError
 
 
 class CloudDataModule(L.LightningDataModule):
-    def __init__(self, cfg: DataConfig):
+    def __init__(self, cfg: DataConfig, seed: int = 0):
         super().__init__()
+        self.seed = seed
         if cfg.root is None:
             raise ConfigError("data.root is not set; pass --data.root <folder with train/{rgb,ngr,label}>")
         self.cfg = cfg
         self.root = Path(cfg.root)
         self.split: Split | None = None
         self.uniform_size = True
+        self.start_epoch = 0
 
     def setup(self, stage: str | None = None) -> None:
         if self.split is not None:
@@ -51,6 +53,8 @@ class CloudDataModule(L.LightningDataModule):
         )
 
     def _loader(self, dataset: CloudDataset, batch_size: int, train: bool) -> DataLoader:
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         workers = self.cfg.num_workers
         if workers > 0:
             # One worker is one process on one core: OpenCV's own thread pool would oversubscribe the cores. It is
@@ -59,13 +63,21 @@ class CloudDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=train,
-            drop_last=train and len(dataset) >= batch_size,
+            sampler=EpochSampler(len(dataset), self.seed, rank, world, self.start_epoch) if train else None,
+            drop_last=train and len(dataset) >= batch_size * world,
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),
             prefetch_factor=4 if workers > 0 else None,
         )
+
+    # Lightning builds the first training iterator of a resumed run before it calls `set_epoch`, so the sampler
+    # starts from the epoch saved in the checkpoint (LastCheckpoint saves at the end of an epoch).
+    def state_dict(self) -> dict:
+        return {"next_epoch": self.trainer.current_epoch + 1 if self.trainer is not None else 0}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.start_epoch = state["next_epoch"]
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.cfg.batch_size, train=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from cloudseg.data.io import IMAGE_SUFFIXES, load_label, load_nir, load_rgb
 from cloudseg.errors import DataError
@@ -124,7 +124,12 @@ class CloudDataset(Dataset):
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         return read_sample(self.samples[index], self.unknown_colours)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        # (index, seed) keys come from `EpochSampler`: augmentation then depends on the seed alone, not on
+        # which worker process draws the sample or how many there are.
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        if seed is not None:
+            np.random.seed(seed)
         rgb, nir, mask = self.read(index)
         if self.copy_paste is not None and mask is not None and len(self) > 1:
             donor = (index + np.random.randint(1, len(self))) % len(self)  # any other sample
@@ -135,3 +140,28 @@ class CloudDataset(Dataset):
         if mask is not None:
             sample["mask"] = torch.from_numpy(np.ascontiguousarray(mask)).long()
         return sample
+
+
+class EpochSampler(Sampler):
+    """Shuffled `(index, seed)` keys, a pure function of (seed, epoch, rank): resumable and worker-independent.
+
+    Each of `world_size` processes takes every world_size-th key of one shared permutation (padded by wrapping
+    around, as DistributedSampler does, so every process runs the same number of steps).
+    """
+
+    def __init__(self, length: int, seed: int, rank: int = 0, world_size: int = 1, epoch: int = 0):
+        self.length, self.seed, self.rank, self.world_size = length, seed, rank, world_size
+        self.epoch = epoch
+
+    def set_epoch(self, epoch: int) -> None:  # called by Lightning before every epoch
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-self.length // self.world_size)
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(self.length)
+        order = np.resize(order, len(self) * self.world_size)[self.rank :: self.world_size]
+        seeds = rng.integers(0, 2**31, size=len(order) * self.world_size)[self.rank :: self.world_size]
+        return iter(zip(order.tolist(), seeds.tolist(), strict=True))

@@ -1,0 +1,77 @@
+"""Release checkpoints: `<name>.safetensors` whose header carries the resolved config, class table and
+normalisation (so `load_model` needs no other file), and a `<name>.json` beside it for people and scripts."""
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from cloudseg.errors import WeightsError
+from cloudseg.files import atomic_path
+from cloudseg.schema import AUX_NORM, CLASSES, RGB_NORM
+
+FORMAT = "cloudseg-checkpoint-1"
+
+
+def save_release(model: nn.Module, config: dict, path: str | os.PathLike, info: dict | None = None) -> Path:
+    """Writes the model weights with their config atomically; `info` (epoch, metrics, ...) goes in both files."""
+    path = Path(path)
+    header = {
+        "format": FORMAT,
+        "config": config,
+        "classes": [{"id": c.id, "name": c.name, "bgr": list(c.bgr)} for c in CLASSES],
+        "normalisation": {"rgb": vars(RGB_NORM), "aux": vars(AUX_NORM)},
+        **(info or {}),
+    }
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as temporary:
+        save_file(state, temporary, metadata={"cloudseg": json.dumps(header)})
+    with atomic_path(path.with_suffix(".json")) as temporary:
+        temporary.write_text(json.dumps(header, indent=2, default=float) + "\n")
+    return path
+
+
+def read_header(path: str | os.PathLike) -> dict:
+    """The header of a release checkpoint; anything else is an error naming the file."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (OSError, SafetensorError) as error:
+        raise WeightsError(f"{path}: cannot read it as a safetensors checkpoint ({error})") from error
+    header = json.loads(metadata["cloudseg"]) if "cloudseg" in metadata else {}
+    if header.get("format") != FORMAT:
+        raise WeightsError(
+            f"{path}: not a cloudseg checkpoint (no {FORMAT} header); expected the checkpoints/best.safetensors "
+            "of a `cloudseg train` run"
+        )
+    return header
+
+
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuilds a trained model from its release checkpoint alone; returns (model in eval mode, header)."""
+    from safetensors.torch import load_file
+
+    from cloudseg.config import Config, from_dict
+    from cloudseg.models.registry import build_model
+
+    header = read_header(path)
+    cfg = from_dict(Config, header["config"]).model
+    model = build_model(
+        cfg.name, cfg.num_classes, cfg.aux_channels, decoder_dim=cfg.decoder_dim, drop_path_rate=cfg.drop_path_rate
+    )
+    state = load_file(str(path), device=str(map_location))
+    expected = model.state_dict()
+    problems = sorted(expected.keys() ^ state.keys()) + [
+        f"{k} {list(state[k].shape)} vs {list(expected[k].shape)}"
+        for k in expected.keys() & state.keys()
+        if state[k].shape != expected[k].shape
+    ]
+    if problems:
+        raise WeightsError(f"{path}: weights do not match its own config ({cfg.name}): {'; '.join(problems[:5])}")
+    model.load_state_dict(state)
+    return model.to(map_location).eval(), header

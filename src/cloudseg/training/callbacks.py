@@ -1,0 +1,187 @@
+"""Lightning callbacks of a run: release checkpoints, panels, curves, the validation table, throughput."""
+
+import logging
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from cloudseg.files import atomic_path
+from cloudseg.models.checkpoint import save_release
+from cloudseg.panels import colourise, denormalise, grid, save_rgb
+from cloudseg.schema import AUX_NORM, IGNORE_INDEX, RGB_NORM
+from cloudseg.training.metrics import class_names, flat_scores, format_table
+
+log = logging.getLogger("cloudseg")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoints written to a temporary file and renamed: a kill mid-save leaves the old one intact."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        with atomic_path(path) as temporary:
+            torch.save(checkpoint, temporary)
+
+
+class LastCheckpoint(L.Callback):
+    """`checkpoints/last.ckpt`: the whole training state after every epoch, validation included, for --resume."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / "checkpoints" / "last.ckpt"
+
+    def on_train_epoch_end(self, trainer: L.Trainer, task: L.LightningModule) -> None:
+        trainer.save_checkpoint(self.path)
+
+
+class BestRelease(L.Callback):
+    """Keeps `checkpoints/<stem>.safetensors` (+ .json) for the best validation mIoU of `prefix` (val or val_ema)."""
+
+    def __init__(self, run_dir: Path, prefix: str = "val", stem: str = "best"):
+        self.path = run_dir / "checkpoints" / f"{stem}.safetensors"
+        self.prefix = prefix
+        self.best = -1.0
+
+    @property
+    def state_key(self) -> str:
+        return f"BestRelease[{self.prefix}]"
+
+    def on_validation_end(self, trainer: L.Trainer, task: L.LightningModule) -> None:
+        scores = task.val_scores.get(self.prefix)
+        if trainer.sanity_checking or scores is None or float(scores["mIoU"]) <= self.best:
+            return
+        self.best = float(scores["mIoU"])
+        if trainer.is_global_zero:
+            model = task.ema.module if self.prefix == "val_ema" else task.model
+            info = {
+                "epoch": trainer.current_epoch,
+                "step": trainer.global_step,
+                "metrics": flat_scores(scores, class_names(len(scores["iou"]))),
+            }
+            save_release(model, dict(task.hparams["config"]), self.path, info)
+
+    def state_dict(self) -> dict:
+        return {"best": self.best}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best = state["best"]
+
+
+class ValidationReport(L.Callback):
+    """After each validation: prints the per-class table and redraws `curves.png` (all figures are also in the
+    logger's metrics.csv)."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.history: list[dict] = []
+
+    def on_validation_end(self, trainer: L.Trainer, task: L.LightningModule) -> None:
+        scores = task.val_scores.get("val")
+        if trainer.sanity_checking or scores is None or not trainer.is_global_zero:
+            return
+        names = class_names(len(scores["iou"]))
+        train_loss = trainer.callback_metrics.get("train/loss_epoch")
+        row = {"epoch": trainer.current_epoch, "step": trainer.global_step, **flat_scores(scores, names)}
+        row["train_loss"] = float(train_loss) if train_loss is not None else None
+        row["val_loss"] = float(trainer.callback_metrics.get("val/loss", float("nan")))
+        self.history.append(row)
+        log.info("validation after epoch %d\n%s", trainer.current_epoch, format_table(scores, names))
+        plot_curves(self.history, names, self.run_dir / "curves.png")
+
+    def state_dict(self) -> dict:
+        return {"history": self.history}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history = state["history"]
+
+
+def plot_curves(history: list[dict], names: tuple[str, ...], path: Path) -> None:
+    """Loss, mIoU and per-class IoU against epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    figure, (losses, ious) = plt.subplots(1, 2, figsize=(11, 4))
+    for key in ("train_loss", "val_loss"):
+        losses.plot(epochs, [row[key] if row[key] is not None else np.nan for row in history], marker="o", label=key)
+    losses.set(xlabel="epoch", ylabel="loss", title="loss")
+    losses.legend()
+    ious.plot(epochs, [row["mIoU"] for row in history], marker="o", linewidth=2.5, color="black", label="mIoU")
+    for name in names:
+        ious.plot(
+            epochs,
+            [row[f"iou/{name}"] if row[f"iou/{name}"] is not None else np.nan for row in history],
+            marker=".",
+            label=name,
+        )
+    ious.set(xlabel="epoch", ylabel="IoU", title="validation IoU", ylim=(0, 1))
+    ious.legend(fontsize=8)
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=90)
+    plt.close(figure)
+
+
+def prediction_row(sample: dict, prediction: np.ndarray) -> list[np.ndarray]:
+    """RGB | NIR | ground truth | prediction | error map (red where wrong, ignored pixels purple)."""
+    truth = sample["mask"].numpy().astype(np.uint8)
+    errors = np.zeros((*truth.shape, 3), np.uint8)
+    errors[(prediction != truth) & (truth != IGNORE_INDEX)] = (230, 40, 40)
+    errors[truth == IGNORE_INDEX] = (128, 0, 128)
+    return [
+        denormalise(sample["rgb"], RGB_NORM),
+        denormalise(sample["aux"][:1], AUX_NORM),
+        colourise(truth),
+        colourise(prediction.astype(np.uint8)),
+        errors,
+    ]
+
+
+PANEL_TITLES = ["RGB", "NIR", "ground truth", "prediction", "errors"]
+
+
+class ValidationPanels(L.Callback):
+    """`panels/epoch_XXX.png`: the same few validation images after every validation."""
+
+    def __init__(self, run_dir: Path, count: int):
+        self.folder = run_dir / "panels"
+        self.count = count
+
+    @torch.no_grad()
+    def on_validation_end(self, trainer: L.Trainer, task: L.LightningModule) -> None:
+        dataset = getattr(trainer.datamodule, "val_set", None)
+        if trainer.sanity_checking or not trainer.is_global_zero or dataset is None or self.count <= 0:
+            return
+        samples = [dataset[i] for i in range(min(self.count, len(dataset)))]
+        rows = []
+        for sample in samples:
+            logits = task(sample["rgb"][None].to(task.device), sample["aux"][None].to(task.device))
+            rows.append(prediction_row(sample, logits.argmax(dim=1)[0].cpu().numpy()))
+        names = [s["name"] for s in samples]
+        save_rgb(self.folder / f"epoch_{trainer.current_epoch:03d}.png", grid(rows, PANEL_TITLES, names))
+
+
+class Throughput(L.Callback):
+    """Training images per second, shown in the progress bar."""
+
+    def __init__(self):
+        self.last = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, task: L.LightningModule, outputs, batch, batch_index) -> None:
+        now = time.perf_counter()
+        if self.last is not None:
+            task.log(
+                "img/s",
+                batch["rgb"].shape[0] * trainer.world_size / (now - self.last),
+                prog_bar=True,
+                on_step=True,
+                on_epoch=False,
+            )
+        self.last = now
+
+    def on_train_epoch_start(self, trainer: L.Trainer, task: L.LightningModule) -> None:
+        self.last = None

@@ -1,0 +1,110 @@
+"""Segmentation losses on logits (B, K, H, W) and targets (B, H, W); the ignore index is skipped by all."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cloudseg.config import LossConfig
+
+
+def ohem_cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    fraction: float,
+    ignore_index: int,
+    weight: torch.Tensor | None = None,
+    threshold: float | None = None,
+    min_kept: int = 0,
+) -> torch.Tensor:
+    """Cross-entropy averaged over the hardest pixels only (online hard example mining).
+
+    Keeps the top `fraction` of valid pixels by loss; or, with `threshold`, the pixels whose probability for
+    their true class is below it, and never fewer than `min_kept` of the hardest.
+    """
+    losses = F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index, reduction="none").flatten()
+    valid = (target != ignore_index).flatten()
+    losses = losses[valid]
+    if losses.numel() == 0:
+        return logits.sum() * 0.0
+    if threshold is None:
+        keep = max(1, int(fraction * losses.numel()))
+    else:
+        # p(true class) < threshold  <=>  loss > -log(threshold) (unweighted)
+        keep = int((losses > -torch.log(torch.tensor(threshold))).sum())
+        keep = min(losses.numel(), max(keep, min_kept, 1))
+    return losses.topk(keep, sorted=False).values.mean()
+
+
+def _valid_one_hot(logits: torch.Tensor, target: torch.Tensor, ignore_index: int):
+    """Softmax probabilities, one-hot targets and a validity mask, all (B, K, H, W)."""
+    valid = (target != ignore_index).unsqueeze(1)
+    one_hot = F.one_hot(target.masked_fill(~valid.squeeze(1), 0), logits.shape[1]).permute(0, 3, 1, 2)
+    return logits.float().softmax(dim=1) * valid, one_hot * valid, valid
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int, smooth: float = 1.0) -> torch.Tensor:
+    """1 - mean over classes of the soft Dice coefficient, summed over the whole batch."""
+    probs, one_hot, _ = _valid_one_hot(logits, target, ignore_index)
+    intersection = (probs * one_hot).sum(dim=(0, 2, 3))
+    total = probs.sum(dim=(0, 2, 3)) + one_hot.sum(dim=(0, 2, 3))
+    return 1.0 - ((2.0 * intersection + smooth) / (total + smooth)).mean()
+
+
+def jaccard_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int, smooth: float = 1.0) -> torch.Tensor:
+    """1 - mean over classes of the soft Jaccard index (IoU)."""
+    probs, one_hot, _ = _valid_one_hot(logits, target, ignore_index)
+    intersection = (probs * one_hot).sum(dim=(0, 2, 3))
+    union = probs.sum(dim=(0, 2, 3)) + one_hot.sum(dim=(0, 2, 3)) - intersection
+    return 1.0 - ((intersection + smooth) / (union + smooth)).mean()
+
+
+def lovasz_softmax(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """Lovász-softmax (Berman et al., CVPR 2018): a convex surrogate of IoU, averaged over classes present."""
+    probs = logits.float().softmax(dim=1).permute(0, 2, 3, 1).reshape(-1, logits.shape[1])  # (P, K)
+    labels = target.reshape(-1)
+    valid = labels != ignore_index
+    probs, labels = probs[valid], labels[valid]
+    losses = []
+    for k in range(probs.shape[1]):
+        truth = (labels == k).float()
+        if truth.sum() == 0:
+            continue
+        errors, order = (truth - probs[:, k]).abs().sort(descending=True)
+        truth = truth[order]
+        intersection = truth.sum() - truth.cumsum(0)
+        union = truth.sum() + (1.0 - truth).cumsum(0)
+        jaccard = 1.0 - intersection / union
+        jaccard[1:] = jaccard[1:] - jaccard[:-1]  # the Lovász extension's gradient
+        losses.append(torch.dot(errors, jaccard))
+    return torch.stack(losses).mean() if losses else logits.sum() * 0.0
+
+
+class SegmentationLoss(nn.Module):
+    """The weighted sum of the terms a `LossConfig` names; `forward` returns (total, {term: value})."""
+
+    def __init__(self, cfg: LossConfig):
+        super().__init__()
+        self.cfg = cfg
+        weights = torch.tensor(cfg.class_weights) if cfg.class_weights else None
+        self.register_buffer("class_weights", weights, persistent=False)
+        self.terms = {name: w for name in ("ce", "ohem", "dice", "lovasz", "jaccard") if (w := getattr(cfg, name))}
+        if not self.terms:
+            raise ValueError("the loss has no term: give at least one of ce, ohem, dice, lovasz, jaccard a weight")
+
+    def _term(self, name: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        cfg, ignore = self.cfg, self.cfg.ignore_index
+        if name == "ce":
+            return F.cross_entropy(logits, target, weight=self.class_weights, ignore_index=ignore)
+        if name == "ohem":
+            return ohem_cross_entropy(
+                logits, target, cfg.ohem_fraction, ignore, self.class_weights, cfg.ohem_threshold, cfg.ohem_min_kept
+            )
+        if name == "dice":
+            return dice_loss(logits, target, ignore)
+        if name == "jaccard":
+            return jaccard_loss(logits, target, ignore)
+        return lovasz_softmax(logits, target, ignore)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        parts = {name: self._term(name, logits, target) for name in self.terms}
+        return sum(self.terms[name] * value for name, value in parts.items()), parts

@@ -1,0 +1,261 @@
+"""`cloudseg train` and `cloudseg evaluate`: a run folder in, checkpoints, panels, curves and scores out."""
+
+import csv
+import importlib
+import json
+import logging
+import os
+from datetime import datetime
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import yaml
+from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+from cloudseg.config import Config, from_dict, to_dict
+from cloudseg.data.datamodule import CloudDataModule
+from cloudseg.data.dataset import CloudDataset, find_samples
+from cloudseg.data.split import load_split
+from cloudseg.errors import ConfigError, DataError
+from cloudseg.files import atomic_path
+from cloudseg.models.checkpoint import load_model
+from cloudseg.panels import grid, save_rgb
+from cloudseg.training.callbacks import (
+    PANEL_TITLES,
+    AtomicCheckpointIO,
+    BestRelease,
+    LastCheckpoint,
+    Throughput,
+    ValidationPanels,
+    ValidationReport,
+    prediction_row,
+)
+from cloudseg.training.metrics import class_names, confusion_metric, confusion_scores, flat_scores, format_table
+from cloudseg.training.task import SegmentationTask
+
+log = logging.getLogger("cloudseg")
+RUN_DIR_VARIABLE = "CLOUDSEG_RUN_DIR"
+
+
+def new_run_dir(cfg: Config) -> Path:
+    """runs/<name>/<timestamp>/, the same in every process of a distributed run."""
+    if os.environ.get(RUN_DIR_VARIABLE):  # set by the first process; Lightning's DDP launcher passes it on
+        return Path(os.environ[RUN_DIR_VARIABLE])
+    # Under torchrun or SLURM all ranks start at once: name the run after the job so they agree.
+    job = os.environ.get("TORCHELASTIC_RUN_ID") or os.environ.get("SLURM_JOB_ID")
+    stamp = f"job-{job}" if job and job != "none" else datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(cfg.run.output_dir) / cfg.run.name / stamp
+    os.environ[RUN_DIR_VARIABLE] = str(run_dir)
+    return run_dir
+
+
+def resume_checkpoint(resume: str) -> tuple[Path, Path]:
+    """(run folder, last.ckpt) from either of them."""
+    path = Path(resume)
+    checkpoint = path / "checkpoints" / "last.ckpt" if path.is_dir() else path
+    if not checkpoint.is_file():
+        raise ConfigError(f"{resume}: no run folder with checkpoints/last.ckpt, nor a .ckpt file, to resume from")
+    return checkpoint.parent.parent, checkpoint
+
+
+def _extra_callbacks(paths: tuple[str, ...]) -> list[L.Callback]:
+    callbacks = []
+    for path in paths:
+        module, _, name = path.partition(":")
+        try:
+            callbacks.append(getattr(importlib.import_module(module), name)())
+        except (ImportError, AttributeError, ValueError) as error:
+            raise ConfigError(
+                f"trainer.callbacks: cannot load {path!r} ({error}); expected 'package.module:Class'"
+            ) from error
+    return callbacks
+
+
+def _precision(cfg: Config) -> str:
+    if cfg.trainer.precision != "auto":
+        return cfg.trainer.precision
+    if torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda"):
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def train(cfg: Config, resume: str | None = None) -> Path:
+    """Trains a model as `cfg` says and returns the run folder."""
+    if resume:
+        run_dir, checkpoint = resume_checkpoint(resume)
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        saved, next_epoch = state["hyper_parameters"]["config"], state["epoch"] + 1
+        if to_dict(cfg) != saved:
+            log.info("resuming with the config saved in %s; changes given now are ignored", checkpoint)
+        cfg = from_dict(Config, saved)
+        os.environ[RUN_DIR_VARIABLE] = str(run_dir)
+    else:
+        run_dir, checkpoint, next_epoch = new_run_dir(cfg), None, None
+    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+    datamodule = CloudDataModule(cfg.data, seed=cfg.trainer.seed)
+    datamodule.setup("fit")  # checks the whole folder before anything is built
+    task = SegmentationTask(to_dict(cfg))
+    trainer = L.Trainer(
+        default_root_dir=run_dir,
+        max_epochs=cfg.trainer.max_epochs,
+        accelerator=cfg.trainer.accelerator,
+        devices=cfg.trainer.devices,
+        strategy=cfg.trainer.strategy,
+        num_nodes=cfg.trainer.num_nodes,
+        precision=_precision(cfg),
+        accumulate_grad_batches=cfg.trainer.accumulate_grad_batches,
+        check_val_every_n_epoch=cfg.trainer.check_val_every_n_epoch,
+        gradient_clip_val=cfg.optim.grad_clip,
+        deterministic=cfg.trainer.deterministic,
+        log_every_n_steps=cfg.trainer.log_every_n_steps,
+        use_distributed_sampler=False,  # EpochSampler splits the data between processes itself
+        num_sanity_val_steps=0,
+        logger=_csv_logger(run_dir, next_epoch),
+        plugins=[AtomicCheckpointIO()],
+        callbacks=[
+            BestRelease(run_dir),
+            *([BestRelease(run_dir, "val_ema", "best_ema")] if cfg.trainer.ema_decay else []),
+            ValidationReport(run_dir),
+            ValidationPanels(run_dir, cfg.trainer.panels),
+            Throughput(),
+            RichProgressBar(),
+            *_extra_callbacks(cfg.trainer.callbacks),
+            LastCheckpoint(run_dir),  # last, so it saves the other callbacks' state of this epoch
+        ],
+        enable_checkpointing=False,  # LastCheckpoint and BestRelease write the checkpoints
+    )
+    if trainer.is_global_zero:
+        with atomic_path(run_dir / "config.yaml") as temporary:
+            temporary.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        datamodule.split.save(run_dir / "split.json")
+        _log_to_file(run_dir / "train.log")
+        log.info("run folder %s", run_dir)
+    trainer.fit(task, datamodule=datamodule, ckpt_path=checkpoint)
+    return run_dir
+
+
+def _csv_logger(run_dir: Path, next_epoch: int | None) -> CSVLogger:
+    """Lightning's CSV logger; when resuming, the rows of finished epochs are kept (it deletes the file)."""
+    logger = CSVLogger(run_dir, name="", version="")
+    previous = run_dir / "metrics.csv"
+    if next_epoch is not None and previous.is_file() and rank_zero_only.rank == 0:
+        with previous.open(newline="") as handle:
+            rows = [row for row in csv.DictReader(handle) if int(row["epoch"]) < next_epoch]
+        writer = logger.experiment  # this removes the old file; its rows are handed back to be written again
+        writer.metrics_keys = list(rows[0]) if rows else []
+        writer.metrics = [{key: value for key, value in row.items() if value != ""} for row in rows]
+    return logger
+
+
+def _log_to_file(path: Path) -> None:
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    for name in ("cloudseg", "lightning.pytorch"):
+        logging.getLogger(name).addHandler(handler)
+
+
+def evaluation_samples(checkpoint: Path, root: Path, split: str) -> list:
+    """The samples of `split`: val or train (the run's saved split), test (test/ with test_labels/), or a JSON
+    list file of names from train/."""
+    if split == "test":
+        return find_samples(root / "test", root / "test_labels")
+    samples = find_samples(root / "train", root / "train" / "label")
+    if split in ("val", "train"):
+        split_file = checkpoint.parent.parent / "split.json"
+        if not split_file.is_file():
+            raise DataError(f"{split_file}: the run's split is missing; pass a list file with --split <file.json>")
+        names = set(getattr(load_split(split_file, [s.name for s in samples]), split))
+    else:
+        path = Path(split)
+        try:
+            names = set(json.loads(path.read_text()))
+        except (OSError, ValueError) as error:
+            raise DataError(f"{split}: expected val, train, test or a JSON list of names ({error})") from error
+    chosen = [s for s in samples if s.name in names]
+    if not chosen:
+        raise DataError(f"{root}: no images of split {split!r}")
+    return chosen
+
+
+@torch.no_grad()
+def evaluate(
+    checkpoint: str | Path, root: str | Path, split: str = "val", output: str | Path | None = None, panels: int = 0
+) -> dict:
+    """Scores a release checkpoint on a split; writes metrics.json, confusion.png (and panels) to `output`."""
+    checkpoint, root = Path(checkpoint), Path(root)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, header = load_model(checkpoint, device)
+    num_classes = from_dict(Config, header["config"]).model.num_classes
+    names = class_names(num_classes)
+    output = Path(output) if output else checkpoint.parent.parent / f"eval_{Path(split).stem}"
+    dataset = CloudDataset(evaluation_samples(checkpoint, root, split))
+    confusion = confusion_metric(num_classes).to(device)
+    rows, row_names = [], []
+    for i in range(len(dataset)):
+        sample = dataset[i]
+        logits = model(sample["rgb"][None].to(device), sample["aux"][None].to(device))
+        prediction = logits.argmax(dim=1)
+        confusion.update(prediction, sample["mask"][None].to(device))
+        if i < panels:
+            rows.append(prediction_row(sample, prediction[0].cpu().numpy()))
+            row_names.append(sample["name"])
+    matrix = confusion.compute().cpu()
+    scores = confusion_scores(matrix)
+    result = {
+        "checkpoint": str(checkpoint),
+        "root": str(root),
+        "split": split,
+        "images": len(dataset),
+        **flat_scores(scores, names),
+        "confusion": matrix.tolist(),
+        "classes": list(names),
+    }
+    with atomic_path(output / "metrics.json") as temporary:
+        temporary.write_text(json.dumps(result, indent=2) + "\n")
+    plot_confusion(matrix.numpy(), names, output / "confusion.png")
+    if rows:
+        save_rgb(output / "panels.png", grid(rows, PANEL_TITLES, row_names))
+    print(format_table(scores, names))
+    print(f"wrote {output / 'metrics.json'} and {output / 'confusion.png'}")
+    return result
+
+
+def plot_confusion(matrix: np.ndarray, names: tuple[str, ...], path: Path) -> None:
+    """The confusion matrix normalised per true class, with pixel counts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    figure, axes = plt.subplots(figsize=(6, 5))
+    image = axes.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), value in np.ndenumerate(share):
+        axes.text(
+            j,
+            i,
+            f"{value:.2f}\n{int(matrix[i, j]):,}",
+            ha="center",
+            va="center",
+            fontsize=7,
+            color="white" if value > 0.5 else "black",
+        )
+    axes.set(
+        xticks=range(len(names)),
+        yticks=range(len(names)),
+        xticklabels=names,
+        yticklabels=names,
+        xlabel="predicted",
+        ylabel="true",
+        title="confusion (share of each true class)",
+    )
+    plt.setp(axes.get_xticklabels(), rotation=30, ha="right")
+    figure.colorbar(image)
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=100)
+    plt.close(figure)

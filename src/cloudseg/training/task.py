@@ -1,0 +1,178 @@
+"""The LightningModule: model, loss, optimiser groups, schedule, EMA and validation scores of one training run."""
+
+import math
+
+import lightning as L
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from cloudseg.config import Config, OptimConfig, from_dict
+from cloudseg.errors import CloudsegError
+from cloudseg.models.registry import build_model
+from cloudseg.training.losses import SegmentationLoss
+from cloudseg.training.metrics import class_names, confusion_metric, confusion_scores
+
+
+class NonFiniteLossError(CloudsegError):
+    """The training loss became NaN or infinite."""
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str, min_ratio: float, power: float = 0.9) -> float:
+    """Multiplier of a group's base learning rate after `step` optimiser steps of `total`.
+
+    Linear warmup from 0 over `warmup` steps, then cosine or polynomial decay down to `min_ratio` (min_lr / base).
+    """
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule in ("constant", "plateau"):
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    decay = 0.5 * (1.0 + math.cos(math.pi * progress)) if schedule == "cosine" else (1.0 - progress) ** power
+    return min_ratio + (1.0 - min_ratio) * decay
+
+
+def parameter_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
+    """Encoders and the rest (fusion, decoder) with their own learning rates; no weight decay on norms, biases
+    and other one-dimensional parameters."""
+    encoder_ids = {id(p) for encoder, _ in model.encoder_streams().values() for p in encoder.parameters()}
+    groups = {(part, decay): [] for part in ("encoder", "head") for decay in (True, False)}
+    for param in model.parameters():
+        if param.requires_grad:
+            groups[("encoder" if id(param) in encoder_ids else "head", param.ndim > 1)].append(param)
+    return [
+        {
+            "name": f"{part}{'' if decay else '_no_decay'}",
+            "params": params,
+            "lr": cfg.lr_encoder if part == "encoder" else cfg.lr_head,
+            "weight_decay": cfg.weight_decay if decay else 0.0,
+        }
+        for (part, decay), params in groups.items()
+        if params
+    ]
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int, steps_per_epoch: int):
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    factors = [
+        lambda step, base=group["lr"]: lr_factor(
+            step, total_steps, warmup, cfg.schedule, min(1.0, cfg.min_lr / base), cfg.poly_power
+        )
+        for group in optimizer.param_groups
+    ]
+    return LambdaLR(optimizer, factors)
+
+
+class SegmentationTask(L.LightningModule):
+    """Trains one model of the registry on (rgb, aux, mask) batches. `config` is the resolved config as a plain
+    mapping, saved in every Lightning checkpoint so a run can be resumed and reproduced from it alone."""
+
+    def __init__(self, config: dict):
+        super().__init__()
+        self.save_hyperparameters()
+        self.cfg = from_dict(Config, config)
+        m = self.cfg.model
+        self.model = build_model(
+            m.name,
+            m.num_classes,
+            m.aux_channels,
+            m.pretrained,
+            decoder_dim=m.decoder_dim,
+            drop_path_rate=m.drop_path_rate,
+        )
+        if self.cfg.trainer.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.loss = SegmentationLoss(self.cfg.loss)
+        self.val_confusion = confusion_metric(m.num_classes)
+        self.ema = None
+        if self.cfg.trainer.ema_decay:
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.trainer.ema_decay))
+            self.ema.requires_grad_(False)
+            self.val_ema_confusion = confusion_metric(m.num_classes)
+            self._ema_step = 0
+        self.network = torch.compile(self.model) if self.cfg.trainer.compile else self.model
+        self.val_scores: dict[str, dict[str, torch.Tensor]] = {}
+
+    def forward(self, rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+        return self.network(rgb, aux)
+
+    def _inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.cfg.trainer.channels_last:
+            return (batch[k].contiguous(memory_format=torch.channels_last) for k in ("rgb", "aux"))
+        return batch["rgb"], batch["aux"]
+
+    def on_train_batch_start(self, batch: dict, batch_index: int) -> None:
+        # Dropout and stochastic depth draw from a generator seeded per epoch, so a run resumed at an epoch
+        # boundary draws exactly what the uninterrupted run drew. (Not in on_train_epoch_start: Lightning skips
+        # that hook for the first epoch after resuming from a checkpoint written at an epoch's end.)
+        if batch_index == 0:
+            torch.manual_seed(self.cfg.trainer.seed * 100_003 + self.current_epoch)
+
+    def training_step(self, batch: dict, batch_index: int) -> torch.Tensor:
+        logits = self(*self._inputs(batch))
+        loss, parts = self.loss(logits, batch["mask"])
+        if not torch.isfinite(loss):  # raised before backward: the weights are still the last good ones
+            raise NonFiniteLossError(
+                f"the training loss is {loss.item()} at step {self.global_step} (epoch {self.current_epoch}, "
+                f"batch {batch_index}); the run stopped before applying it. Resume from the last checkpoint with "
+                "`cloudseg train --resume <run folder>`, e.g. with a lower learning rate or trainer.precision=32"
+            )
+        batch_size = batch["mask"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch_size)
+        for name, value in parts.items():
+            self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=batch_size)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_index: int) -> None:
+        # global_step counts optimiser steps, so with gradient accumulation the average moves once per step.
+        if self.ema is not None and self.global_step != self._ema_step:
+            self.ema.update_parameters(self.model)
+            self._ema_step = self.global_step
+
+    def validation_step(self, batch: dict, batch_index: int) -> None:
+        rgb, aux = self._inputs(batch)
+        logits = self(rgb, aux)
+        loss, _ = self.loss(logits, batch["mask"])
+        self.log("val/loss", loss, on_epoch=True, batch_size=batch["mask"].shape[0], sync_dist=True)
+        self.val_confusion.update(logits.argmax(dim=1), batch["mask"])
+        if self.ema is not None:
+            self.val_ema_confusion.update(self.ema(rgb, aux).argmax(dim=1), batch["mask"])
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = {"val": self.val_confusion}
+        if self.ema is not None:
+            metrics["val_ema"] = self.val_ema_confusion
+        for prefix, metric in metrics.items():
+            scores = confusion_scores(metric.compute())
+            metric.reset()
+            self.val_scores[prefix] = scores
+            self.log(f"{prefix}/mIoU", scores["mIoU"].float())
+            self.log(f"{prefix}/accuracy", scores["accuracy"].float())
+            for name, value in zip(class_names(self.cfg.model.num_classes), scores["iou"], strict=True):
+                self.log(f"{prefix}/iou_{name}", torch.nan_to_num(value.float()))
+
+    def configure_optimizers(self):
+        cfg = self.cfg.optim
+        groups = parameter_groups(self.model, cfg)
+        optimizer = torch.optim.AdamW(groups, betas=cfg.betas, fused=self.device.type == "cuda")
+        if cfg.schedule == "plateau":
+            scheduler = ReduceLROnPlateau(
+                optimizer, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=cfg.min_lr
+            )
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {
+                    "scheduler": scheduler,
+                    "monitor": "val/mIoU",
+                    "interval": "epoch",
+                    "frequency": self.cfg.trainer.check_val_every_n_epoch,
+                    "strict": False,
+                },
+            }
+        total = int(self.trainer.estimated_stepping_batches)
+        per_epoch = max(1, total // max(1, self.trainer.max_epochs))
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": build_scheduler(optimizer, cfg, total, per_epoch), "interval": "step"},
+        }

@@ -1,0 +1,107 @@
+"""Losses and scores against hand-worked answers and reference computations."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cloudseg.config import LossConfig
+from cloudseg.training.losses import SegmentationLoss, dice_loss, jaccard_loss, lovasz_softmax, ohem_cross_entropy
+from cloudseg.training.metrics import confusion_metric, confusion_scores
+
+IGNORE = 255
+
+
+def random_batch(seed=0, classes=4, size=(2, 16, 16)):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(size[0], classes, *size[1:], generator=generator), torch.randint(
+        0, classes, size, generator=generator
+    )
+
+
+def test_ohem_averages_exactly_the_hardest_fraction():
+    logits, target = random_batch()
+    target[0, :4] = IGNORE
+    pixel = F.cross_entropy(logits, target, ignore_index=IGNORE, reduction="none")[target != IGNORE]
+    hardest = pixel.sort(descending=True).values[: int(0.25 * pixel.numel())]
+    assert ohem_cross_entropy(logits, target, 0.25, IGNORE).item() == pytest.approx(hardest.mean().item(), rel=1e-6)
+
+
+def test_ohem_threshold_keeps_low_confidence_pixels_but_at_least_min_kept():
+    logits, target = random_batch(1)
+    probability = logits.softmax(1).gather(1, target[:, None])[:, 0].flatten()
+    pixel = F.cross_entropy(logits, target, reduction="none").flatten()
+    below = pixel[probability < 0.2]
+    assert ohem_cross_entropy(logits, target, 0.0, IGNORE, threshold=0.2).item() == pytest.approx(
+        below.mean().item(), rel=1e-5
+    )
+    at_least = pixel.sort(descending=True).values[:300].mean()
+    assert ohem_cross_entropy(logits, target, 0.0, IGNORE, threshold=0.01, min_kept=300).item() == pytest.approx(
+        at_least.item(), rel=1e-5
+    )
+
+
+def confident(target, classes=4, scale=50.0):
+    return F.one_hot(target, classes).permute(0, 3, 1, 2).float() * scale
+
+
+def test_overlap_losses_vanish_on_a_perfect_prediction_and_ignore_ignored_pixels():
+    _, target = random_batch(2)
+    logits = confident(target)
+    noisy = target.clone()
+    noisy[:, :3] = IGNORE  # wrong logits there would not matter
+    logits[:, :, :3] = -logits[:, :, :3]
+    for loss in (dice_loss, jaccard_loss, lovasz_softmax):
+        assert loss(logits, noisy, IGNORE).item() == pytest.approx(0.0, abs=1e-3), loss.__name__
+
+
+def test_dice_loss_matches_a_hand_worked_case():
+    # One image, two classes, four pixels; hard probabilities. Class 0: |P|=3, |T|=2, overlap 2; class 1:
+    # |P|=1, |T|=2, overlap 1. Dice (smooth 1): (4+1)/(5+1) and (2+1)/(3+1).
+    target = torch.tensor([[[0, 0, 1, 1]]])
+    prediction = torch.tensor([[[0, 0, 0, 1]]])
+    expected = 1 - ((5 / 6) + (3 / 4)) / 2
+    assert dice_loss(confident(prediction, 2, 100.0), target, IGNORE).item() == pytest.approx(expected, abs=1e-4)
+
+
+def test_combined_loss_is_the_weighted_sum_of_its_terms():
+    logits, target = random_batch(3)
+    loss = SegmentationLoss(LossConfig(ohem=0.7, dice=0.3, ohem_fraction=0.25))
+    total, parts = loss(logits, target)
+    assert set(parts) == {"ohem", "dice"}
+    assert total.item() == pytest.approx(0.7 * parts["ohem"].item() + 0.3 * parts["dice"].item())
+    with pytest.raises(ValueError, match="no term"):
+        SegmentationLoss(LossConfig(ohem=0, dice=0))
+
+
+def test_scores_match_a_hand_worked_confusion_matrix():
+    truth = torch.tensor([[0, 0, 0, 1, 1, 2, 2, 2]])
+    prediction = torch.tensor([[0, 0, 1, 1, 2, 2, 2, 0]])
+    metric = confusion_metric(3)
+    metric.update(prediction, truth)
+    scores = confusion_scores(metric.compute())
+    # class 0: tp 2, fp 1, fn 1 -> IoU 2/4, Dice 4/6; class 1: tp 1, fp 1, fn 1 -> 1/3, 2/4; class 2: tp 2, fp 1, fn 1
+    assert scores["iou"].tolist() == pytest.approx([0.5, 1 / 3, 0.5])
+    assert scores["dice"].tolist() == pytest.approx([4 / 6, 0.5, 4 / 6])
+    assert scores["precision"].tolist() == pytest.approx([2 / 3, 0.5, 2 / 3])
+    assert scores["accuracy"].item() == pytest.approx(5 / 8)
+    assert scores["mIoU"].item() == pytest.approx((0.5 + 1 / 3 + 0.5) / 3)
+
+
+def test_scores_over_two_batches_equal_scores_over_their_concatenation():
+    a, b = random_batch(4), random_batch(5)
+    a[1][0, 0, :5] = IGNORE
+    split, joined = confusion_metric(4), confusion_metric(4)
+    for logits, target in (a, b):
+        split.update(logits.argmax(1), target)
+    joined.update(torch.cat((a[0], b[0])).argmax(1), torch.cat((a[1], b[1])))
+    assert torch.equal(split.compute(), joined.compute())
+    assert split.compute().sum() == 2 * 2 * 16 * 16 - 5
+
+
+def test_a_class_absent_everywhere_is_left_out_of_the_mean():
+    metric = confusion_metric(3)
+    metric.update(torch.tensor([[0, 1]]), torch.tensor([[0, 1]]))
+    scores = confusion_scores(metric.compute())
+    assert math.isnan(scores["iou"][2].item()) and scores["mIoU"].item() == 1.0

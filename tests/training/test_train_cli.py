@@ -1,0 +1,96 @@
+"""`cloudseg train` and `evaluate` as a user runs them: run folder, exact resume after SIGKILL, DDP on CPU."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cloudseg(*args: str, **env: str) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    environment.pop("CLOUDSEG_RUN_DIR", None)
+    return subprocess.run(
+        [sys.executable, "-m", "cloudseg", *args], env=environment, capture_output=True, text=True, timeout=600
+    )
+
+
+def tiny_run(synth_root: Path, output: Path, name: str, *extra: str) -> list[str]:
+    return [
+        "train", "--config", "cmx_b0", "--data.root", str(synth_root), "--data.num_workers", "0",
+        "--data.batch_size", "2", "--data.augment.crop_size", "32", "--trainer.max_epochs", "3",
+        "--trainer.deterministic", "true", "--trainer.panels", "1", "--trainer.ema_decay", "0.9",
+        "--run.output_dir", str(output), "--run.name", name, *extra,
+    ]  # fmt: skip
+
+
+def run_folder(output: Path, name: str) -> Path:
+    (folder,) = (output / name).iterdir()
+    return folder
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+
+
+def test_a_run_killed_mid_epoch_and_resumed_ends_exactly_like_an_uninterrupted_one(synth_root, tmp_path):
+    whole = cloudseg(*tiny_run(synth_root, tmp_path, "whole"))
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    killed = cloudseg(
+        *tiny_run(synth_root, tmp_path, "killed", "--trainer.callbacks", "[tests.training.helpers:KillAtStep]"),
+        CLOUDSEG_TEST_KILL_STEP="4",  # 3 steps per epoch: the kill lands inside the second epoch
+    )
+    assert killed.returncode == -9
+    interrupted = run_folder(tmp_path, "killed")
+    assert not (interrupted / "panels" / "epoch_002.png").exists()
+    resumed = cloudseg("train", "--resume", str(interrupted))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    reference = run_folder(tmp_path, "whole")
+    expected, actual = weights(reference), weights(interrupted)
+    assert expected.keys() == actual.keys()
+    assert all(torch.equal(expected[k], actual[k]) for k in expected)
+    best = [json.loads((f / "checkpoints" / "best.json").read_text()) for f in (reference, interrupted)]
+    epochs = [
+        [row.split(",")[0] for row in (f / "metrics.csv").read_text().splitlines()[1:]]
+        for f in (reference, interrupted)
+    ]
+    assert epochs[0] == epochs[1]  # the resumed run's log holds every epoch once
+    assert best[0]["metrics"] == best[1]["metrics"] and best[0]["epoch"] == best[1]["epoch"]
+    for item in ("config.yaml", "split.json", "metrics.csv", "curves.png", "panels/epoch_002.png",
+                 "checkpoints/best_ema.safetensors", "train.log"):  # fmt: skip
+        assert (reference / item).is_file(), item
+
+    evaluated = cloudseg(
+        "evaluate", "--checkpoint", str(reference / "checkpoints" / "best.safetensors"), "--root", str(synth_root),
+        "--split", "test", "--output", str(tmp_path / "eval"), "--panels", "1",
+    )  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["images"] == 2 and 0.0 <= metrics["mIoU"] <= 1.0 and (tmp_path / "eval" / "confusion.png").is_file()
+
+
+@pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="torch built without gloo")
+def test_two_process_ddp_on_cpu_trains_and_writes_one_checkpoint(synth_root, tmp_path):
+    result = cloudseg(
+        *tiny_run(synth_root, tmp_path, "ddp", "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+                  "--trainer.strategy", "ddp", "--trainer.max_epochs", "1", "--trainer.ema_decay", "null")
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(list((tmp_path / "ddp").iterdir())) == 1  # both processes wrote into one run folder
+    folder = run_folder(tmp_path, "ddp")
+    assert [p.name for p in (folder / "checkpoints").glob("*.safetensors")] == ["best.safetensors"]
+    # 6 images: 3 per process, one full batch of 2 each, so the epoch is one optimiser step
+    assert json.loads((folder / "checkpoints" / "best.json").read_text())["step"] == 1
+
+
+def test_training_refuses_a_broken_dataset_with_one_line(tmp_path):
+    (tmp_path / "train" / "rgb").mkdir(parents=True)
+    result = cloudseg("train", "--data.root", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"cloudseg: error: {tmp_path}: ")
