@@ -21,6 +21,7 @@ class ModelConfig:
     num_classes: int = NUM_CLASSES
     aux_channels: int = len(AUX_BANDS)
     pretrained: str | None = None  # SegFormer weights: HF folder, state-dict file, or hub id in the local cache
+    init_from: str | None = None  # a cloudseg release checkpoint to fine-tune (same model and classes)
     decoder_dim: int = 512
     drop_path_rate: float = 0.1
 
@@ -129,6 +130,21 @@ class TrainerConfig:
 
 
 @dataclass(frozen=True)
+class PredictConfig:
+    """How `cloudseg predict` runs the model and what it writes besides the colour masks."""
+
+    tile: int = 512  # images larger than one tile are predicted in overlapping tiles
+    overlap: int = 128
+    tile_batch: int = 4
+    window: Literal["gaussian", "ramp"] = "gaussian"  # how overlapping tiles are blended
+    tta: Literal["none", "flips", "d4"] = "none"  # d4: flips, 90° rotations and transposes
+    scales: tuple[float, ...] = (1.0,)
+    index_masks: bool = False  # also index/<name>.png with class ids 0..3
+    probabilities: bool = False  # also probabilities/<name>_<class>.png, 0..255
+    uncertainty: Literal["none", "entropy", "max_probability"] = "none"  # also uncertainty/<name>.png
+
+
+@dataclass(frozen=True)
 class RunConfig:
     name: str = "cloudseg"
     output_dir: str = "runs"  # runs/<name>/<timestamp>/
@@ -143,6 +159,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cloudseg.config import Config, LossConfig, OptimConfig, to_dict
+from cloudseg.config import Config, LossConfig, OptimConfig, from_dict, to_dict
 from cloudseg.data.dataset import CloudDataset, find_samples, to_tensor
 from cloudseg.data.synth import encode, make_scene
 from cloudseg.errors import WeightsError
@@ -108,3 +108,16 @@ def test_other_files_are_refused_as_checkpoints(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"junk")
     with pytest.raises(WeightsError, match=r"junk\.safetensors: cannot read it"):
         load_model(tmp_path / "junk.safetensors")
+
+
+def test_init_from_refuses_a_checkpoint_of_another_variant_or_class_count(tmp_path):
+    model = build_from_spec("cmx", MIT_VARIANTS["b0"])
+    path = save_release(model, to_dict(Config()), tmp_path / "b0.safetensors")
+    task = SegmentationTask(to_dict(from_dict(Config, {"model": {"init_from": str(path)}})))
+    assert all(
+        torch.equal(a, b) for a, b in zip(task.model.state_dict().values(), model.state_dict().values(), strict=True)
+    )
+    with pytest.raises(
+        WeightsError, match=r"trained as cmx_b0 with 4 classes .* this run builds cmx_b0 with 3 classes"
+    ):
+        SegmentationTask(to_dict(from_dict(Config, {"model": {"init_from": str(path), "num_classes": 3}})))

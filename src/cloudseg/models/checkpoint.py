@@ -52,6 +52,23 @@ def read_header(path: str | os.PathLike) -> dict:
     return header
 
 
+def load_weights_into(
+    model: nn.Module, path: str | os.PathLike, name: str, num_classes: int, aux_channels: int
+) -> None:
+    """Starts `model` (built as `name`, `num_classes`, `aux_channels`) from a release checkpoint of the same build."""
+    from safetensors.torch import load_file
+
+    from cloudseg.config import Config, from_dict
+
+    saved = from_dict(Config, read_header(path)["config"]).model
+    if (saved.name, saved.num_classes, saved.aux_channels) != (name, num_classes, aux_channels):
+        raise WeightsError(
+            f"{path}: trained as {saved.name} with {saved.num_classes} classes and {saved.aux_channels} aux channels; "
+            f"this run builds {name} with {num_classes} classes and {aux_channels} aux channels"
+        )
+    model.load_state_dict(load_file(str(path)))
+
+
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Rebuilds a trained model from its release checkpoint alone; returns (model in eval mode, header)."""
     from safetensors.torch import load_file

@@ -10,6 +10,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from cloudseg.config import Config, OptimConfig, from_dict
 from cloudseg.errors import CloudsegError
+from cloudseg.models.checkpoint import load_weights_into
 from cloudseg.models.registry import build_model
 from cloudseg.training.losses import SegmentationLoss
 from cloudseg.training.metrics import class_names, confusion_metric, confusion_scores
@@ -81,6 +82,8 @@ class SegmentationTask(L.LightningModule):
             decoder_dim=m.decoder_dim,
             drop_path_rate=m.drop_path_rate,
         )
+        if m.init_from:
+            load_weights_into(self.model, m.init_from, m.name, m.num_classes, m.aux_channels)
         if self.cfg.trainer.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.loss = SegmentationLoss(self.cfg.loss)
@@ -120,6 +123,7 @@ class SegmentationTask(L.LightningModule):
             )
         batch_size = batch["mask"].shape[0]
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch_size)
+        self.log("lr", self.optimizers().param_groups[-1]["lr"], prog_bar=True, on_step=True, on_epoch=False)
         for name, value in parts.items():
             self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=batch_size)
         return loss

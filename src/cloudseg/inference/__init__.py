@@ -1,0 +1,1 @@
+"""Ways out of a trained model: prediction on images of any size, Kaggle submissions and scores, export."""

@@ -1,0 +1,96 @@
+"""`cloudseg predict`: colour masks (and optionally index, probability and uncertainty maps) for image pairs."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import track
+
+from cloudseg.config import PredictConfig
+from cloudseg.data.dataset import SampleFiles, pair_files, to_tensor
+from cloudseg.data.io import IMAGE_SUFFIXES, index_to_colour, load_nir, load_rgb, write_image
+from cloudseg.errors import DataError
+from cloudseg.inference.rle import rle_encode, write_submission
+from cloudseg.inference.sliding import Predictor, sliding_logits, with_tta
+from cloudseg.models.checkpoint import load_model
+from cloudseg.schema import AUX_NORM, CLASS_NAMES, RGB_NORM
+
+
+def find_pairs(source: str | Path) -> list[SampleFiles]:
+    """Image pairs from a dataset root (its test/ split), a folder with rgb/ and ngr/, or one rgb/<name> file."""
+    source = Path(source)
+    if source.is_file():
+        candidates = [source.parent.parent / "ngr" / f"{source.stem}{s}" for s in IMAGE_SUFFIXES]
+        ngr = next((c for c in candidates if c.is_file()), None)
+        if source.parent.name != "rgb" or ngr is None:
+            raise DataError(f"{source}: a single image must lie in an rgb/ folder with its pair in ../ngr/")
+        return [SampleFiles(source.stem, source, ngr)]
+    split = source / "test" if (source / "test" / "rgb").is_dir() else source
+    if not (split / "rgb").is_dir():
+        raise DataError(f"{source}: no rgb/ and ngr/ folders (nor test/rgb/); expected image pairs to predict")
+    samples, problems = pair_files(split, None)
+    if problems:
+        raise DataError(f"{split}: {len(problems)} problems: " + "; ".join(problems))
+    return samples
+
+
+def model_predictor(model: torch.nn.Module, device: torch.device) -> Predictor:
+    """The model as a predictor on `device`, in bf16 autocast on GPUs."""
+
+    @torch.no_grad()
+    def predict(rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+            return model(rgb.to(device, non_blocking=True), aux.to(device, non_blocking=True))
+
+    return predict
+
+
+def uncertainty_map(probabilities: torch.Tensor, kind: str) -> np.ndarray:
+    """(K, H, W) probabilities -> (H, W) uint8: normalised entropy, or 1 - max probability, scaled to 0..255."""
+    if kind == "entropy":
+        entropy = -(probabilities * probabilities.clamp_min(1e-12).log()).sum(0) / math.log(probabilities.shape[0])
+        value = entropy
+    else:
+        value = 1.0 - probabilities.max(0).values
+    return (value.clamp(0, 1) * 255).round().byte().numpy()
+
+
+def predict(
+    checkpoint: str | Path,
+    source: str | Path,
+    output: str | Path,
+    cfg: PredictConfig,
+    submission: str | Path | None = None,
+    device: str | None = None,
+) -> list[Path]:
+    """Writes `<output>/<name>.png` colour masks (label colours, BGR) of every pair; returns their paths."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, _ = load_model(checkpoint, device)
+    pairs = find_pairs(source)
+    predictor = with_tta(model_predictor(model, device), cfg.tta, cfg.scales)
+    output = Path(output)
+    written, rows = [], []
+    for files in track(pairs, description="predicting", transient=True):
+        rgb = to_tensor(load_rgb(files.rgb), RGB_NORM)[None]
+        aux = to_tensor(load_nir(files.ngr), AUX_NORM)[None]
+        if rgb.shape[-2:] != aux.shape[-2:]:
+            raise DataError(f"{files.rgb} and {files.ngr}: sizes differ")
+        logits = sliding_logits(predictor, rgb, aux, cfg.tile, cfg.overlap, cfg.tile_batch, cfg.window)[0]
+        probabilities = logits.softmax(0)
+        ids = probabilities.argmax(0).byte().numpy()
+        colour = index_to_colour(ids)
+        path = output / f"{files.name}.png"
+        write_image(path, colour)
+        written.append(path)
+        rows.append((path.name, rle_encode(colour)))
+        if cfg.index_masks:
+            write_image(output / "index" / f"{files.name}.png", ids)
+        if cfg.probabilities:
+            for name, plane in zip(CLASS_NAMES, probabilities, strict=False):
+                write_image(output / "probabilities" / f"{files.name}_{name}.png", (plane * 255).round().byte().numpy())
+        if cfg.uncertainty != "none":
+            write_image(output / "uncertainty" / f"{files.name}.png", uncertainty_map(probabilities, cfg.uncertainty))
+    if submission:
+        write_submission(rows, submission)
+    return written
