@@ -89,6 +89,49 @@ def run_evaluate(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def run_predict(args: argparse.Namespace, extra: list[str]) -> int:
+    from cloudseg.inference.predict import predict
+
+    cfg = resolved_config(args, extra).predict
+    written = predict(args.checkpoint, args.input, args.output, cfg, args.submission, args.device)
+    print(f"wrote {len(written)} masks to {args.output}" + (f" and {args.submission}" if args.submission else ""))
+    return 0
+
+
+def run_submit(args: argparse.Namespace, extra: list[str]) -> int:
+    from cloudseg.inference.rle import submission_from_masks
+
+    print(f"wrote {submission_from_masks(args.masks, args.output)}")
+    return 0
+
+
+def run_score(args: argparse.Namespace, extra: list[str]) -> int:
+    from cloudseg.inference.rle import score_submission
+    from cloudseg.schema import CLASS_NAMES
+
+    scores = score_submission(args.submission, args.labels)
+    print(f"{'class':<14} {'IoU':>7} {'Dice':>7}")
+    for name in CLASS_NAMES:
+        print(f"{name:<14} {scores[f'iou/{name}']:>7.4f} {scores[f'dice/{name}']:>7.4f}")
+    mean_dice = scores["mean_image_dice"]
+    print(f"mean IoU {scores['mIoU']:.4f}; mean Dice per image {mean_dice:.4f} ({scores['images']} images)")
+    return 0
+
+
+def run_export(args: argparse.Namespace, extra: list[str]) -> int:
+    from cloudseg.inference.export import export_onnx
+
+    print(f"wrote {export_onnx(args.checkpoint, args.output, args.opset)}")
+    return 0
+
+
+def run_demo(args: argparse.Namespace, extra: list[str]) -> int:
+    from cloudseg.demo import run_demo as demo
+
+    demo(args.output, args.fast)
+    return 0
+
+
 def run_benchmark(args: argparse.Namespace, extra: list[str]) -> int:
     from cloudseg.benchmark import benchmark_data, write_result
 
@@ -153,6 +196,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--output", help="folder for metrics.json and confusion.png (default: beside the run)")
     evaluate.add_argument("--panels", type=int, default=0, help="also draw prediction panels of this many images")
+
+    predict = command("predict", run_predict, "write colour masks (and optionally a Kaggle submission)")
+    predict.add_argument("--checkpoint", required=True, help="checkpoints/best.safetensors of a run")
+    predict.add_argument(
+        "--input", required=True, help="dataset root (its test/), folder with rgb/ + ngr/, or rgb/<name>"
+    )
+    predict.add_argument("--output", required=True, help="folder for <name>.png colour masks")
+    predict.add_argument("--submission", help="also write this Kaggle submission.csv")
+    predict.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    predict.add_argument("--config", help="YAML config whose predict section is used (tile, overlap, tta, ...)")
+
+    submit = command("submit", run_submit, "encode a folder of colour masks as a Kaggle submission.csv")
+    submit.add_argument("masks", help="folder of colour masks")
+    submit.add_argument("-o", "--output", default="submission.csv")
+
+    score = command("score", run_score, "score a submission.csv against a folder of colour labels")
+    score.add_argument("submission")
+    score.add_argument("--labels", required=True, help="folder of colour label images")
+
+    export = command("export", run_export, "export a checkpoint to ONNX (dynamic batch, height, width)")
+    export.add_argument("--checkpoint", required=True)
+    export.add_argument("--output", required=True, help="model.onnx")
+    export.add_argument("--opset", type=int, default=17)
+
+    demo = command("demo", run_demo, "synthetic data -> training -> evaluation -> prediction -> submission, on CPU")
+    demo.add_argument("--fast", action="store_true", help="a smoke test of the whole path in about a minute")
+    demo.add_argument("--output", default="cloudseg-demo", help="folder for everything the demo writes")
 
     bench = command("benchmark", run_benchmark, "measure throughput and write it as JSON")
     bench.add_argument("target", choices=("data",), help="data: the training loader with full augmentation")

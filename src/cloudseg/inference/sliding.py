@@ -54,8 +54,8 @@ def sliding_logits(
     total, norm = None, torch.zeros(height, width)
     for i in range(0, len(boxes), batch_size):
         chunk = boxes[i : i + batch_size]
-        crops = [(img[..., y : y + tile_h, x : x + tile_w] for img in (rgb, aux)) for y, x in chunk]
-        rgb_tiles, aux_tiles = (torch.cat(parts) for parts in zip(*crops, strict=True))
+        rgb_tiles = torch.cat([rgb[..., y : y + tile_h, x : x + tile_w] for y, x in chunk])
+        aux_tiles = torch.cat([aux[..., y : y + tile_h, x : x + tile_w] for y, x in chunk])
         logits = predict(rgb_tiles, aux_tiles).float().cpu()  # (b, K, tile_h, tile_w)
         if total is None:
             total = torch.zeros(1, logits.shape[1], height, width)

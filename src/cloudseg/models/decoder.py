@@ -26,11 +26,8 @@ class AllMLPDecoder(nn.Module):
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         size = features[0].shape[-2:]
-        # Project before upsampling: the same result as the other order, at a fraction of the cost.
-        maps = [
-            F.interpolate(project(f), size=size, mode="bilinear", align_corners=False)
-            if f.shape[-2:] != size
-            else project(f)
-            for project, f in zip(self.project, features, strict=True)
-        ]
+        # Project before upsampling: the same result as the other order, at a fraction of the cost. Stages after
+        # the first are always coarser, so the choice depends on the index, not on traced shapes (ONNX export).
+        maps = [project(f) for project, f in zip(self.project, features, strict=True)]
+        maps = [maps[0]] + [F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps[1:]]
         return self.classify(self.dropout(self.fuse(torch.cat(maps, dim=1))))  # (B, K, H/4, W/4)

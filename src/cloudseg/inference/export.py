@@ -1,0 +1,34 @@
+"""`cloudseg export`: a trained model as ONNX with dynamic batch, height and width."""
+
+from pathlib import Path
+
+import torch
+
+from cloudseg.config import Config, from_dict
+from cloudseg.errors import CloudsegError
+from cloudseg.files import atomic_path
+from cloudseg.models.checkpoint import load_model
+
+
+def export_onnx(checkpoint: str | Path, output: str | Path, opset: int = 17) -> Path:
+    """Writes `output` (inputs `rgb` (B, 3, H, W) and `aux` (B, A, H, W), normalised as in training; output
+    `logits` (B, K, H, W))."""
+    model, header = load_model(checkpoint)
+    aux_channels = from_dict(Config, header["config"]).model.aux_channels
+    example = (torch.randn(1, 3, 256, 256), torch.randn(1, aux_channels, 256, 256))
+    dynamic = {0: "batch", 2: "height", 3: "width"}
+    try:
+        with atomic_path(output) as temporary:
+            torch.onnx.export(
+                model,
+                example,
+                str(temporary),
+                input_names=["rgb", "aux"],
+                output_names=["logits"],
+                dynamic_axes={"rgb": dynamic, "aux": dynamic, "logits": dynamic},
+                opset_version=opset,
+                dynamo=False,
+            )
+    except (ImportError, ModuleNotFoundError) as error:
+        raise CloudsegError(f"ONNX export needs the onnx extra: pip install 'cloudseg[onnx]' ({error})") from error
+    return Path(output)

@@ -1,0 +1,84 @@
+"""Sliding windows and test-time augmentation: exact where the model allows it, seamless where it does not."""
+
+import itertools
+
+import pytest
+import torch
+
+from cloudseg.inference.sliding import sliding_logits, tile_starts, with_tta
+from cloudseg.models import build_from_spec
+from tests.conftest import TINY_SPEC
+
+
+def pointwise_model():
+    """A 1x1 conv over the stacked inputs: equivariant to translation, flips and rotations by construction."""
+    conv = torch.nn.Conv2d(4, 3, 1)
+    return lambda rgb, aux: conv(torch.cat((rgb, aux), dim=1))
+
+
+@pytest.mark.parametrize(("height", "width"), [(97, 130), (64, 200), (31, 45)])
+def test_tiles_of_a_translation_equivariant_model_equal_the_whole_image(height, width):
+    model = pointwise_model()
+    rgb, aux = torch.randn(1, 3, height, width), torch.randn(1, 1, height, width)
+    with torch.no_grad():
+        whole = model(rgb, aux)
+        tiled = sliding_logits(model, rgb, aux, tile=32, overlap=8, batch_size=3)
+    assert tiled.shape == (1, 3, height, width)
+    torch.testing.assert_close(tiled, whole, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("length", [1, 31, 32, 33, 100, 257])
+def test_tile_starts_cover_every_pixel_with_the_overlap(length):
+    starts = tile_starts(length, 32, 8)
+    covered = torch.zeros(length, dtype=torch.bool)
+    for start in starts:
+        covered[start : start + 32] = True
+    assert covered.all() and starts[-1] + min(32, length) == length
+    assert all(b - a <= 32 - 8 for a, b in itertools.pairwise(starts))
+
+
+def seam_jump(logits: torch.Tensor, column: int) -> float:
+    """The step between two columns, relative to the median step between neighbouring columns."""
+    steps = (logits[..., 1:] - logits[..., :-1]).abs().mean(dim=(0, 1, 2))
+    return (steps[column - 1] / steps.median()).item()
+
+
+def test_blending_hides_seams_that_plain_tiling_shows():
+    # CMX pools and cross-attends over the whole input, so any tile differs from the whole image everywhere a
+    # little; what blending must remove is the visible step where tiles meet (column 64 here).
+    torch.manual_seed(0)
+    model = build_from_spec("cmx", TINY_SPEC).eval()
+    rgb, aux = torch.randn(1, 3, 128, 128), torch.randn(1, 1, 128, 128)
+    with torch.no_grad():
+        whole = model(rgb, aux)
+        blended = sliding_logits(model, rgb, aux, tile=64, overlap=32)
+        plain = torch.zeros_like(whole)
+        for y in (0, 64):
+            for x in (0, 64):
+                plain[..., y : y + 64, x : x + 64] = model(
+                    rgb[..., y : y + 64, x : x + 64], aux[..., y : y + 64, x : x + 64]
+                )
+    assert (blended - whole).abs().mean() < (plain - whole).abs().mean()
+    assert seam_jump(plain, 64) > 5.0  # a seam several times any ordinary step
+    assert seam_jump(blended, 64) < 2.0 and seam_jump(whole, 64) < 2.0
+
+
+@pytest.mark.parametrize("tta", ["flips", "d4"])
+def test_tta_changes_nothing_for_a_model_equivariant_to_it(tta):
+    model = pointwise_model()
+    rgb, aux = torch.randn(2, 3, 37, 53), torch.randn(2, 1, 37, 53)
+    with torch.no_grad():
+        torch.testing.assert_close(with_tta(model, tta)(rgb, aux), model(rgb, aux), rtol=1e-5, atol=1e-5)
+
+
+def test_tta_averages_over_the_transforms_of_a_model_that_is_not_equivariant():
+    torch.manual_seed(0)
+    model = build_from_spec("cmx", TINY_SPEC).eval()
+    rgb, aux = torch.randn(1, 3, 64, 64), torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        plain, flipped = model(rgb, aux), model(rgb.flip(-1), aux.flip(-1)).flip(-1)
+        averaged = with_tta(model, "flips")(rgb, aux)
+        hv = model(rgb.flip(-2), aux.flip(-2)).flip(-2) + model(rgb.flip(-2, -1), aux.flip(-2, -1)).flip(-2, -1)
+    torch.testing.assert_close(averaged, (plain + flipped + hv) / 4, rtol=1e-5, atol=1e-5)
+    scaled = with_tta(model, "none", (0.5, 1.0))(rgb, aux)
+    assert scaled.shape == plain.shape and not torch.allclose(scaled, plain)
