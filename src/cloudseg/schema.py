@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class CloudClass:
@@ -42,3 +44,9 @@ RGB_NORM = Normalisation(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 AUX_BANDS = ("nir",)
 NGR_NIR_CHANNEL = 2
 AUX_NORM = Normalisation(mean=(0.5,), std=(0.25,))
+
+
+def encode_reflectance(reflectance: np.ndarray) -> np.ndarray:
+    """Reflectance (0..1) -> uint8 with the square-root stretch of the training images:
+    `uint8(round(255 * clip(r, 0, 1) ** 0.5))` per band (the shared Landsat-8 sample and synthetic scenes)."""
+    return np.round(255.0 * np.clip(reflectance, 0.0, 1.0) ** 0.5).astype(np.uint8)

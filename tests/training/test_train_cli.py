@@ -35,7 +35,7 @@ def run_folder(output: Path, name: str) -> Path:
 
 
 def weights(folder: Path) -> dict[str, torch.Tensor]:
-    return torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    return torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
 
 
 def test_a_run_killed_mid_epoch_and_resumed_ends_exactly_like_an_uninterrupted_one(synth_root, tmp_path):

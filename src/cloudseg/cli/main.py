@@ -89,10 +89,29 @@ def run_evaluate(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def is_scene(path: str) -> bool:
+    """A GeoTIFF scene to predict as a whole, rather than an rgb/<name>.tif of an image pair."""
+    from pathlib import Path
+
+    source = Path(path)
+    return source.suffix.lower() in (".tif", ".tiff") and source.parent.name != "rgb"
+
+
 def run_predict(args: argparse.Namespace, extra: list[str]) -> int:
     from cloudseg.inference.predict import predict
 
     cfg = resolved_config(args, extra).predict
+    if is_scene(args.input):
+        from cloudseg.inference.geotiff import predict_scene_from_checkpoint
+
+        bands = [int(b) for b in args.bands.split(",")] if args.bands else None
+        if bands is not None and len(bands) != 4:
+            raise ConfigError(f"--bands {args.bands}: expected four band numbers, R,G,B,NIR")
+        path = predict_scene_from_checkpoint(
+            args.checkpoint, args.input, args.output, args.sensor, bands, args.scale, args.offset, cfg, args.device
+        )
+        print(f"wrote {path}")
+        return 0
     written = predict(args.checkpoint, args.input, args.output, cfg, args.submission, args.device)
     print(f"wrote {len(written)} masks to {args.output}" + (f" and {args.submission}" if args.submission else ""))
     return 0
@@ -206,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--submission", help="also write this Kaggle submission.csv")
     predict.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     predict.add_argument("--config", help="YAML config whose predict section is used (tile, overlap, tta, ...)")
+    scene = predict.add_argument_group("GeoTIFF scenes (--input scene.tif --output mask.tif; extra `geo`)")
+    scene.add_argument("--bands", help="1-based band numbers of R,G,B,NIR, e.g. 4,3,2,5")
+    scene.add_argument("--sensor", choices=("landsat8", "landsat9", "sentinel2"), help="band and scaling preset")
+    scene.add_argument("--scale", type=float, help="reflectance = DN * scale + offset (default: the preset's, or 1)")
+    scene.add_argument("--offset", type=float, help="see --scale (default: the preset's, or 0)")
 
     submit = command("submit", run_submit, "encode a folder of colour masks as a Kaggle submission.csv")
     submit.add_argument("masks", help="folder of colour masks")

@@ -1,7 +1,7 @@
 """Synthetic RGB + NIR cloud scenes with exact labels, written in the dataset format (for the demo and tests).
 
 Each scene is built in top-of-atmosphere reflectance and encoded like the shared Landsat-8 sample
-(`uint8(round(255 * clip(r, 0, 1) ** 0.5))` per band), so the two look alike to a model:
+(`schema.encode_reflectance`), so the two look alike to a model:
 - ground: water (dark in NIR) and land mixing vegetation (bright in NIR) with soil, textured by fractal noise;
 - cloud shadows: the cloud layers displaced along one sun direction, darkening the ground in every band;
 - thin clouds: translucent haze blended over the ground;
@@ -16,6 +16,7 @@ import numpy as np
 
 from cloudseg.data.io import index_to_colour, write_image
 from cloudseg.files import atomic_path
+from cloudseg.schema import encode_reflectance
 
 # Reflectance (red, green, blue, NIR) of each surface.
 WATER = np.array([0.04, 0.06, 0.09, 0.02])
@@ -82,13 +83,8 @@ def make_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndar
     return image, ids
 
 
-def encode(reflectance: np.ndarray) -> np.ndarray:
-    """Reflectance -> uint8 with the square-root stretch of the shared Landsat-8 sample."""
-    return np.round(255.0 * np.clip(reflectance, 0.0, 1.0) ** 0.5).astype(np.uint8)
-
-
 def write_scene(root: Path, split: str, name: str, image: np.ndarray, ids: np.ndarray, label_dir: Path) -> None:
-    red, green, blue, nir = (encode(image[..., i]) for i in range(4))
+    red, green, blue, nir = (encode_reflectance(image[..., i]) for i in range(4))
     write_image(root / split / "rgb" / f"{name}.png", np.dstack((blue, green, red)))
     write_image(root / split / "ngr" / f"{name}.png", np.dstack((red, green, nir)))  # cv2 channel 2 = NIR
     write_image(label_dir / f"{name}.png", index_to_colour(ids))

@@ -33,7 +33,7 @@ class LastCheckpoint(L.Callback):
         self.path = run_dir / "checkpoints" / "last.ckpt"
 
     def on_train_epoch_end(self, trainer: L.Trainer, task: L.LightningModule) -> None:
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)
 
 
 class BestRelease(L.Callback):

@@ -87,7 +87,7 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     """Trains a model as `cfg` says and returns the run folder."""
     if resume:
         run_dir, checkpoint = resume_checkpoint(resume)
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         saved, next_epoch = state["hyper_parameters"]["config"], state["epoch"] + 1
         if to_dict(cfg) != saved:
             log.info("resuming with the config saved in %s; changes given now are ignored", checkpoint)
@@ -134,7 +134,7 @@ def train(cfg: Config, resume: str | None = None) -> Path:
         datamodule.split.save(run_dir / "split.json")
         _log_to_file(run_dir / "train.log")
         log.info("run folder %s", run_dir)
-    trainer.fit(task, datamodule=datamodule, ckpt_path=checkpoint)
+    trainer.fit(task, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
     return run_dir
 
 

@@ -1,0 +1,131 @@
+"""Whole satellite scenes as GeoTIFF (optional extra `geo`, rasterio): read in blocks, write a georeferenced class map.
+
+Input scaling, documented rule: each selected band becomes reflectance `r = DN * scale + offset` (float inputs
+are taken as reflectance already), then the 8-bit stretch the model was trained on (`schema.encode_reflectance`).
+Sensor presets give the band numbers (R, G, B, NIR) and the usual scale and offset:
+- landsat8 / landsat9, Collection 2 Level-1 TOA: bands 4, 3, 2, 5; scale 2e-5, offset -0.1 (REFLECTANCE_MULT/ADD
+  of the MTL file);
+- sentinel2, L1C/L2A as 13 bands in order B1..B12 with B8A: bands 4, 3, 2, 8; scale 1e-4, offset 0 (products
+  of processing baseline 04.00 and later also need offset -0.1).
+No-data pixels (the file's nodata value or mask in any selected band) are fed as zero reflectance and get no
+class: they are written as the output's nodata value, 255.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cloudseg.data.dataset import to_tensor
+from cloudseg.errors import CloudsegError, DataError
+from cloudseg.files import atomic_path
+from cloudseg.inference.sliding import Predictor, sliding_logits
+from cloudseg.schema import AUX_NORM, CLASSES, RGB_NORM, encode_reflectance
+
+NODATA = 255
+
+
+@dataclass(frozen=True)
+class Sensor:
+    bands: tuple[int, int, int, int]  # 1-based band numbers of R, G, B, NIR
+    scale: float
+    offset: float
+
+
+SENSORS = {
+    "landsat8": Sensor((4, 3, 2, 5), 2e-5, -0.1),
+    "landsat9": Sensor((4, 3, 2, 5), 2e-5, -0.1),
+    "sentinel2": Sensor((4, 3, 2, 8), 1e-4, 0.0),
+}
+
+
+def _rasterio():
+    try:
+        import rasterio
+    except ImportError as error:
+        raise CloudsegError("GeoTIFF scenes need the geo extra: pip install 'cloudseg[geo]'") from error
+    return rasterio
+
+
+def _block_windows(height: int, width: int, block: int, halo: int):
+    """(read window, core window inside it, core window in the scene) for blocks covering the scene."""
+    from rasterio.windows import Window
+
+    for top in range(0, height, block):
+        for left in range(0, width, block):
+            core_h, core_w = min(block, height - top), min(block, width - left)
+            y0, x0 = max(0, top - halo), max(0, left - halo)
+            y1, x1 = min(height, top + core_h + halo), min(width, left + core_w + halo)
+            read = Window(x0, y0, x1 - x0, y1 - y0)
+            inner = (slice(top - y0, top - y0 + core_h), slice(left - x0, left - x0 + core_w))
+            yield read, inner, Window(left, top, core_w, core_h)
+
+
+def predict_scene(
+    predictor: Predictor,
+    source: str | Path,
+    output: str | Path,
+    bands: tuple[int, int, int, int],
+    scale: float,
+    offset: float,
+    tile: int = 512,
+    overlap: int = 128,
+    tile_batch: int = 4,
+    block: int = 4096,
+) -> Path:
+    """Predicts a scene block by block (each block read with a halo of `overlap` pixels, so memory is bounded
+    by the block) and writes a tiled, compressed single-band GeoTIFF of class ids with the input's georeference."""
+    rasterio = _rasterio()
+    source, output = Path(source), Path(output)
+    try:
+        src = rasterio.open(source)
+    except rasterio.errors.RasterioIOError as error:
+        raise DataError(f"{source}: cannot open it as a raster ({error})") from error
+    with src:
+        if max(bands) > src.count or min(bands) < 1:
+            raise DataError(
+                f"{source}: has {src.count} bands; bands {','.join(map(str, bands))} (R, G, B, NIR) were asked for"
+            )
+        floating = np.issubdtype(np.dtype(src.dtypes[bands[0] - 1]), np.floating)
+        profile = {
+            "driver": "GTiff", "height": src.height, "width": src.width, "count": 1, "dtype": "uint8",
+            "crs": src.crs, "transform": src.transform, "nodata": NODATA, "tiled": True,
+            "blockxsize": 256, "blockysize": 256, "compress": "deflate",
+        }  # fmt: skip
+        with atomic_path(output) as temporary, rasterio.open(temporary, "w", **profile) as dst:
+            for read, inner, target in _block_windows(src.height, src.width, block, overlap):
+                values = src.read(list(bands), window=read).astype(np.float64)  # (4, h, w)
+                valid = np.all(src.read_masks(list(bands), window=read) > 0, axis=0)
+                reflectance = values if floating else values * scale + offset
+                reflectance[:, ~valid] = 0.0
+                pixels = encode_reflectance(reflectance).transpose(1, 2, 0)  # (h, w, 4): R, G, B, NIR
+                rgb = to_tensor(pixels[..., :3], RGB_NORM)[None]
+                aux = to_tensor(pixels[..., 3:], AUX_NORM)[None]
+                logits = sliding_logits(predictor, rgb, aux, tile, overlap, tile_batch)
+                ids = logits[0].argmax(0).byte().numpy()
+                ids[~valid] = NODATA
+                dst.write(ids[inner], 1, window=target)
+            dst.write_colormap(1, {c.id: (*c.display_rgb, 255) for c in CLASSES})
+            dst.update_tags(1, **{f"class_{c.id}": c.name for c in CLASSES})
+    return output
+
+
+def predict_scene_from_checkpoint(
+    checkpoint, source, output, sensor: str | None, bands, scale, offset, cfg, device=None
+):
+    """`cloudseg predict --input scene.tif`: a checkpoint's model on a whole scene."""
+    from cloudseg.inference.predict import model_predictor
+    from cloudseg.inference.sliding import with_tta
+    from cloudseg.models.checkpoint import load_model
+
+    preset = SENSORS[sensor] if sensor else None
+    bands = bands or (preset.bands if preset else None)
+    if bands is None:
+        raise CloudsegError(f"{source}: say which bands are R, G, B and NIR: --bands 4,3,2,5 or --sensor landsat8")
+    scale = scale if scale is not None else (preset.scale if preset else 1.0)
+    offset = offset if offset is not None else (preset.offset if preset else 0.0)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, _ = load_model(checkpoint, device)
+    predictor = with_tta(model_predictor(model, device), cfg.tta, cfg.scales)
+    return predict_scene(predictor, source, output, tuple(bands), scale, offset, cfg.tile, cfg.overlap, cfg.tile_batch)
