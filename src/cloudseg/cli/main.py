@@ -152,10 +152,22 @@ def run_demo(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def run_benchmark(args: argparse.Namespace, extra: list[str]) -> int:
-    from cloudseg.benchmark import benchmark_data, write_result
+    from cloudseg.benchmark import benchmark_data, benchmark_model, compare, write_result
 
-    cfg = resolved_config(args, extra)
-    print(write_result(benchmark_data(cfg.data, args.batches, args.warmup), args.json))
+    if args.target == "data":
+        cfg = resolved_config(args, extra)
+        print(write_result(benchmark_data(cfg.data, args.batches, args.warmup), args.json))
+        return 0
+    if extra:
+        raise ConfigError(f"unrecognised arguments {' '.join(extra)}")
+    options = {
+        "model_name": args.model, "size": args.size, "batch": args.batch, "steps": args.batches,
+        "warmup": args.warmup, "device": args.device, "peak_tflops": args.peak_tflops,
+    }  # fmt: skip
+    result = (
+        compare(args.target, **options) if args.compare else benchmark_model(args.target, mode=args.mode, **options)
+    )
+    print(write_result(result, args.json))
     return 0
 
 
@@ -249,9 +261,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", default="cloudseg-demo", help="folder for everything the demo writes")
 
     bench = command("benchmark", run_benchmark, "measure throughput and write it as JSON")
-    bench.add_argument("target", choices=("data",), help="data: the training loader with full augmentation")
-    bench.add_argument("--config", help="YAML config")
-    bench.add_argument("--batches", type=int, default=20)
+    bench.add_argument(
+        "target", choices=("train", "infer", "data"),
+        help="train: training steps; infer: inference batches; data: the training loader with full augmentation",
+    )  # fmt: skip
+    bench.add_argument("--config", help="YAML config (data)")
+    bench.add_argument("--model", default="cmx_b2")
+    bench.add_argument("--size", type=int, default=512)
+    bench.add_argument("--batch", type=int, default=16, help="batch of the fast mode (baseline uses 4)")
+    bench.add_argument("--mode", choices=("fast", "baseline"), default="fast")
+    bench.add_argument("--compare", action="store_true", help="run baseline and fast, and report the speed-up")
+    bench.add_argument("--device", help="cuda or cpu (default: cuda if available)")
+    bench.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, for MFU")
+    bench.add_argument("--batches", type=int, default=20, help="timed steps")
     bench.add_argument("--warmup", type=int, default=3)
     bench.add_argument("--json", help="also write the result to this file")
     return parser
