@@ -25,3 +25,11 @@ def test_models_lists_every_builder_with_its_parameters(capsys):
 def test_console_script_is_installed():
     result = subprocess.run(["cloudseg", "--help"], capture_output=True, text=True, check=True)
     assert "models" in result.stdout
+
+
+def test_public_api_is_importable_from_the_package():
+    import cloudseg
+    from cloudseg.models.checkpoint import load_model
+    from cloudseg.models.registry import build_model
+
+    assert cloudseg.build_model is build_model and cloudseg.load_model is load_model

@@ -3,13 +3,15 @@
 from importlib.metadata import version
 
 __version__ = version("cloudseg")
-__all__ = ["__version__", "build_model"]
+__all__ = ["__version__", "build_model", "load_model"]
+
+_LAZY = {"build_model": "cloudseg.models.registry", "load_model": "cloudseg.models.checkpoint"}
 
 
 def __getattr__(name: str):
     # Lazy, so `import cloudseg` and `cloudseg --help` do not pay for importing torch.
-    if name == "build_model":
-        from cloudseg.models import build_model
+    if name in _LAZY:
+        import importlib
 
-        return build_model
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'cloudseg' has no attribute {name!r}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cloudseg.data.dataset import SampleFiles, pair_files
+from cloudseg.data.dataset import SampleFiles, pair_files, size_problem
 from cloudseg.data.io import load_label, load_nir, load_rgb
 from cloudseg.errors import DataError
 from cloudseg.schema import CLASSES, IGNORE_INDEX
@@ -85,12 +85,12 @@ def _check_sample(files: SampleFiles, summary: SplitSummary, report: DataReport,
             summary.ignored_pixels += int((ids == IGNORE_INDEX).sum())
         except DataError as error:
             report.problems.append(str(error))
-    shapes = {path: array.shape[:2] for path, array in arrays}
-    if len(set(shapes.values())) > 1:
-        sizes = ", ".join(f"{path} is {w}x{h}" for path, (h, w) in shapes.items())
-        report.problems.append(f"{files.name}: sizes differ ({sizes}); rgb, ngr and label must have one size")
+    shapes = {path: array.shape for path, array in arrays}
+    problem = size_problem(files.name, shapes)
+    if problem:
+        report.problems.append(problem)
     elif shapes:
-        h, w = next(iter(shapes.values()))
+        h, w = next(iter(shapes.values()))[:2]
         summary.sizes[(w, h)] += 1
 
 

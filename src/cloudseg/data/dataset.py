@@ -76,21 +76,23 @@ def to_tensor(image: np.ndarray, norm: Normalisation) -> torch.Tensor:
     return tensor.sub_(mean).div_(std)
 
 
+def size_problem(name: str, shapes: dict[Path, tuple[int, ...]]) -> str | None:
+    """The message for a scene whose files are not all one size, or None."""
+    if len({shape[:2] for shape in shapes.values()}) <= 1:
+        return None
+    sizes = ", ".join(f"{path} is {shape[1]}x{shape[0]}" for path, shape in shapes.items())
+    return f"{name}: sizes differ ({sizes}); rgb, ngr and label must have one size"
+
+
 def read_sample(files: SampleFiles, unknown_colours: str = "error") -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(RGB (H, W, 3), NIR (H, W, 1), ids (H, W) or None) as uint8 arrays; sizes must agree."""
     rgb, nir = load_rgb(files.rgb), load_nir(files.ngr)
     mask = load_label(files.label, unknown_colours) if files.label else None
-    shapes = [a.shape[:2] for a in (rgb, nir, mask) if a is not None]
-    if len(set(shapes)) > 1:
-        sizes = ", ".join(
-            f"{p.parent.name}/{p.name} {s[1]}x{s[0]}" for p, s in zip(_paths(files), shapes, strict=False)
-        )
-        raise DataError(f"{files.name}: image sizes differ ({sizes}); rgb, ngr and label must have one size")
+    arrays = {files.rgb: rgb, files.ngr: nir, **({files.label: mask} if mask is not None else {})}
+    problem = size_problem(files.name, {path: array.shape for path, array in arrays.items()})
+    if problem:
+        raise DataError(problem)
     return rgb, nir, mask
-
-
-def _paths(files: SampleFiles) -> list[Path]:
-    return [p for p in (files.rgb, files.ngr, files.label) if p is not None]
 
 
 # (rgb, nir, mask) -> (rgb, nir, mask): augmentation on uint8 arrays, mask may be None

@@ -14,6 +14,7 @@ from cloudseg.models.checkpoint import save_release
 from cloudseg.panels import colourise, denormalise, grid, save_rgb
 from cloudseg.schema import AUX_NORM, IGNORE_INDEX, RGB_NORM
 from cloudseg.training.metrics import class_names, flat_scores, format_table
+from cloudseg.training.plots import plot_curves
 
 log = logging.getLogger("cloudseg")
 
@@ -95,35 +96,6 @@ class ValidationReport(L.Callback):
 
     def load_state_dict(self, state: dict) -> None:
         self.history = state["history"]
-
-
-def plot_curves(history: list[dict], names: tuple[str, ...], path: Path) -> None:
-    """Loss, mIoU and per-class IoU against epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [row["epoch"] for row in history]
-    figure, (losses, ious) = plt.subplots(1, 2, figsize=(11, 4))
-    for key in ("train_loss", "val_loss"):
-        losses.plot(epochs, [row[key] if row[key] is not None else np.nan for row in history], marker="o", label=key)
-    losses.set(xlabel="epoch", ylabel="loss", title="loss")
-    losses.legend()
-    ious.plot(epochs, [row["mIoU"] for row in history], marker="o", linewidth=2.5, color="black", label="mIoU")
-    for name in names:
-        ious.plot(
-            epochs,
-            [row[f"iou/{name}"] if row[f"iou/{name}"] is not None else np.nan for row in history],
-            marker=".",
-            label=name,
-        )
-    ious.set(xlabel="epoch", ylabel="IoU", title="validation IoU", ylim=(0, 1))
-    ious.legend(fontsize=8)
-    figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=90)
-    plt.close(figure)
 
 
 def prediction_row(sample: dict, prediction: np.ndarray) -> list[np.ndarray]:

@@ -9,7 +9,6 @@ from datetime import datetime
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 import yaml
 from lightning.pytorch.callbacks import RichProgressBar
@@ -35,6 +34,7 @@ from cloudseg.training.callbacks import (
     prediction_row,
 )
 from cloudseg.training.metrics import class_names, confusion_metric, confusion_scores, flat_scores, format_table
+from cloudseg.training.plots import plot_confusion
 from cloudseg.training.task import SegmentationTask
 
 log = logging.getLogger("cloudseg")
@@ -222,40 +222,3 @@ def evaluate(
     print(format_table(scores, names))
     print(f"wrote {output / 'metrics.json'} and {output / 'confusion.png'}")
     return result
-
-
-def plot_confusion(matrix: np.ndarray, names: tuple[str, ...], path: Path) -> None:
-    """The confusion matrix normalised per true class, with pixel counts."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    figure, axes = plt.subplots(figsize=(6, 5))
-    image = axes.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    for (i, j), value in np.ndenumerate(share):
-        axes.text(
-            j,
-            i,
-            f"{value:.2f}\n{int(matrix[i, j]):,}",
-            ha="center",
-            va="center",
-            fontsize=7,
-            color="white" if value > 0.5 else "black",
-        )
-    axes.set(
-        xticks=range(len(names)),
-        yticks=range(len(names)),
-        xticklabels=names,
-        yticklabels=names,
-        xlabel="predicted",
-        ylabel="true",
-        title="confusion (share of each true class)",
-    )
-    plt.setp(axes.get_xticklabels(), rotation=30, ha="right")
-    figure.colorbar(image)
-    figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=100)
-    plt.close(figure)
