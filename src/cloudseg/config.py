@@ -71,6 +71,7 @@ class DataConfig:
     unknown_colours: Literal["error", "ignore"] = "error"  # "ignore": unknown label colours -> ignore index
     batch_size: int = 4
     num_workers: int = 4
+    cache: str | None = None  # a folder written by `cloudseg cache`: training reads decoded arrays from it
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 

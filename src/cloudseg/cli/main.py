@@ -71,6 +71,21 @@ def run_show_augmentations(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def run_cache(args: argparse.Namespace, extra: list[str]) -> int:
+    from pathlib import Path
+
+    from cloudseg.data.cache import build_cache
+    from cloudseg.data.dataset import find_samples
+
+    root = Path(args.root)
+    started = time.perf_counter()
+    samples = find_samples(root / "train", root / "train" / "label")
+    folder = build_cache(samples, args.output, args.unknown_colours)
+    print(f"cached {len(samples)} training scenes in {folder} in {time.perf_counter() - started:.1f} s; "
+          f"train with --data.cache {folder}")  # fmt: skip
+    return 0
+
+
 def run_train(args: argparse.Namespace, extra: list[str]) -> int:
     from cloudseg.training.run import train
 
@@ -212,6 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("-o", "--output", default="augmentations.png")
     show.add_argument("--seed", type=int, default=0)
     show.add_argument("--config", help="YAML config whose data.augment section is used")
+
+    cache = command("cache", run_cache, "decode the training images once, so training skips PNG decoding")
+    cache.add_argument("root", help="dataset folder with train/{rgb,ngr,label}")
+    cache.add_argument("-o", "--output", required=True, help="cache folder (then: --data.cache <folder>)")
+    cache.add_argument("--unknown-colours", choices=("error", "ignore"), default="error")
 
     train = command("train", run_train, "train a model (Lightning) and write a run folder")
     train.add_argument(

@@ -45,6 +45,7 @@ class CloudDataModule(L.LightningDataModule):
             TrainTransform(self.cfg.augment),
             CopyPaste.from_config(self.cfg.augment),
             self.cfg.unknown_colours,
+            self.cfg.cache,
         )
         self.val_set = (
             CloudDataset([by_name[n] for n in self.split.val], unknown_colours=self.cfg.unknown_colours)

@@ -103,7 +103,8 @@ class CloudDataset(Dataset):
     """Samples as dicts: `rgb` (3, H, W) and `aux` (1, H, W) normalised float tensors, `mask` (H, W) int64 class
     ids (absent for unlabelled samples), and `name`.
 
-    `copy_paste`, if given, is called as `copy_paste(rgb, nir, mask, donor_reader)` before `transform`.
+    `copy_paste`, if given, is called as `copy_paste(rgb, nir, mask, *donor)` before `transform`. With `cache`
+    (a folder written by `cloudseg cache`) samples are read from pre-decoded arrays instead of image files.
     """
 
     def __init__(
@@ -112,6 +113,7 @@ class CloudDataset(Dataset):
         transform: SampleTransform | None = None,
         copy_paste: Callable | None = None,
         unknown_colours: str = "error",
+        cache: str | Path | None = None,
     ):
         if not samples:
             raise DataError("the dataset has no samples")
@@ -119,11 +121,19 @@ class CloudDataset(Dataset):
         self.transform = transform
         self.copy_paste = copy_paste
         self.unknown_colours = unknown_colours
+        if cache is not None:
+            from cloudseg.data.cache import SampleCache
+
+            self.cache = SampleCache(cache, samples, unknown_colours)
+        else:
+            self.cache = None
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        if self.cache is not None:
+            return self.cache.read(self.samples[index].name)
         return read_sample(self.samples[index], self.unknown_colours)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:

@@ -1,0 +1,52 @@
+"""`cloudseg cache`: the training images decoded once into uint8 arrays, so loading skips PNG decoding.
+
+One `<name>.npy` per scene of shape (H, W, 5): R, G, B, NIR, class ids; read memory-mapped. `index.json` records
+each source file's size and modification time and the label rule, so a stale cache is refused, never used.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from cloudseg.data.dataset import SampleFiles, read_sample
+from cloudseg.errors import DataError
+from cloudseg.files import atomic_path
+
+
+def _stamp(files: SampleFiles) -> list[list[int]]:
+    return [[(stat := os.stat(path)).st_size, stat.st_mtime_ns] for path in (files.rgb, files.ngr, files.label)]
+
+
+def build_cache(samples: list[SampleFiles], folder: str | Path, unknown_colours: str = "error") -> Path:
+    """Decodes every sample into `folder`; returns the folder."""
+    folder = Path(folder)
+    index = {"unknown_colours": unknown_colours, "samples": {}}
+    for files in samples:
+        rgb, nir, mask = read_sample(files, unknown_colours)
+        with atomic_path(folder / f"{files.name}.npy") as temporary, temporary.open("wb") as handle:
+            np.save(handle, np.dstack((rgb, nir, mask)))
+        index["samples"][files.name] = _stamp(files)
+    with atomic_path(folder / "index.json") as temporary:
+        temporary.write_text(json.dumps(index))
+    return folder
+
+
+class SampleCache:
+    """Reads cached samples; refuses a cache that is missing any sample or older than its source files."""
+
+    def __init__(self, folder: str | Path, samples: list[SampleFiles], unknown_colours: str):
+        self.folder = Path(folder)
+        try:
+            index = json.loads((self.folder / "index.json").read_text())
+        except (OSError, ValueError) as error:
+            raise DataError(f"{self.folder}: no readable cache index; build it with `cloudseg cache`") from error
+        stale = [f.name for f in samples if index["samples"].get(f.name) != _stamp(f)]
+        if stale or index["unknown_colours"] != unknown_colours:
+            reason = f"{len(stale)} scenes changed or are missing, e.g. {stale[0]}" if stale else "another label rule"
+            raise DataError(f"{self.folder}: the cache is out of date ({reason}); rebuild it with `cloudseg cache`")
+
+    def read(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        stack = np.load(self.folder / f"{name}.npy", mmap_mode="r")
+        return np.array(stack[..., :3]), np.array(stack[..., 3:4]), np.array(stack[..., 4])

@@ -1,0 +1,37 @@
+"""`cloudseg cache`: cached samples equal decoded ones, and a stale cache is refused."""
+
+import os
+import shutil
+
+import pytest
+import torch
+
+from cloudseg.cli.main import main
+from cloudseg.config import AugmentConfig
+from cloudseg.data.dataset import CloudDataset, find_samples
+from cloudseg.data.transforms import CopyPaste, TrainTransform
+from cloudseg.errors import DataError
+
+
+def test_training_samples_from_the_cache_equal_decoded_ones(synth_root, tmp_path, capsys):
+    assert main(["cache", str(synth_root), "-o", str(tmp_path / "cache")]) == 0
+    samples = find_samples(synth_root / "train", synth_root / "train" / "label")
+    augment = AugmentConfig(crop_size=48, copy_paste=1.0)
+    plain = CloudDataset(samples, TrainTransform(augment), CopyPaste.from_config(augment))
+    cached = CloudDataset(samples, TrainTransform(augment), CopyPaste.from_config(augment), cache=tmp_path / "cache")
+    for key in [(0, 11), (3, 12), (7, 13)]:  # (index, seed) keys as the training sampler gives them
+        a, b = plain[key], cached[key]
+        assert a["name"] == b["name"] and all(torch.equal(a[k], b[k]) for k in ("rgb", "aux", "mask"))
+
+
+def test_a_stale_or_missing_cache_is_refused(synth_root, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(synth_root, root)
+    samples = find_samples(root / "train", root / "train" / "label")
+    assert main(["cache", str(root), "-o", str(tmp_path / "cache")]) == 0
+    label = root / "train" / "label" / "synth_0002.png"
+    os.utime(label, ns=(label.stat().st_atime_ns, label.stat().st_mtime_ns + 10**9))
+    with pytest.raises(DataError, match=r"cache is out of date \(1 scenes changed or are missing, e\.g\. synth_0002\)"):
+        CloudDataset(samples, cache=tmp_path / "cache")
+    with pytest.raises(DataError, match="no readable cache index"):
+        CloudDataset(samples, cache=tmp_path / "nowhere")
