@@ -121,3 +121,10 @@ def test_init_from_refuses_a_checkpoint_of_another_variant_or_class_count(tmp_pa
         WeightsError, match=r"trained as cmx_b0 with 4 classes .* this run builds cmx_b0 with 3 classes"
     ):
         SegmentationTask(to_dict(from_dict(Config, {"model": {"init_from": str(path), "num_classes": 3}})))
+
+
+def test_a_resumed_task_does_not_need_its_start_weights(tmp_path):
+    config = to_dict(from_dict(Config, {"model": {"pretrained": str(tmp_path / "gone" / "mit_b0.pth")}}))
+    with pytest.raises(WeightsError, match="no such file or folder"):
+        SegmentationTask(config)
+    assert SegmentationTask(config, start_weights=False).hparams["config"] == config

@@ -98,7 +98,7 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     datamodule = CloudDataModule(cfg.data, seed=cfg.trainer.seed)
     datamodule.setup("fit")  # checks the whole folder before anything is built
-    task = SegmentationTask(to_dict(cfg))
+    task = SegmentationTask(to_dict(cfg), start_weights=checkpoint is None)
     trainer = L.Trainer(
         default_root_dir=run_dir,
         max_epochs=cfg.trainer.max_epochs,

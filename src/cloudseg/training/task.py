@@ -67,22 +67,24 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_st
 
 class SegmentationTask(L.LightningModule):
     """Trains one model of the registry on (rgb, aux, mask) batches. `config` is the resolved config as a plain
-    mapping, saved in every Lightning checkpoint so a run can be resumed and reproduced from it alone."""
+    mapping, saved in every Lightning checkpoint so a run can be resumed and reproduced from it alone;
+    `start_weights=False` skips `model.pretrained` and `model.init_from` (for a resume)."""
 
-    def __init__(self, config: dict):
+    def __init__(self, config: dict, start_weights: bool = True):
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters("config")
         self.cfg = from_dict(Config, config)
         m = self.cfg.model
+        # A resumed run takes every weight from its checkpoint; it must not need the start weights any more.
         self.model = build_model(
             m.name,
             m.num_classes,
             m.aux_channels,
-            m.pretrained,
+            m.pretrained if start_weights else None,
             decoder_dim=m.decoder_dim,
             drop_path_rate=m.drop_path_rate,
         )
-        if m.init_from:
+        if m.init_from and start_weights:
             load_weights_into(self.model, m.init_from, m.name, m.num_classes, m.aux_channels)
         if self.cfg.trainer.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
