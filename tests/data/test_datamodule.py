@@ -119,3 +119,20 @@ def test_benchmark_data_writes_well_formed_json(synth_root, tmp_path, capsys):
     )
     result = json.loads(out.read_text())
     assert result["images_per_s"] > 0 and result["timed_batches"] == 2 and result["crop_size"] == 32
+
+
+def test_files_pair_by_name_across_png_jpg_and_tif(tmp_path):
+    import cv2
+
+    from cloudseg.data.dataset import read_sample
+    from cloudseg.data.io import index_to_colour
+
+    image = np.full((16, 24, 3), 120, np.uint8)
+    for folder, suffix in (("rgb", ".jpg"), ("ngr", ".tif"), ("label", ".png")):
+        (tmp_path / "train" / folder).mkdir(parents=True)
+        data = index_to_colour(np.ones((16, 24), np.uint8)) if folder == "label" else image
+        cv2.imwrite(str(tmp_path / "train" / folder / f"scene{suffix}"), data)
+    (sample,) = find_samples(tmp_path / "train", tmp_path / "train" / "label")
+    assert (sample.rgb.suffix, sample.ngr.suffix, sample.label.suffix) == (".jpg", ".tif", ".png")
+    rgb, nir, mask = read_sample(sample)
+    assert rgb.shape == (16, 24, 3) and nir.shape == (16, 24, 1) and (mask == 1).all()
