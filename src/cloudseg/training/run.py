@@ -219,6 +219,6 @@ def evaluate(
     plot_confusion(matrix.numpy(), names, output / "confusion.png")
     if rows:
         save_rgb(output / "panels.png", grid(rows, PANEL_TITLES, row_names))
-    print(format_table(scores, names))
-    print(f"wrote {output / 'metrics.json'} and {output / 'confusion.png'}")
+    log.info("%s on %d images of %s\n%s", checkpoint.name, len(dataset), split, format_table(scores, names))
+    log.info("wrote %s and %s", output / "metrics.json", output / "confusion.png")
     return result
