@@ -89,6 +89,11 @@ def test_two_process_ddp_on_cpu_trains_and_writes_one_checkpoint(synth_root, tmp
     assert json.loads((folder / "checkpoints" / "best.json").read_text())["step"] == 1
 
 
+def test_resume_refuses_other_options(tmp_path):
+    result = cloudseg("train", "--resume", str(tmp_path), "--trainer.max_epochs", "5")
+    assert result.returncode == 2 and "--resume continues a run exactly" in result.stderr
+
+
 def test_training_refuses_a_broken_dataset_with_one_line(tmp_path):
     (tmp_path / "train" / "rgb").mkdir(parents=True)
     result = cloudseg("train", "--data.root", str(tmp_path))

@@ -89,7 +89,13 @@ def run_cache(args: argparse.Namespace, extra: list[str]) -> int:
 def run_train(args: argparse.Namespace, extra: list[str]) -> int:
     from cloudseg.training.run import train
 
-    run_dir = train(resolved_config(args, extra), args.resume)
+    if args.resume:
+        if extra or args.config:
+            raise ConfigError("--resume continues a run exactly, with the config saved in it; drop the other options")
+        run_dir = train(resume=args.resume)
+    else:
+        args.config = args.config or "cmx_b0"
+        run_dir = train(resolved_config(args, extra))
     print(f"run folder: {run_dir}")
     return 0
 
@@ -235,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = command("train", run_train, "train a model (Lightning) and write a run folder")
     train.add_argument(
-        "--config", default="cmx_b0", help="YAML file or shipped config: cmx_b0 (CPU), cmx_b2 (reference)"
+        "--config", help="YAML file or shipped config: cmx_b0 (CPU; the default), cmx_b2 (the reference recipe)"
     )
     train.add_argument("--resume", help="run folder or last.ckpt to continue exactly where it stopped")
 

@@ -83,15 +83,14 @@ def _precision(cfg: Config) -> str:
     return "32-true"
 
 
-def train(cfg: Config, resume: str | None = None) -> Path:
-    """Trains a model as `cfg` says and returns the run folder."""
+def train(cfg: Config | None = None, resume: str | None = None) -> Path:
+    """Trains a model as `cfg` says, or continues the run `resume` with its saved config; returns the run folder."""
+    if (cfg is None) == (resume is None):
+        raise ConfigError("train takes either a config or a run to resume, not both")
     if resume:
         run_dir, checkpoint = resume_checkpoint(resume)
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        saved, next_epoch = state["hyper_parameters"]["config"], state["epoch"] + 1
-        if to_dict(cfg) != saved:
-            log.info("resuming with the config saved in %s; changes given now are ignored", checkpoint)
-        cfg = from_dict(Config, saved)
+        cfg, next_epoch = from_dict(Config, state["hyper_parameters"]["config"]), state["epoch"] + 1
         os.environ[RUN_DIR_VARIABLE] = str(run_dir)
     else:
         run_dir, checkpoint, next_epoch = new_run_dir(cfg), None, None
