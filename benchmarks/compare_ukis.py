@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cloudseg.data.dataset import find_samples, read_sample, to_tensor
+from cloudseg.data.dataset import find_samples, normalise_pair, read_sample
 from cloudseg.data.synth import make_scene
 from cloudseg.inference.predict import model_predictor
 from cloudseg.models.checkpoint import load_model
-from cloudseg.schema import AUX_NORM, RGB_NORM, encode_reflectance
+from cloudseg.schema import encode_reflectance
 from cloudseg.training.metrics import confusion_scores
 
 MERGED = ("clear", "cloud", "cloud_shadow")
@@ -40,7 +40,7 @@ def ukis_mask(reflectance_bgrn: np.ndarray) -> np.ndarray:
 
 
 def tensors(rgb: np.ndarray, nir: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    return to_tensor(rgb, RGB_NORM)[None], to_tensor(nir, AUX_NORM)[None]
+    return tuple(t[None] for t in normalise_pair(rgb, nir))
 
 
 def timed(run, repeats: int) -> float:

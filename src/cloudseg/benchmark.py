@@ -97,10 +97,11 @@ def benchmark_model(
     `baseline` runs as the reference implementation did: fp32, eager, NCHW, unfused AdamW, batch 4. `fast` uses
     bf16 autocast and fused AdamW on GPUs, channels_last, and torch.compile (on GPUs unless told otherwise).
     """
+    from cloudseg.models.checkpoint import default_device
     from cloudseg.models.registry import build_model
     from cloudseg.training.losses import SegmentationLoss
 
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = default_device(device)
     fast = mode == "fast"
     batch = batch if fast else 4
     torch.manual_seed(0)

@@ -1,6 +1,7 @@
 """The `cloudseg` command: parse arguments, call one library function, print its result."""
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -47,7 +48,7 @@ def run_synth(args: argparse.Namespace, extra: list[str]) -> int:
 
     started = time.perf_counter()
     root = synthesize(args.output, args.n, args.test, args.size, args.seed)
-    n_test = max(1, args.n // 4) if args.test is None else args.test
+    n_test = json.loads((root / "synth.json").read_text())["n_test"]
     print(
         f"wrote {args.n} training and {n_test} test scenes of {args.size}x{args.size} to {root} "
         f"(test labels apart in {root / 'test_labels'}) in {time.perf_counter() - started:.1f} s"

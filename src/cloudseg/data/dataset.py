@@ -76,6 +76,11 @@ def to_tensor(image: np.ndarray, norm: Normalisation) -> torch.Tensor:
     return tensor.sub_(mean).div_(std)
 
 
+def normalise_pair(rgb: np.ndarray, nir: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 RGB (H, W, 3) and aux (H, W, A) -> the model's normalised inputs (3, H, W) and (A, H, W)."""
+    return to_tensor(rgb, RGB_NORM), to_tensor(nir, AUX_NORM)
+
+
 def size_problem(name: str, shapes: dict[Path, tuple[int, ...]]) -> str | None:
     """The message for a scene whose files are not all one size, or None."""
     if len({shape[:2] for shape in shapes.values()}) <= 1:
@@ -148,7 +153,8 @@ class CloudDataset(Dataset):
             rgb, nir, mask = self.copy_paste(rgb, nir, mask, *self.read(donor))
         if self.transform is not None:
             rgb, nir, mask = self.transform(rgb, nir, mask)
-        sample = {"rgb": to_tensor(rgb, RGB_NORM), "aux": to_tensor(nir, AUX_NORM), "name": self.samples[index].name}
+        rgb_tensor, aux_tensor = normalise_pair(rgb, nir)
+        sample = {"rgb": rgb_tensor, "aux": aux_tensor, "name": self.samples[index].name}
         if mask is not None:
             sample["mask"] = torch.from_numpy(np.ascontiguousarray(mask)).long()
         return sample

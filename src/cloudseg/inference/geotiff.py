@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from cloudseg.data.dataset import to_tensor
+from cloudseg.data.dataset import normalise_pair
 from cloudseg.errors import CloudsegError, DataError
 from cloudseg.files import atomic_path
 from cloudseg.inference.sliding import Predictor, sliding_logits
-from cloudseg.schema import AUX_NORM, CLASSES, RGB_NORM, encode_reflectance
+from cloudseg.schema import CLASSES, encode_reflectance
 
 NODATA = 255
 
@@ -73,6 +72,7 @@ def predict_scene(
     overlap: int = 128,
     tile_batch: int = 4,
     block: int = 4096,
+    window: str = "gaussian",
 ) -> Path:
     """Predicts a scene block by block (each block read with a halo of `overlap` pixels, so memory is bounded
     by the block) and writes a tiled, compressed single-band GeoTIFF of class ids with the input's georeference."""
@@ -100,9 +100,8 @@ def predict_scene(
                 reflectance = values if floating else values * scale + offset
                 reflectance[:, ~valid] = 0.0
                 pixels = encode_reflectance(reflectance).transpose(1, 2, 0)  # (h, w, 4): R, G, B, NIR
-                rgb = to_tensor(pixels[..., :3], RGB_NORM)[None]
-                aux = to_tensor(pixels[..., 3:], AUX_NORM)[None]
-                logits = sliding_logits(predictor, rgb, aux, tile, overlap, tile_batch)
+                rgb, aux = (t[None] for t in normalise_pair(pixels[..., :3], pixels[..., 3:]))
+                logits = sliding_logits(predictor, rgb, aux, tile, overlap, tile_batch, window)
                 ids = logits[0].argmax(0).byte().numpy()
                 ids[~valid] = NODATA
                 dst.write(ids[inner], 1, window=target)
@@ -115,9 +114,7 @@ def predict_scene_from_checkpoint(
     checkpoint, source, output, sensor: str | None, bands, scale, offset, cfg, device=None
 ):
     """`cloudseg predict --input scene.tif`: a checkpoint's model on a whole scene."""
-    from cloudseg.inference.predict import model_predictor
-    from cloudseg.inference.sliding import with_tta
-    from cloudseg.models.checkpoint import load_model
+    from cloudseg.inference.predict import checkpoint_predictor
 
     preset = SENSORS[sensor] if sensor else None
     bands = bands or (preset.bands if preset else None)
@@ -125,7 +122,7 @@ def predict_scene_from_checkpoint(
         raise CloudsegError(f"{source}: say which bands are R, G, B and NIR: --bands 4,3,2,5 or --sensor landsat8")
     scale = scale if scale is not None else (preset.scale if preset else 1.0)
     offset = offset if offset is not None else (preset.offset if preset else 0.0)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, _ = load_model(checkpoint, device)
-    predictor = with_tta(model_predictor(model, device), cfg.tta, cfg.scales)
-    return predict_scene(predictor, source, output, tuple(bands), scale, offset, cfg.tile, cfg.overlap, cfg.tile_batch)
+    predictor = checkpoint_predictor(checkpoint, cfg, device)
+    return predict_scene(
+        predictor, source, output, tuple(bands), scale, offset, cfg.tile, cfg.overlap, cfg.tile_batch, window=cfg.window
+    )

@@ -8,13 +8,13 @@ import torch
 from rich.progress import track
 
 from cloudseg.config import PredictConfig
-from cloudseg.data.dataset import SampleFiles, pair_files, to_tensor
-from cloudseg.data.io import IMAGE_SUFFIXES, index_to_colour, load_nir, load_rgb, write_image
+from cloudseg.data.dataset import SampleFiles, normalise_pair, pair_files, read_sample
+from cloudseg.data.io import IMAGE_SUFFIXES, index_to_colour, write_image
 from cloudseg.errors import DataError
 from cloudseg.inference.rle import rle_encode, write_submission
 from cloudseg.inference.sliding import Predictor, sliding_logits, with_tta
-from cloudseg.models.checkpoint import load_model
-from cloudseg.schema import AUX_NORM, CLASS_NAMES, RGB_NORM
+from cloudseg.models.checkpoint import default_device, load_model
+from cloudseg.schema import CLASS_NAMES
 
 
 def find_pairs(source: str | Path) -> list[SampleFiles]:
@@ -48,11 +48,17 @@ def model_predictor(model: torch.nn.Module, device: torch.device) -> Predictor:
     return predict
 
 
+def checkpoint_predictor(checkpoint: str | Path, cfg: PredictConfig, device: str | None = None) -> Predictor:
+    """A release checkpoint's model as a predictor with the TTA of `cfg`, on `device` (default: GPU if any)."""
+    device = default_device(device)
+    model, _ = load_model(checkpoint, device)
+    return with_tta(model_predictor(model, device), cfg.tta, cfg.scales)
+
+
 def uncertainty_map(probabilities: torch.Tensor, kind: str) -> np.ndarray:
     """(K, H, W) probabilities -> (H, W) uint8: normalised entropy, or 1 - max probability, scaled to 0..255."""
     if kind == "entropy":
-        entropy = -(probabilities * probabilities.clamp_min(1e-12).log()).sum(0) / math.log(probabilities.shape[0])
-        value = entropy
+        value = -(probabilities * probabilities.clamp_min(1e-12).log()).sum(0) / math.log(probabilities.shape[0])
     else:
         value = 1.0 - probabilities.max(0).values
     return (value.clamp(0, 1) * 255).round().byte().numpy()
@@ -67,17 +73,12 @@ def predict(
     device: str | None = None,
 ) -> list[Path]:
     """Writes `<output>/<name>.png` colour masks (label colours, BGR) of every pair; returns their paths."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, _ = load_model(checkpoint, device)
     pairs = find_pairs(source)
-    predictor = with_tta(model_predictor(model, device), cfg.tta, cfg.scales)
+    predictor = checkpoint_predictor(checkpoint, cfg, device)
     output = Path(output)
     written, rows = [], []
     for files in track(pairs, description="predicting", transient=True):
-        rgb = to_tensor(load_rgb(files.rgb), RGB_NORM)[None]
-        aux = to_tensor(load_nir(files.ngr), AUX_NORM)[None]
-        if rgb.shape[-2:] != aux.shape[-2:]:
-            raise DataError(f"{files.rgb} and {files.ngr}: sizes differ")
+        rgb, aux = (t[None] for t in normalise_pair(*read_sample(files)[:2]))
         logits = sliding_logits(predictor, rgb, aux, cfg.tile, cfg.overlap, cfg.tile_batch, cfg.window)[0]
         probabilities = logits.softmax(0)
         ids = probabilities.argmax(0).byte().numpy()

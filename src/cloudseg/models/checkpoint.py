@@ -17,6 +17,11 @@ from cloudseg.schema import AUX_NORM, CLASSES, RGB_NORM
 FORMAT = "cloudseg-checkpoint-1"
 
 
+def default_device(device: str | torch.device | None = None) -> torch.device:
+    """`device` as given, else the GPU when there is one, else the CPU."""
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
 def save_release(model: nn.Module, config: dict, path: str | os.PathLike, info: dict | None = None) -> Path:
     """Writes the model weights with their config atomically; `info` (epoch, metrics, ...) goes in both files."""
     path = Path(path)

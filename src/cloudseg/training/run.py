@@ -21,7 +21,7 @@ from cloudseg.data.dataset import CloudDataset, find_samples
 from cloudseg.data.split import load_split
 from cloudseg.errors import ConfigError, DataError
 from cloudseg.files import atomic_path
-from cloudseg.models.checkpoint import load_model
+from cloudseg.models.checkpoint import default_device, load_model
 from cloudseg.panels import grid, save_rgb
 from cloudseg.training.callbacks import (
     PANEL_TITLES,
@@ -186,7 +186,7 @@ def evaluate(
 ) -> dict:
     """Scores a release checkpoint on a split; writes metrics.json, confusion.png (and panels) to `output`."""
     checkpoint, root = Path(checkpoint), Path(root)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = default_device()
     model, header = load_model(checkpoint, device)
     num_classes = from_dict(Config, header["config"]).model.num_classes
     names = class_names(num_classes)
