@@ -2,7 +2,10 @@
 
     pip install "ukis-csmask[cpu]==1.0.0"
     python benchmarks/compare_ukis.py speed --checkpoint runs/.../best.safetensors [--onnx model.onnx]
-    python benchmarks/compare_ukis.py accuracy --checkpoint runs/.../best.safetensors --root ../shared/data/l8biome
+    python benchmarks/compare_ukis.py accuracy --root ../shared/data/l8biome --model cmx_b0 <seed0 ckpt> <seed1 ckpt> \
+        [--model segformer_b0 <ckpt> ...]
+    python benchmarks/compare_ukis.py panels --root ../shared/data/l8biome --model cmx_b0 <ckpt> --model rgb <ckpt> \
+        -o docs/panels.png
 
 Input scaling: ukis-csmask expects top-of-atmosphere reflectance (float32, 0..1) in blue, green, red, NIR order
 and normalises it itself. cloudseg expects the 8-bit images of the dataset format. Both get the same scene:
@@ -24,6 +27,7 @@ from cloudseg.data.dataset import find_samples, normalise_pair, read_sample
 from cloudseg.data.synth import make_scene
 from cloudseg.inference.predict import model_predictor
 from cloudseg.models.checkpoint import load_model
+from cloudseg.panels import colourise, grid, save_rgb
 from cloudseg.schema import encode_reflectance
 from cloudseg.training.metrics import confusion_scores
 
@@ -73,36 +77,90 @@ def speed(args: argparse.Namespace) -> dict:
     return {"size": 512, "threads": torch.get_num_threads(), "repeats": args.repeats, **results}
 
 
-def accuracy(args: argparse.Namespace) -> dict:
-    root = Path(args.root)
-    samples = find_samples(root / "test", root / "test_labels")
-    model, _ = load_model(args.checkpoint)
+def merged_confusion(truth: np.ndarray, prediction: np.ndarray) -> np.ndarray:
+    return np.bincount(truth.ravel() * 3 + prediction.ravel(), minlength=9).reshape(3, 3)
+
+
+def scores(confusion: np.ndarray) -> dict:
+    result = confusion_scores(torch.from_numpy(confusion))
+    return {"mIoU": float(result["mIoU"]), "accuracy": float(result["accuracy"]),
+            **{f"iou/{c}": float(v) for c, v in zip(MERGED, result["iou"], strict=True)}}  # fmt: skip
+
+
+def test_patches(root: Path) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """(name, RGB, NIR, class ids) of every labelled test patch."""
+    return [(files.name, *read_sample(files)) for files in find_samples(root / "test", root / "test_labels")]
+
+
+def ukis_on_patch(rgb: np.ndarray, nir: np.ndarray) -> np.ndarray:
+    reflectance = (np.dstack((rgb[..., ::-1], nir)).astype(np.float32) / 255.0) ** 2  # B, G, R, NIR
+    return ukis_mask(reflectance)
+
+
+def cloudseg_on_patches(checkpoint: str, patches: list) -> list[np.ndarray]:
+    """Four-class id maps of each patch."""
+    model, _ = load_model(checkpoint)
     predict = model_predictor(model, torch.device("cpu"))
-    confusions = {"cloudseg": np.zeros((3, 3), np.int64), "ukis_csmask": np.zeros((3, 3), np.int64)}
-    for files in samples:
-        rgb, nir, ids = read_sample(files)
-        truth = CLOUDSEG_TO_MERGED[ids]
-        ours = CLOUDSEG_TO_MERGED[predict(*tensors(rgb, nir))[0].argmax(0).numpy()]
-        reflectance = (np.dstack((rgb[..., ::-1], nir)).astype(np.float32) / 255.0) ** 2  # B, G, R, NIR
-        for name, prediction in (("cloudseg", ours), ("ukis_csmask", ukis_mask(reflectance))):
-            confusions[name] += np.bincount(truth.ravel() * 3 + prediction.ravel(), minlength=9).reshape(3, 3)
-    report = {"images": len(samples), "classes": list(MERGED)}
-    for name, confusion in confusions.items():
-        scores = confusion_scores(torch.from_numpy(confusion))
-        report[name] = {"mIoU": float(scores["mIoU"]), "accuracy": float(scores["accuracy"]),
-                        **{f"iou/{c}": float(v) for c, v in zip(MERGED, scores["iou"], strict=True)}}  # fmt: skip
+    return [predict(*tensors(rgb, nir))[0].argmax(0).numpy().astype(np.uint8) for _, rgb, nir, _ in patches]
+
+
+def accuracy(args: argparse.Namespace) -> dict:
+    """Shared-class scores of ukis-csmask and of each model; a model given several checkpoints (seeds) also gets
+    the mean and standard deviation over them."""
+    patches = test_patches(Path(args.root))
+    truths = [CLOUDSEG_TO_MERGED[ids] for *_, ids in patches]
+    ukis = sum(merged_confusion(CLOUDSEG_TO_MERGED[ids], ukis_on_patch(rgb, nir)) for _, rgb, nir, ids in patches)
+    report = {"images": len(patches), "classes": list(MERGED), "ukis_csmask": scores(ukis)}
+    for name, *checkpoints in args.model:
+        runs = []
+        for checkpoint in checkpoints:
+            predictions = cloudseg_on_patches(checkpoint, patches)
+            pairs = zip(truths, predictions, strict=True)
+            confusion = sum(merged_confusion(truth, CLOUDSEG_TO_MERGED[ids]) for truth, ids in pairs)
+            runs.append({"checkpoint": checkpoint, **scores(confusion)})
+        keys = [k for k in runs[0] if k != "checkpoint"]
+        report[name] = {
+            "runs": runs,
+            "mean": {k: float(np.mean([r[k] for r in runs])) for k in keys},
+            "std": {k: float(np.std([r[k] for r in runs], ddof=1)) if len(runs) > 1 else 0.0 for k in keys},
+        }
     return report
+
+
+def panels(args: argparse.Namespace) -> dict:
+    """RGB | NIR | label | each model's first checkpoint | ukis-csmask, one row per test patch; ukis-csmask's
+    cloud is drawn in the thick-cloud colour, as it has one cloud class."""
+    patches = test_patches(Path(args.root))
+    chosen = [p for p in patches if not args.names or p[0] in args.names]
+    predictions = {name: cloudseg_on_patches(checkpoints[0], chosen) for name, *checkpoints in args.model}
+    ukis_to_ids = np.array([0, 1, 3], dtype=np.uint8)  # clear, cloud, shadow -> display ids
+    rows = []
+    for i, (_, rgb, nir, ids) in enumerate(chosen):
+        row = [rgb, np.repeat(nir.reshape(*ids.shape, 1), 3, axis=2), colourise(ids)]
+        row += [colourise(maps[i]) for maps in predictions.values()]
+        rows.append([*row, colourise(ukis_to_ids[ukis_on_patch(rgb, nir)])])
+    titles = ["RGB", "NIR", "label", *predictions, "ukis-csmask"]
+    save_rgb(args.output, grid(rows, titles, [p[0] for p in chosen], tile=args.tile))
+    return {"output": args.output, "patches": [p[0] for p in chosen], "columns": titles}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("task", choices=("speed", "accuracy"))
-    parser.add_argument("--checkpoint", required=True, help="a cloudseg best.safetensors")
+    parser.add_argument("task", choices=("speed", "accuracy", "panels"))
+    parser.add_argument("--checkpoint", help="(speed) a cloudseg best.safetensors")
+    parser.add_argument("--model", nargs="+", action="append", metavar=("NAME", "CHECKPOINT"),
+                        help="(accuracy, panels) a name, then one or more checkpoints (seeds); repeatable")  # fmt: skip
     parser.add_argument("--onnx", help="(speed) the same model exported with `cloudseg export`")
     parser.add_argument("--root", help="(accuracy) dataset root with test/ and test_labels/")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--names", nargs="+", help="(panels) which test patches; default all")
+    parser.add_argument("--tile", type=int, default=192, help="(panels) tile size in the picture")
+    parser.add_argument("-o", "--output", default="panels.png", help="(panels) the PNG to write")
     args = parser.parse_args()
-    print(json.dumps(speed(args) if args.task == "speed" else accuracy(args), indent=2))
+    task = {"speed": speed, "accuracy": accuracy, "panels": panels}[args.task]
+    if (args.task == "speed") != bool(args.checkpoint) or (args.task != "speed" and not (args.model and args.root)):
+        parser.error("speed needs --checkpoint; accuracy and panels need --root and at least one --model")
+    print(json.dumps(task(args), indent=2))
 
 
 if __name__ == "__main__":

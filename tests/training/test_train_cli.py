@@ -73,6 +73,15 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_exactly_like_an_uninterrupted_o
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["images"] == 2 and 0.0 <= metrics["mIoU"] <= 1.0 and (tmp_path / "eval" / "confusion.png").is_file()
+    assert metrics["tta"] == "none"
+    with_tta = cloudseg(
+        "evaluate", "--checkpoint", str(reference / "checkpoints" / "best.safetensors"), "--root", str(synth_root),
+        "--split", "test", "--tta", "d4",
+    )  # fmt: skip
+    assert with_tta.returncode == 0, with_tta.stderr[-3000:]
+    assert json.loads((reference / "eval_test_tta-d4" / "metrics.json").read_text())["tta"] == "d4"
+    wrong = cloudseg("evaluate", "--checkpoint", "x.safetensors", "--root", str(synth_root), "--tta", "flip")
+    assert wrong.returncode == 2 and "tta 'flip': expected one of none, flips, d4" in wrong.stderr
 
 
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="torch built without gloo")
@@ -99,3 +108,21 @@ def test_training_refuses_a_broken_dataset_with_one_line(tmp_path):
     result = cloudseg("train", "--data.root", str(tmp_path))
     assert result.returncode == 2
     assert result.stderr.startswith(f"cloudseg: error: {tmp_path}: ")
+
+
+def test_training_from_segformer_weights_starts_both_encoders_from_them(synth_root, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from cloudseg.models import MIT_VARIANTS, build_model
+    from cloudseg.models.checkpoint import load_model
+    from tests.models.test_weights import hf_config
+
+    folder = tmp_path / "mit-b0"  # a random checkpoint with the layout of `nvidia/mit-b0`
+    transformers.SegformerForImageClassification(hf_config(MIT_VARIANTS["b0"], num_labels=1000)).save_pretrained(folder)
+    frozen_encoders = ("--model.pretrained", str(folder), "--optim.lr_encoder", "0", "--trainer.max_epochs", "1")
+    result = cloudseg(*tiny_run(synth_root, tmp_path, "pretrained", *frozen_encoders))
+    assert result.returncode == 0, result.stderr[-3000:]
+    trained, _ = load_model(run_folder(tmp_path, "pretrained") / "checkpoints" / "best.safetensors")
+    expected = build_model("cmx_b0", pretrained=folder)
+    for stream in ("rgb", "aux"):
+        started, loaded = getattr(expected, stream).state_dict(), getattr(trained, stream).state_dict()
+        assert all(torch.equal(started[k], loaded[k]) for k in started), stream

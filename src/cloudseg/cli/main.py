@@ -107,7 +107,7 @@ def run_evaluate(args: argparse.Namespace, extra: list[str]) -> int:
     root = args.root or resolved_config(args, extra).data.root
     if root is None:
         raise ConfigError("evaluate needs the dataset: --data.root <folder>")
-    evaluate(args.checkpoint, root, args.split, args.output, args.panels)
+    evaluate(args.checkpoint, root, args.split, args.output, args.panels, args.tta)
     return 0
 
 
@@ -254,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--output", help="folder for metrics.json and confusion.png (default: beside the run)")
     evaluate.add_argument("--panels", type=int, default=0, help="also draw prediction panels of this many images")
+    evaluate.add_argument("--tta", default="none", help="test-time augmentation: none, flips or d4 (8 symmetries)")
 
     predict = command("predict", run_predict, "write colour masks (and optionally a Kaggle submission)")
     predict.add_argument("--checkpoint", required=True, help="checkpoints/best.safetensors of a run")

@@ -21,6 +21,7 @@ from cloudseg.data.dataset import CloudDataset, find_samples
 from cloudseg.data.split import load_split
 from cloudseg.errors import ConfigError, DataError
 from cloudseg.files import atomic_path
+from cloudseg.inference.sliding import TTA_SETS, with_tta
 from cloudseg.models.checkpoint import default_device, load_model
 from cloudseg.panels import grid, save_rgb
 from cloudseg.training.callbacks import (
@@ -182,21 +183,31 @@ def evaluation_samples(checkpoint: Path, root: Path, split: str) -> list:
 
 @torch.no_grad()
 def evaluate(
-    checkpoint: str | Path, root: str | Path, split: str = "val", output: str | Path | None = None, panels: int = 0
+    checkpoint: str | Path,
+    root: str | Path,
+    split: str = "val",
+    output: str | Path | None = None,
+    panels: int = 0,
+    tta: str = "none",
 ) -> dict:
-    """Scores a release checkpoint on a split; writes metrics.json, confusion.png (and panels) to `output`."""
+    """Scores a release checkpoint on a split, optionally averaging over the flips or all 8 symmetries (`tta`);
+    writes metrics.json, confusion.png (and panels) to `output`."""
+    if tta not in TTA_SETS:
+        raise ConfigError(f"tta {tta!r}: expected one of {', '.join(TTA_SETS)}")
     checkpoint, root = Path(checkpoint), Path(root)
     device = default_device()
     model, header = load_model(checkpoint, device)
+    predict = with_tta(model, tta)
     num_classes = from_dict(Config, header["config"]).model.num_classes
     names = class_names(num_classes)
-    output = Path(output) if output else checkpoint.parent.parent / f"eval_{Path(split).stem}"
+    suffix = "" if tta == "none" else f"_tta-{tta}"
+    output = Path(output) if output else checkpoint.parent.parent / f"eval_{Path(split).stem}{suffix}"
     dataset = CloudDataset(evaluation_samples(checkpoint, root, split))
     confusion = confusion_metric(num_classes).to(device)
     rows, row_names = [], []
     for i in range(len(dataset)):
         sample = dataset[i]
-        logits = model(sample["rgb"][None].to(device), sample["aux"][None].to(device))
+        logits = predict(sample["rgb"][None].to(device), sample["aux"][None].to(device))
         prediction = logits.argmax(dim=1)
         confusion.update(prediction, sample["mask"][None].to(device))
         if i < panels:
@@ -208,6 +219,7 @@ def evaluate(
         "checkpoint": str(checkpoint),
         "root": str(root),
         "split": split,
+        "tta": tta,
         "images": len(dataset),
         **flat_scores(scores, names),
         "confusion": matrix.tolist(),

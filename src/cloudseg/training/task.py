@@ -56,11 +56,11 @@ def parameter_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int, steps_per_epoch: int):
     warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    # The floor is min_lr relative to each group's rate; a rate of 0 (a frozen part) stays 0.
+    floors = [min(1.0, cfg.min_lr / group["lr"]) if group["lr"] > 0 else 1.0 for group in optimizer.param_groups]
     factors = [
-        lambda step, base=group["lr"]: lr_factor(
-            step, total_steps, warmup, cfg.schedule, min(1.0, cfg.min_lr / base), cfg.poly_power
-        )
-        for group in optimizer.param_groups
+        lambda step, floor=floor: lr_factor(step, total_steps, warmup, cfg.schedule, floor, cfg.poly_power)
+        for floor in floors
     ]
     return LambdaLR(optimizer, factors)
 

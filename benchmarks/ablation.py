@@ -1,0 +1,130 @@
+"""Seeded experiments on a labelled dataset: train each named setting with several seeds, evaluate the test split
+once per final model, and tabulate the mean and spread. Every run is a plain `cloudseg train` + `cloudseg
+evaluate`, so each row can also be reproduced by hand; the exact commands are kept in each run's result.json.
+
+    python benchmarks/ablation.py run cmx_b0 rgb_b0 early_b0 --root ../shared/data/l8biome --out runs/ablation
+    python benchmarks/ablation.py run cmx_b0_synth --root ... --out ... --init-from <synth>/checkpoints/best.safetensors
+    python benchmarks/ablation.py table --out runs/ablation [--split val]
+
+Finished runs are skipped, so an interrupted batch continues where it stopped. Settings are chosen on the
+validation columns (`--split val`); the test split is only read by the final evaluation of each run.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cloudseg.schema import CLASS_NAMES
+
+# Every experiment starts from the shipped config and the same schedule; these are its differences.
+EXPERIMENTS = {
+    "rgb_b0": ["--model.name", "segformer_b0"],
+    "early_b0": ["--model.name", "segformer_early_b0"],
+    "cmx_b0": [],
+    # sqrt(share of clear / share of class) over the l8biome training pixels (56.3, 31.2, 10.5, 2.1%)
+    "cmx_b0_balanced": ["--loss.class_weights", "[1.0, 1.34, 2.32, 5.2]"],
+    "cmx_b0_synth": [],  # with --init-from: fine-tuned from a synthetic-scene run
+    "rgb_b2": ["--model.name", "segformer_b2"],
+    "early_b2": ["--model.name", "segformer_early_b2"],
+    "cmx_b2": ["--model.name", "cmx_b2"],
+}
+
+
+def run_one(name: str, seed: int, args: argparse.Namespace) -> dict:
+    folder = Path(args.out) / name / f"seed{seed}"
+    result_file = folder / "result.json"
+    if result_file.exists():
+        return json.loads(result_file.read_text())
+    overrides = list(EXPERIMENTS[name])
+    for item in args.overrides:
+        key, _, value = item.partition("=")
+        overrides += [f"--{key}", value]
+    if args.init_from:
+        overrides += ["--model.init_from", str(args.init_from)]
+    train = ["cloudseg", "train", "--config", args.config, "--data.root", str(args.root),
+             "--trainer.max_epochs", str(args.epochs), "--trainer.seed", str(seed),
+             "--run.output_dir", str(folder), "--run.name", "run", *overrides]  # fmt: skip
+    started = time.perf_counter()
+    subprocess.run(train, check=True)
+    minutes = (time.perf_counter() - started) / 60
+    run_dir = max((folder / "run").iterdir())  # the timestamped run folder
+    checkpoint = run_dir / "checkpoints" / "best.safetensors"
+    evaluate = ["cloudseg", "evaluate", "--checkpoint", str(checkpoint), "--root", str(args.root),
+                "--split", "test", "--panels", "5"]  # fmt: skip
+    subprocess.run(evaluate, check=True)
+    best = json.loads((run_dir / "checkpoints" / "best.json").read_text())
+    test = json.loads((run_dir / "eval_test" / "metrics.json").read_text())
+    result = {
+        "experiment": name,
+        "seed": seed,
+        "train_minutes": round(minutes, 2),
+        "best_epoch": best["epoch"],
+        "val": best["metrics"],
+        "test": {key: value for key, value in test.items() if key in best["metrics"]},
+        "run_dir": str(run_dir),
+        "commands": [" ".join(train), " ".join(evaluate)],
+    }
+    result_file.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def summarise(results: list[dict], split: str) -> dict:
+    """Mean, standard deviation and range over seeds of each score."""
+    keys = ["mIoU", *(f"iou/{c}" for c in CLASS_NAMES), "accuracy"]
+    table = {}
+    for key in keys:
+        values = np.array([r[split][key] for r in results])
+        table[key] = {"mean": values.mean(), "std": values.std(ddof=1) if len(values) > 1 else 0.0,
+                      "min": values.min(), "max": values.max()}  # fmt: skip
+    table["seeds"] = [r["seed"] for r in results]
+    table["train_minutes"] = float(np.mean([r["train_minutes"] for r in results]))
+    return table
+
+
+def markdown(out: Path, split: str) -> str:
+    rows = ["| experiment | seeds | mIoU mean ± sd [min, max] | clear | thick cloud | thin cloud | shadow | pixel acc. "
+            "| train min/run |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for experiment in sorted(p for p in out.iterdir() if p.is_dir()):
+        results = [json.loads(f.read_text()) for f in sorted(experiment.glob("seed*/result.json"))]
+        if not results:
+            continue
+        s = summarise(results, split)
+        cell = {key: f"{v['mean']:.3f} ± {v['std']:.3f}" for key, v in s.items() if isinstance(v, dict)}
+        miou = f"{cell['mIoU']} [{s['mIoU']['min']:.3f}, {s['mIoU']['max']:.3f}]"
+        classes = " | ".join(cell[f"iou/{c}"] for c in CLASS_NAMES)
+        rows.append(f"| {experiment.name} | {len(results)} | {miou} | {classes} | {cell['accuracy']} "
+                    f"| {s['train_minutes']:.1f} |")  # fmt: skip
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("task", choices=("run", "table"))
+    parser.add_argument("experiments", nargs="*", help=f"(run) which settings: {', '.join(EXPERIMENTS)}")
+    parser.add_argument("--out", required=True, help="results folder: <out>/<experiment>/seed<N>/")
+    parser.add_argument("--root", help="(run) dataset root with train/, test/ and test_labels/")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--config", default="cmx_b0", help="(run) shipped config name or YAML path")
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--init-from", help="(run) a release checkpoint to fine-tune from")
+    parser.add_argument("--split", choices=("val", "test"), default="test", help="(table) which scores")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="(run) one more config override for every run, e.g. --set optim.lr_head=2e-3")  # fmt: skip
+    args = parser.parse_args()
+    unknown = set(args.experiments) - set(EXPERIMENTS)
+    if unknown:
+        parser.error(f"unknown experiments {sorted(unknown)}; known: {', '.join(EXPERIMENTS)}")
+    if args.task == "run":
+        for name in args.experiments:
+            for seed in args.seeds:
+                print(json.dumps(run_one(name, seed, args)["test"]), file=sys.stderr)
+    print(markdown(Path(args.out), args.split))
+
+
+if __name__ == "__main__":
+    main()
