@@ -36,7 +36,7 @@ EXPERIMENTS = {
 
 
 def run_one(name: str, seed: int, args: argparse.Namespace) -> dict:
-    folder = Path(args.out) / name / f"seed{seed}"
+    folder = Path(args.out) / f"{name}{args.tag}" / f"seed{seed}"
     result_file = folder / "result.json"
     if result_file.exists():
         return json.loads(result_file.read_text())
@@ -60,7 +60,7 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> dict:
     best = json.loads((run_dir / "checkpoints" / "best.json").read_text())
     test = json.loads((run_dir / "eval_test" / "metrics.json").read_text())
     result = {
-        "experiment": name,
+        "experiment": f"{name}{args.tag}",
         "seed": seed,
         "train_minutes": round(minutes, 2),
         "best_epoch": best["epoch"],
@@ -112,6 +112,7 @@ def main() -> None:
     parser.add_argument("--config", default="cmx_b0", help="(run) shipped config name or YAML path")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--init-from", help="(run) a release checkpoint to fine-tune from")
+    parser.add_argument("--tag", default="", help="(run) appended to the results folder name, e.g. _imagenet")
     parser.add_argument("--split", choices=("val", "test"), default="test", help="(table) which scores")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="(run) one more config override for every run, e.g. --set optim.lr_head=2e-3")  # fmt: skip

@@ -46,8 +46,9 @@ def test_run_trains_evaluates_test_once_and_skips_finished_runs(synth_root, tmp_
     out = tmp_path / "out"
     tiny = ["--epochs", "1", "--set", "data.augment.crop_size=64", "--set", "data.batch_size=4",
             "--set", "data.num_workers=0", "--set", "trainer.panels=0"]  # fmt: skip
-    ablation("run", "rgb_b0", "--seeds", "3", "--root", str(synth_root), "--out", str(out), *tiny)
-    result_file = out / "rgb_b0" / "seed3" / "result.json"
+    command = ("run", "rgb_b0", "--seeds", "3", "--root", str(synth_root), "--out", str(out), "--tag", "_t", *tiny)
+    ablation(*command)
+    result_file = out / "rgb_b0_t" / "seed3" / "result.json"
     result = json.loads(result_file.read_text())
     run_dir = Path(result["run_dir"])
     test = json.loads((run_dir / "eval_test" / "metrics.json").read_text())
@@ -56,9 +57,9 @@ def test_run_trains_evaluates_test_once_and_skips_finished_runs(synth_root, tmp_
     assert "segformer_b0" in result["commands"][0] and "--trainer.seed 3" in result["commands"][0]
     assert json.loads((run_dir / "checkpoints" / "best.json").read_text())["config"]["model"]["name"] == "segformer_b0"
     stamp = result_file.stat().st_mtime_ns
-    table = ablation("run", "rgb_b0", "--seeds", "3", "--root", str(synth_root), "--out", str(out), *tiny)
+    table = ablation(*command)
     assert result_file.stat().st_mtime_ns == stamp  # finished: not trained again
-    assert f"| rgb_b0 | 1 | {test['mIoU']:.3f} ± 0.000" in table
+    assert f"| rgb_b0_t | 1 | {test['mIoU']:.3f} ± 0.000" in table
 
 
 def test_ukis_comparison_merges_thick_and_thin_into_cloud():

@@ -9,6 +9,16 @@ from pathlib import Path
 from cloudseg.errors import CloudsegError
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+# mkstemp makes files private (0600); outputs get the permissions any other new file would have.
+NEW_FILE_MODE = 0o666 & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yields a temporary path beside `path`; on success it is renamed over `path`, on failure removed.
@@ -20,6 +30,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(handle)
+        os.chmod(name, path.stat().st_mode & 0o7777 if path.exists() else NEW_FILE_MODE)
     except OSError as error:
         raise CloudsegError(f"{path}: cannot write here ({error.strerror})") from error
     temporary = Path(name)

@@ -97,3 +97,16 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
         raise RuntimeError("killed mid-write")
     assert target.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
+def test_atomic_write_gives_new_files_the_usual_permissions_and_keeps_existing_ones(tmp_path):
+    with atomic_path(tmp_path / "new.txt") as temporary:
+        temporary.write_text("x")
+    (tmp_path / "plain.txt").write_text("x")  # what open() gives under this process's umask
+    existing = tmp_path / "existing.txt"
+    existing.write_text("old")
+    existing.chmod(0o640)
+    with atomic_path(existing) as temporary:
+        temporary.write_text("new")
+    assert (tmp_path / "new.txt").stat().st_mode & 0o777 == (tmp_path / "plain.txt").stat().st_mode & 0o777
+    assert existing.stat().st_mode & 0o777 == 0o640 and existing.read_text() == "new"
