@@ -21,13 +21,15 @@ import numpy as np
 
 from cloudseg.schema import CLASS_NAMES
 
+# sqrt(share of clear / share of class) over the l8biome training pixels (56.3, 31.2, 10.5, 2.1%)
+BALANCED = ["--loss.class_weights", "[1.0, 1.34, 2.32, 5.2]"]
 # Every experiment starts from the shipped config and the same schedule; these are its differences.
 EXPERIMENTS = {
     "rgb_b0": ["--model.name", "segformer_b0"],
     "early_b0": ["--model.name", "segformer_early_b0"],
     "cmx_b0": [],
-    # sqrt(share of clear / share of class) over the l8biome training pixels (56.3, 31.2, 10.5, 2.1%)
-    "cmx_b0_balanced": ["--loss.class_weights", "[1.0, 1.34, 2.32, 5.2]"],
+    "cmx_b0_balanced": BALANCED,
+    "rgb_b0_balanced": ["--model.name", "segformer_b0", *BALANCED],
     "cmx_b0_synth": [],  # with --init-from: fine-tuned from a synthetic-scene run
     "rgb_b2": ["--model.name", "segformer_b2"],
     "early_b2": ["--model.name", "segformer_early_b2"],

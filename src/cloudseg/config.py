@@ -87,7 +87,9 @@ class LossConfig:
     ohem_fraction: float = 0.25  # keep this fraction of the hardest pixels...
     ohem_threshold: float | None = None  # ...or, if set, the pixels whose true-class probability is below it,
     ohem_min_kept: int = 4096  # but at least this many
-    class_weights: tuple[float, ...] | None = None  # cross-entropy weight per class
+    # cross-entropy weight per class, or "sqrt_inverse": sqrt(share of the commonest class / share of the class)
+    # over the training split's labels, resolved into numbers when the run starts (and saved in its config)
+    class_weights: tuple[float, ...] | Literal["sqrt_inverse"] | None = None
     ignore_index: int = IGNORE_INDEX
 
 

@@ -136,3 +136,14 @@ def test_files_pair_by_name_across_png_jpg_and_tif(tmp_path):
     assert (sample.rgb.suffix, sample.ngr.suffix, sample.label.suffix) == (".jpg", ".tif", ".png")
     rgb, nir, mask = read_sample(sample)
     assert rgb.shape == (16, 24, 3) and nir.shape == (16, 24, 1) and (mask == 1).all()
+
+
+def test_class_pixels_count_the_training_split_only(synth_root):
+    from cloudseg.data.io import load_label
+
+    module = CloudDataModule(DataConfig(root=str(synth_root), val_fraction=0.25, num_workers=0))
+    module.setup("fit")
+    by_name = {s.name: s for s in find_samples(synth_root / "train", synth_root / "train" / "label")}
+    expected = sum(np.bincount(load_label(by_name[n].label).ravel(), minlength=4) for n in module.split.train)
+    assert module.train_class_pixels().tolist() == expected.tolist()
+    assert module.train_class_pixels().sum() == len(module.split.train) * 64 * 64 < len(by_name) * 64 * 64

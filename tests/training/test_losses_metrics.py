@@ -105,3 +105,11 @@ def test_a_class_absent_everywhere_is_left_out_of_the_mean():
     metric.update(torch.tensor([[0, 1]]), torch.tensor([[0, 1]]))
     scores = confusion_scores(metric.compute())
     assert math.isnan(scores["iou"][2].item()) and scores["mIoU"].item() == 1.0
+
+
+def test_sqrt_inverse_weights_favour_rare_classes_by_the_square_root_of_their_rarity():
+    from cloudseg.training.losses import sqrt_inverse_weights
+
+    assert sqrt_inverse_weights([400, 100, 25, 0]) == (1.0, 2.0, 4.0, 1.0)  # an absent class keeps weight 1
+    with pytest.raises(ValueError, match="resolved into numbers"):
+        SegmentationLoss(LossConfig(class_weights="sqrt_inverse"))

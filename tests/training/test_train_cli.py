@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -126,3 +127,17 @@ def test_training_from_segformer_weights_starts_both_encoders_from_them(synth_ro
     for stream in ("rgb", "aux"):
         started, loaded = getattr(expected, stream).state_dict(), getattr(trained, stream).state_dict()
         assert all(torch.equal(started[k], loaded[k]) for k in started), stream
+
+
+def test_sqrt_inverse_class_weights_are_resolved_from_the_training_split_into_the_saved_config(synth_root, tmp_path):
+    from cloudseg.config import DataConfig
+    from cloudseg.data.datamodule import CloudDataModule
+    from cloudseg.training.losses import sqrt_inverse_weights
+
+    balanced = ("--loss.class_weights", "sqrt_inverse", "--trainer.max_epochs", "1", "--trainer.ema_decay", "null")
+    result = cloudseg(*tiny_run(synth_root, tmp_path, "balanced", *balanced))
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = yaml.safe_load((run_folder(tmp_path, "balanced") / "config.yaml").read_text())["loss"]["class_weights"]
+    module = CloudDataModule(DataConfig(root=str(synth_root)))
+    module.setup("fit")
+    assert tuple(saved) == sqrt_inverse_weights(module.train_class_pixels()) and max(saved) > 1.0

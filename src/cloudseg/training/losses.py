@@ -1,5 +1,6 @@
 """Segmentation losses on logits (B, K, H, W) and targets (B, H, W); the ignore index is skipped by all."""
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -79,12 +80,22 @@ def lovasz_softmax(logits: torch.Tensor, target: torch.Tensor, ignore_index: int
     return torch.stack(losses).mean() if losses else logits.sum() * 0.0
 
 
+def sqrt_inverse_weights(class_pixels: np.ndarray) -> tuple[float, ...]:
+    """Per-class weights sqrt(max share / share): 1 for the commonest class, more for rarer ones; 1 for a class
+    with no pixels, which no target would use anyway."""
+    counts = np.asarray(class_pixels, dtype=np.float64)
+    weights = np.sqrt(counts.max() / np.where(counts > 0, counts, counts.max()))
+    return tuple(round(float(w), 4) for w in weights)
+
+
 class SegmentationLoss(nn.Module):
     """The weighted sum of the terms a `LossConfig` names; `forward` returns (total, {term: value})."""
 
     def __init__(self, cfg: LossConfig):
         super().__init__()
         self.cfg = cfg
+        if isinstance(cfg.class_weights, str):
+            raise ValueError(f"class_weights {cfg.class_weights!r} must be resolved into numbers first (train does)")
         weights = torch.tensor(cfg.class_weights) if cfg.class_weights else None
         self.register_buffer("class_weights", weights, persistent=False)
         self.terms = {name: w for name in ("ce", "ohem", "dice", "lovasz", "jaccard") if (w := getattr(cfg, name))}

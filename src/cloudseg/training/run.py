@@ -1,6 +1,7 @@
 """`cloudseg train` and `cloudseg evaluate`: a run folder in, checkpoints, panels, curves and scores out."""
 
 import csv
+import dataclasses
 import importlib
 import json
 import logging
@@ -34,6 +35,7 @@ from cloudseg.training.callbacks import (
     ValidationReport,
     prediction_row,
 )
+from cloudseg.training.losses import sqrt_inverse_weights
 from cloudseg.training.metrics import class_names, confusion_metric, confusion_scores, flat_scores, format_table
 from cloudseg.training.plots import plot_confusion
 from cloudseg.training.task import SegmentationTask
@@ -98,6 +100,10 @@ def train(cfg: Config | None = None, resume: str | None = None) -> Path:
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     datamodule = CloudDataModule(cfg.data, seed=cfg.trainer.seed)
     datamodule.setup("fit")  # checks the whole folder before anything is built
+    if cfg.loss.class_weights == "sqrt_inverse":
+        weights = sqrt_inverse_weights(datamodule.train_class_pixels())
+        cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, class_weights=weights))
+        log.info("class weights from the training split's pixel shares: %s", weights)
     task = SegmentationTask(to_dict(cfg), start_weights=checkpoint is None)
     trainer = L.Trainer(
         default_root_dir=run_dir,
