@@ -12,6 +12,7 @@ validation columns (`--split val`); the test split is only read by the final eva
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -20,12 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from cloudseg.schema import CLASS_NAMES
+from cloudseg.training.run import RUN_DIR_VARIABLE
 
 # sqrt(share of clear / share of class) over the l8biome training pixels (56.3, 31.2, 10.5, 2.1%)
 BALANCED = ["--loss.class_weights", "[1.0, 1.34, 2.32, 5.2]"]
 # Every experiment starts from the shipped config and the same schedule; these are its differences.
 EXPERIMENTS = {
     "rgb_b0": ["--model.name", "segformer_b0"],
+    "rgb_b1": ["--model.name", "segformer_b1"],  # 14.7M parameters: more than cmx_b0 (12.1M)
     "early_b0": ["--model.name", "segformer_early_b0"],
     "cmx_b0": [],
     "cmx_b0_balanced": BALANCED,
@@ -52,7 +55,9 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> dict:
              "--trainer.max_epochs", str(args.epochs), "--trainer.seed", str(seed),
              "--run.output_dir", str(folder), "--run.name", "run", *overrides]  # fmt: skip
     started = time.perf_counter()
-    subprocess.run(train, check=True)
+    # Each run gets its own folder: a run folder inherited from a calling process must not be reused.
+    environment = {key: value for key, value in os.environ.items() if key != RUN_DIR_VARIABLE}
+    subprocess.run(train, check=True, env=environment)
     minutes = (time.perf_counter() - started) / 60
     run_dir = max((folder / "run").iterdir())  # the timestamped run folder
     checkpoint = run_dir / "checkpoints" / "best.safetensors"
