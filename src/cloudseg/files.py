@@ -30,12 +30,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(handle)
-        os.chmod(name, path.stat().st_mode & 0o7777 if path.exists() else NEW_FILE_MODE)
     except OSError as error:
         raise CloudsegError(f"{path}: cannot write here ({error.strerror})") from error
     temporary = Path(name)
     try:
         yield temporary
+        # After the write: some writers (safetensors) replace the file they are given with a private one.
+        os.chmod(temporary, path.stat().st_mode & 0o7777 if path.exists() else NEW_FILE_MODE)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

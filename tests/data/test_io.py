@@ -110,3 +110,13 @@ def test_atomic_write_gives_new_files_the_usual_permissions_and_keeps_existing_o
         temporary.write_text("new")
     assert (tmp_path / "new.txt").stat().st_mode & 0o777 == (tmp_path / "plain.txt").stat().st_mode & 0o777
     assert existing.stat().st_mode & 0o777 == 0o640 and existing.read_text() == "new"
+
+
+def test_a_release_checkpoint_gets_the_usual_permissions(tmp_path):
+    from torch import nn
+
+    from cloudseg.models.checkpoint import save_release
+
+    path = save_release(nn.Linear(2, 2), {}, tmp_path / "best.safetensors")
+    (tmp_path / "plain.txt").write_text("x")
+    assert path.stat().st_mode & 0o777 == (tmp_path / "plain.txt").stat().st_mode & 0o777
