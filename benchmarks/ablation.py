@@ -32,7 +32,6 @@ EXPERIMENTS = {
     "early_b0": ["--model.name", "segformer_early_b0"],
     "cmx_b0": [],
     "cmx_b0_balanced": BALANCED,
-    "rgb_b0_balanced": ["--model.name", "segformer_b0", *BALANCED],
     "cmx_b0_synth": [],  # with --init-from: fine-tuned from a synthetic-scene run
     "rgb_b2": ["--model.name", "segformer_b2"],
     "early_b2": ["--model.name", "segformer_early_b2"],
@@ -88,7 +87,6 @@ def summarise(results: list[dict], split: str) -> dict:
         values = np.array([r[split][key] for r in results])
         table[key] = {"mean": values.mean(), "std": values.std(ddof=1) if len(values) > 1 else 0.0,
                       "min": values.min(), "max": values.max()}  # fmt: skip
-    table["seeds"] = [r["seed"] for r in results]
     table["train_minutes"] = float(np.mean([r["train_minutes"] for r in results]))
     return table
 

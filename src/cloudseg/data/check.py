@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from cloudseg.data.dataset import SampleFiles, pair_files, size_problem
-from cloudseg.data.io import load_label, load_nir, load_rgb
+from cloudseg.data.io import class_pixels, load_label, load_nir, load_rgb
 from cloudseg.errors import DataError
 from cloudseg.schema import CLASSES, IGNORE_INDEX
 
@@ -81,7 +81,7 @@ def _check_sample(files: SampleFiles, summary: SplitSummary, report: DataReport,
         try:
             ids = load_label(files.label, unknown_colours, report.notes)
             arrays.append((files.label, ids))
-            summary.class_pixels += np.bincount(ids[ids != IGNORE_INDEX].ravel(), minlength=len(CLASSES))
+            summary.class_pixels += class_pixels(ids)
             summary.ignored_pixels += int((ids == IGNORE_INDEX).sum())
         except DataError as error:
             report.problems.append(str(error))

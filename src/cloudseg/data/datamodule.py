@@ -11,11 +11,11 @@ from torch.utils.data import DataLoader
 from cloudseg.config import DataConfig
 from cloudseg.data.check import check_dataset
 from cloudseg.data.dataset import CloudDataset, EpochSampler, find_samples
-from cloudseg.data.io import load_label
+from cloudseg.data.io import class_pixels, load_label
 from cloudseg.data.split import Split, load_split, make_split
 from cloudseg.data.transforms import CopyPaste, TrainTransform
 from cloudseg.errors import ConfigError
-from cloudseg.schema import CLASSES, IGNORE_INDEX
+from cloudseg.schema import CLASSES
 
 
 class CloudDataModule(L.LightningDataModule):
@@ -60,8 +60,7 @@ class CloudDataModule(L.LightningDataModule):
         """Pixels of each class over the training split's labels (validation excluded)."""
         counts = np.zeros(len(CLASSES), dtype=np.int64)
         for files in self.train_set.samples:
-            ids = load_label(files.label, self.cfg.unknown_colours)
-            counts += np.bincount(ids[ids != IGNORE_INDEX].ravel(), minlength=len(CLASSES))
+            counts += class_pixels(load_label(files.label, self.cfg.unknown_colours))
         return counts
 
     def _loader(self, dataset: CloudDataset, batch_size: int, train: bool) -> DataLoader:

@@ -135,6 +135,11 @@ def colour_to_index(label_bgr: np.ndarray, source: os.PathLike | str, unknown_co
     return ids
 
 
+def class_pixels(ids: np.ndarray) -> np.ndarray:
+    """Pixels of each class in an id map; ignored pixels are not counted."""
+    return np.bincount(ids[ids != IGNORE_INDEX].ravel(), minlength=len(CLASSES))
+
+
 def index_to_colour(ids: np.ndarray) -> np.ndarray:
     """(H, W) class ids -> (H, W, 3) uint8 BGR label colours."""
     if ids.size and ids.max() >= len(CLASSES):
