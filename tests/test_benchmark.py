@@ -7,20 +7,68 @@ import pytest
 from cloudseg.benchmark import known_peak
 from cloudseg.cli.main import main
 
+TINY = ["--model", "cmx_b0", "--size", "64", "--batch", "2", "--batches", "1", "--warmup", "1", "--device", "cpu"]
+
+
+def run(capsys, tmp_path, *args):
+    out = tmp_path / "bench.json"
+    assert main(["benchmark", *args, *TINY, "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert json.loads(capsys.readouterr().out) == result
+    return result
+
+
+def assert_well_formed(row, target, batch):
+    assert row["benchmark"] == target and row["batch"] == batch and row["images_per_s"] > 0 and row["ms_per_step"] > 0
+    assert row["flops_train_per_image"] == 3 * row["flops_forward_per_image"] > 0
+    assert row["mfu"] is None and row["peak_memory_mb"] > 0  # no known peak for a CPU
+
 
 @pytest.mark.parametrize("target", ["train", "infer"])
 def test_compare_writes_baseline_fast_and_speedup(target, tmp_path, capsys):
-    out = tmp_path / "bench.json"
-    assert main(["benchmark", target, "--model", "cmx_b0", "--size", "64", "--batch", "2", "--batches", "1",
-                 "--warmup", "1", "--device", "cpu", "--compare", "--json", str(out)]) == 0  # fmt: skip
-    result = json.loads(out.read_text())
-    assert json.loads(capsys.readouterr().out) == result
-    assert result["baseline"]["batch"] == 4 and result["fast"]["batch"] == 2
-    for run in (result["baseline"], result["fast"]):
-        assert run["benchmark"] == target and run["images_per_s"] > 0 and run["ms_per_step"] > 0
-        assert run["flops_train_per_image"] == 3 * run["flops_forward_per_image"] > 0
-        assert run["mfu"] is None and run["peak_memory_mb"] > 0  # no known peak for a CPU
-    assert result["speedup"] > 0
+    result = run(capsys, tmp_path, target, "--compare")
+    assert_well_formed(result["baseline"], target, 4)
+    assert_well_formed(result["fast"], target, 2)
+    assert result["fast"]["recipe"]["channels_last"] and result["fast"]["recipe"]["compile"] is None  # CPU: no
+    assert result["speedup"] == result["fast"]["images_per_s"] / result["baseline"]["images_per_s"]
+
+
+def test_ladder_switches_on_one_speed_up_per_row(tmp_path, capsys):
+    rows = run(capsys, tmp_path, "train", "--ladder", "--compile", "none")["rows"]
+    assert [row["mode"] for row in rows] == [
+        "baseline", "+ bf16 autocast", "+ channels_last", "+ fused AdamW", "+ batch 2", "+ folded decoder"
+    ]  # fmt: skip
+    switched = [{k for k, v in row["recipe"].items() if v != rows[0]["recipe"][k]} - {"name"} for row in rows]
+    assert switched == [set(), {"bf16"}, {"bf16", "channels_last"}, {"bf16", "channels_last", "fused_adamw"},
+                        {"bf16", "channels_last", "fused_adamw", "batch"},
+                        {"bf16", "channels_last", "fused_adamw", "batch", "folded_decoder"}]  # fmt: skip
+    for row in rows:
+        assert_well_formed(row, "train", row["recipe"]["batch"])
+    # FLOPs are each recipe's own: the folded decoder computes the same logits with fewer
+    assert rows[-1]["flops_forward_per_image"] < 0.9 * rows[-2]["flops_forward_per_image"]
+    assert rows[0]["speedup"] == 1.0
+
+
+def test_scene_times_sliding_windows_over_every_tile(tmp_path, capsys):
+    result = run(capsys, tmp_path, "infer", "--scene", "160", "--overlap", "16")
+    assert result["tiles"] == 9 and result["tile"] == 64  # starts 0, 48, 96 on each axis
+    assert result["seconds_per_scene"] > 0
+    assert result["megapixels_per_s"] == pytest.approx(160 * 160 / result["seconds_per_scene"] / 1e6)
+
+
+def test_profile_splits_the_forward_into_blocks_and_ranks_operators(tmp_path, capsys):
+    result = run(capsys, tmp_path, "train", "--profile")
+    regions = result["forward_regions_ms"]
+    assert {"MiT efficient attention", "MiT Mix-FFN", "FRM", "FFM", "decoder"} <= regions.keys()
+    assert sum(regions.values()) == pytest.approx(result["forward_ms_eager"])
+    assert all(ms > 0 for name, ms in regions.items() if not name.startswith("other"))
+    shares = [op["share"] for op in result["operators"]]
+    assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1
+
+
+def test_scene_is_for_inference_only(tmp_path, capsys):
+    assert main(["benchmark", "train", "--scene", "256", *TINY]) == 2
+    assert "--scene measures sliding-window inference" in capsys.readouterr().err
 
 
 def test_known_peaks_match_device_names():

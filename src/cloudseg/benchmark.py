@@ -1,10 +1,12 @@
 """`cloudseg benchmark`: throughput measurements written as JSON (speed is measured here, never in tests)."""
 
+import dataclasses
 import json
 import os
 import platform
 import resource
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import torch
@@ -80,52 +82,83 @@ def count_flops(model: torch.nn.Module, rgb: torch.Tensor, aux: torch.Tensor, lo
     }
 
 
-def benchmark_model(
-    target: str,
-    model_name: str = "cmx_b2",
-    size: int = 512,
-    batch: int = 16,
-    mode: str = "fast",
-    steps: int = 20,
-    warmup: int = 5,
-    device: str | None = None,
-    peak_tflops: float | None = None,
-    compile_model: bool | None = None,
-) -> dict:
-    """Times training steps (`target="train"`) or inference batches (`"infer"`) of a model on random inputs.
+@dataclass(frozen=True)
+class Recipe:
+    """How a benchmark runs the model. The defaults are the reference implementation's way (the baseline):
+    fp32, eager, NCHW, unfused AdamW, batch 4, and the decoder computed step by step as SegFormer describes it."""
 
-    `baseline` runs as the reference implementation did: fp32, eager, NCHW, unfused AdamW, batch 4. `fast` uses
-    bf16 autocast and fused AdamW on GPUs, channels_last, and torch.compile (on GPUs unless told otherwise).
-    """
-    from cloudseg.models.checkpoint import default_device
+    name: str = "baseline"
+    batch: int = 4
+    folded_decoder: bool = False  # the same function in a third of CMX-B0's FLOPs (AllMLPDecoder._folded)
+    bf16: bool = False  # autocast
+    channels_last: bool = False
+    fused_adamw: bool = False
+    compile: str | None = None  # a torch.compile mode: default, max-autotune, reduce-overhead (CUDA graphs)
+
+
+BASELINE = Recipe()
+
+
+def fast_recipe(batch: int, device: torch.device, precision: str = "auto", compile_mode: str = "auto") -> Recipe:
+    """Everything on: bf16 autocast (auto: on GPUs), channels_last, fused AdamW and torch.compile (auto: on GPUs,
+    as compiling takes minutes on a CPU)."""
+    cuda = device.type == "cuda"
+    bf16 = precision == "bf16" or (precision == "auto" and cuda)
+    mode = ("default" if cuda else None) if compile_mode == "auto" else None if compile_mode == "none" else compile_mode
+    return Recipe("fast", batch, folded_decoder=True, bf16=bf16, channels_last=True, fused_adamw=cuda, compile=mode)
+
+
+def ladder(target: str, batch: int, compile_mode: str = "default") -> list[Recipe]:
+    """The baseline, then one speed-up switched on per row and kept for the rows below; `compile_mode` "none"
+    stops before torch.compile, and a mode other than "default" adds a row for it."""
+    steps = [
+        ("+ bf16 autocast", {"bf16": True}),
+        ("+ channels_last", {"channels_last": True}),
+        *([("+ fused AdamW", {"fused_adamw": True})] if target == "train" else []),
+        (f"+ batch {batch}", {"batch": batch}),
+        ("+ folded decoder", {"folded_decoder": True}),
+    ]
+    if compile_mode != "none":
+        steps.append(("+ torch.compile", {"compile": "default"}))
+    if compile_mode not in ("default", "none", "auto"):
+        steps.append((f"+ compile mode {compile_mode}", {"compile": compile_mode}))
+    rows = [BASELINE]
+    for name, change in steps:
+        rows.append(dataclasses.replace(rows[-1], name=name, **change))
+    return rows
+
+
+def _inputs(size: int, batch: int, device: torch.device, memory_format: torch.memory_format):
+    generator = torch.Generator(device).manual_seed(0)
+    rgb = torch.randn(batch, 3, size, size, device=device, generator=generator)
+    aux = torch.randn(batch, 1, size, size, device=device, generator=generator)
+    mask = torch.randint(0, 4, (batch, size, size), device=device, generator=generator)
+    return rgb.contiguous(memory_format=memory_format), aux.contiguous(memory_format=memory_format), mask
+
+
+def _build_step(target: str, model_name: str, size: int, recipe: Recipe, dev: torch.device):
+    """The model and one training step or inference batch of it on fixed random inputs, run as `recipe` says."""
     from cloudseg.models.registry import build_model
     from cloudseg.training.losses import SegmentationLoss
 
-    dev = default_device(device)
-    fast = mode == "fast"
-    batch = batch if fast else 4
     torch.manual_seed(0)
-    model = build_model(model_name).to(dev)
-    model.train(target == "train")
-    memory_format = torch.channels_last if fast else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    rgb = torch.randn(batch, 3, size, size, device=dev).contiguous(memory_format=memory_format)
-    aux = torch.randn(batch, 1, size, size, device=dev).contiguous(memory_format=memory_format)
-    mask = torch.randint(0, 4, (batch, size, size), device=dev)
+    memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
+    model = build_model(model_name).to(dev).train(target == "train").to(memory_format=memory_format)
+    model.decoder.fold = recipe.folded_decoder
+    rgb, aux, mask = _inputs(size, recipe.batch, dev, memory_format)
     loss_fn = SegmentationLoss(LossConfig()).to(dev)
-    flops = count_flops(model, rgb[:1], aux[:1], loss_fn)
-    network = model
-    if compile_model if compile_model is not None else (fast and dev.type == "cuda"):
-        network = torch.compile(model)
-    autocast = torch.autocast(dev.type, torch.bfloat16, enabled=fast and dev.type == "cuda")
+    torch._dynamo.reset()  # each recipe compiles afresh, not against the last one's guards
+    network = torch.compile(model, mode=recipe.compile, dynamic=False) if recipe.compile else model
+    criterion = torch.compile(loss_fn, dynamic=False) if recipe.compile else loss_fn
+    autocast = torch.autocast(dev.type, torch.bfloat16, enabled=recipe.bf16)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=1e-4, fused=fast and dev.type == "cuda", foreach=False if not fast else None
+        model.parameters(), lr=1e-4, fused=recipe.fused_adamw, foreach=None if recipe.fused_adamw else False
     )
 
     def step() -> None:
         if target == "train":
             with autocast:
-                loss, _ = loss_fn(network(rgb, aux), mask)
+                loss, _ = criterion(network(rgb, aux), mask)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -133,34 +166,270 @@ def benchmark_model(
             with torch.inference_mode(), autocast:
                 network(rgb, aux)
 
+    return model, step
+
+
+def _timed(step, steps: int, warmup: int, dev: torch.device) -> tuple[float, float]:
+    """(seconds of the warm-up, compilation included; seconds per timed step), the device synchronised."""
+    started = time.perf_counter()
     for _ in range(warmup):
         step()
     _synchronize(dev)
+    warmup_seconds = time.perf_counter() - started
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     started = time.perf_counter()
     for _ in range(steps):
         step()
     _synchronize(dev)
-    seconds = (time.perf_counter() - started) / steps
-    images_per_s = batch / seconds
+    return warmup_seconds, (time.perf_counter() - started) / steps
+
+
+def _release(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def benchmark_model(
+    target: str,
+    model_name: str = "cmx_b2",
+    size: int = 512,
+    recipe: Recipe = BASELINE,
+    steps: int = 20,
+    warmup: int = 5,
+    device: str | torch.device | None = None,
+    peak_tflops: float | None = None,
+    flops: dict | None = None,
+) -> dict:
+    """Times training steps (`target="train"`) or inference batches (`"infer"`) of a model on random inputs run
+    as `recipe` says; `flops` (from count_flops) saves counting again for every recipe of one model."""
+    from cloudseg.models.checkpoint import default_device
+
+    dev = default_device(device)
+    flops = flops or _count_model_flops(model_name, size, recipe.folded_decoder, dev)
+    model, step = _build_step(target, model_name, size, recipe, dev)
+    warmup_seconds, seconds = _timed(step, steps, warmup, dev)
+    images_per_s = recipe.batch / seconds
     per_image = flops["flops_train_per_image" if target == "train" else "flops_forward_per_image"]
     environment = _environment(dev)
     peak = peak_tflops or (known_peak(environment["device"]) if dev.type == "cuda" else None)
     achieved = per_image * images_per_s / 1e12
-    return {
-        "benchmark": target, "model": model_name, "mode": mode, "size": size, "batch": batch,
+    result = {
+        "benchmark": target, "model": model_name, "mode": recipe.name, "size": size, "batch": recipe.batch,
         "images_per_s": images_per_s, "ms_per_step": 1000 * seconds, "peak_memory_mb": _peak_memory_mb(dev),
         **flops, "achieved_tflops": achieved, "peak_tflops": peak, "mfu": achieved / peak if peak else None,
-        "steps": steps, "warmup": warmup, "compiled": network is not model, **environment,
+        "steps": steps, "warmup": warmup, "warmup_s": warmup_seconds, "recipe": dataclasses.asdict(recipe),
+        **environment,
+    }  # fmt: skip
+    del model, step
+    _release(dev)
+    return result
+
+
+def _count_model_flops(model_name: str, size: int, folded_decoder: bool, dev: torch.device) -> dict:
+    from cloudseg.models.registry import build_model
+    from cloudseg.training.losses import SegmentationLoss
+
+    model = build_model(model_name).to(dev)
+    model.decoder.fold = folded_decoder
+    rgb, aux, _ = _inputs(size, 1, dev, torch.contiguous_format)
+    return count_flops(model, rgb, aux, SegmentationLoss(LossConfig()).to(dev))
+
+
+def benchmark_recipes(target: str, recipes: list[Recipe], model_name: str = "cmx_b2", size: int = 512, **options):
+    """Each recipe in turn in this one process; every row's speed-up is against the first row. FLOPs are those
+    of each recipe's own computation (the folded decoder does fewer)."""
+    from cloudseg.models.checkpoint import default_device
+
+    dev = default_device(options.get("device"))
+    flops = {fold: _count_model_flops(model_name, size, fold, dev) for fold in {r.folded_decoder for r in recipes}}
+    rows = [
+        benchmark_model(target, model_name, size, recipe, flops=flops[recipe.folded_decoder], **options)
+        for recipe in recipes
+    ]
+    for row in rows:
+        row["speedup"] = row["images_per_s"] / rows[0]["images_per_s"]
+    return rows
+
+
+def compare(target: str, recipes: list[Recipe], **options) -> dict:
+    """The baseline and fast recipes in one run, and how many times faster fast is (images per second)."""
+    baseline, fast = benchmark_recipes(target, recipes, **options)
+    return {"baseline": baseline, "fast": fast, "speedup": fast["speedup"]}
+
+
+def format_rows(rows: list[dict]) -> str:
+    """A plain-text table of benchmark rows, for people (the JSON is for programs)."""
+    header = ("recipe", "batch", "img/s", "ms/step", "TFLOP/s", "MFU", "mem MB", "x")
+    lines = ["{:<24} {:>5} {:>9} {:>9} {:>8} {:>6} {:>8} {:>6}".format(*header)]
+    for row in rows:
+        mfu = f"{100 * row['mfu']:.1f}%" if row.get("mfu") is not None else "-"
+        lines.append(
+            f"{row['mode']:<24} {row['batch']:>5} {row['images_per_s']:>9.2f} {row['ms_per_step']:>9.1f} "
+            f"{row['achieved_tflops']:>8.2f} {mfu:>6} {row['peak_memory_mb']:>8.0f} {row.get('speedup', 1.0):>6.2f}"
+        )
+    return "\n".join(lines)
+
+
+def benchmark_scene(
+    model_name: str = "cmx_b2",
+    scene: int = 4096,
+    tile: int = 512,
+    overlap: int = 128,
+    recipe: Recipe = BASELINE,
+    repeats: int = 3,
+    warmup: int = 1,
+    device: str | torch.device | None = None,
+) -> dict:
+    """Sliding-window prediction of one random scene x scene pair the way `cloudseg predict` runs it: the
+    predictor with the recipe's precision and compilation, `recipe.batch` tiles at a time, blended, back on the
+    CPU. The scene starts on the CPU, as a read image does."""
+    from cloudseg.inference.predict import model_predictor
+    from cloudseg.inference.sliding import sliding_logits, tile_starts
+    from cloudseg.models.checkpoint import default_device
+    from cloudseg.models.registry import build_model
+
+    dev = default_device(device)
+    torch.manual_seed(0)
+    model = build_model(model_name).to(dev).eval()
+    model.decoder.fold = recipe.folded_decoder
+    predictor = model_predictor(model, dev, "bf16" if recipe.bf16 else "32", compile=bool(recipe.compile))
+    rgb, aux = torch.randn(1, 3, scene, scene), torch.randn(1, 1, scene, scene)
+    tiles = len(tile_starts(scene, tile, overlap)) ** 2
+
+    def step(predict=predictor) -> None:
+        sliding_logits(predict, rgb, aux, tile, overlap, recipe.batch, device=dev, fixed_batch=bool(recipe.compile))
+
+    warmup_seconds, seconds = _timed(step, repeats, warmup, dev)
+    result = {
+        "benchmark": "scene", "model": model_name, "mode": recipe.name, "scene": scene, "tile": tile,
+        "overlap": overlap, "tile_batch": recipe.batch, "tiles": tiles, "seconds_per_scene": seconds,
+        "megapixels_per_s": scene * scene / seconds / 1e6, "tiles_per_s": tiles / seconds,
+        "peak_memory_mb": _peak_memory_mb(dev), "repeats": repeats, "warmup_s": warmup_seconds,
+        "recipe": dataclasses.asdict(recipe), **_environment(dev),
+    }  # fmt: skip
+    del model, predictor
+    _release(dev)
+    return result
+
+
+# The blocks whose forward time `profile_model` reports, by class name; they do not nest inside each other.
+PROFILE_REGIONS = {
+    "OverlapPatchEmbed": "MiT patch embedding",
+    "EfficientSelfAttention": "MiT efficient attention",
+    "MixFFN": "MiT Mix-FFN",
+    "FeatureRectifyModule": "FRM",
+    "FeatureFusionModule": "FFM",
+    "AllMLPDecoder": "decoder",
+}
+
+
+def _region_times(model: torch.nn.Module, dev: torch.device) -> tuple[dict, list]:
+    """Forward hooks that add each region's time, the device synchronised on entry and exit, into a dict."""
+    seconds: dict[str, float] = {}
+    started: dict[int, float] = {}
+    handles = []
+
+    def enter(module, _inputs):
+        _synchronize(dev)
+        started[id(module)] = time.perf_counter()
+
+    def leave(module, _inputs, _output):
+        _synchronize(dev)
+        region = PROFILE_REGIONS[type(module).__name__]
+        seconds[region] = seconds.get(region, 0.0) + time.perf_counter() - started.pop(id(module))
+
+    for module in model.modules():
+        if type(module).__name__ in PROFILE_REGIONS:
+            handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
+    return seconds, handles
+
+
+def profile_model(
+    target: str,
+    model_name: str = "cmx_b2",
+    size: int = 512,
+    recipe: Recipe = BASELINE,
+    steps: int = 3,
+    warmup: int = 2,
+    device: str | torch.device | None = None,
+    top: int = 25,
+) -> dict:
+    """Where the time goes, two ways. Forward time per kind of block (MiT attention, Mix-FFN, FRM, FFM, decoder,
+    ...), timed eagerly with a device sync around each block; and the operators (kernels on a GPU) that take
+    the most time over whole steps as the recipe runs them, compiled or not, from torch.profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from cloudseg.models.checkpoint import default_device
+
+    dev = default_device(device)
+    eager = dataclasses.replace(recipe, compile=None)
+    model, step = _build_step(target, model_name, size, eager, dev)
+    seconds, handles = _region_times(model, dev)
+    forward = model.forward
+    total = [0.0]
+
+    def timed_forward(*args):
+        _synchronize(dev)
+        started = time.perf_counter()
+        out = forward(*args)
+        _synchronize(dev)
+        total[0] += time.perf_counter() - started
+        return out
+
+    model.forward = timed_forward
+    for _ in range(warmup):
+        step()
+    seconds.clear()
+    total[0] = 0.0
+    for _ in range(steps):
+        step()
+    for handle in handles:
+        handle.remove()
+    regions = {name: 1000 * value / steps for name, value in sorted(seconds.items(), key=lambda kv: -kv[1])}
+    forward_ms = 1000 * total[0] / steps
+    regions["other (norms, residuals, upsampling)"] = forward_ms - sum(regions.values())
+    del model, step
+
+    model, step = _build_step(target, model_name, size, recipe, dev)
+    for _ in range(warmup):
+        step()
+    _synchronize(dev)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with profile(activities=activities) as profiler:
+        for _ in range(steps):
+            step()
+        _synchronize(dev)
+    key = "self_device_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+    events = sorted(profiler.key_averages(), key=lambda e: -getattr(e, key))
+    busy = sum(getattr(e, key) for e in events)
+    operators = [
+        {"name": e.key, "calls_per_step": e.count / steps, "ms_per_step": getattr(e, key) / 1000 / steps,
+         "share": getattr(e, key) / busy if busy else None}
+        for e in events[:top]
+    ]  # fmt: skip
+    del model, step
+    _release(dev)
+    return {
+        "benchmark": "profile", "target": target, "model": model_name, "size": size, "batch": recipe.batch,
+        "recipe": dataclasses.asdict(recipe), "forward_ms_eager": forward_ms, "forward_regions_ms": regions,
+        "operators_by": key, "operators_total_ms_per_step": busy / 1000 / steps, "operators": operators,
+        **_environment(dev),
     }  # fmt: skip
 
 
-def compare(target: str, **options) -> dict:
-    """Baseline and fast in one run, and how many times faster fast is (images per second)."""
-    baseline = benchmark_model(target, mode="baseline", **options)
-    fast = benchmark_model(target, mode="fast", **options)
-    return {"baseline": baseline, "fast": fast, "speedup": fast["images_per_s"] / baseline["images_per_s"]}
+def format_profile(result: dict) -> str:
+    """The profile's two tables as plain text."""
+    forward = result["forward_ms_eager"]
+    lines = [f"forward, eager, per kind of block ({forward:.1f} ms per batch of {result['batch']}):"]
+    regions = result["forward_regions_ms"].items()
+    lines += [f"  {name:<40} {ms:>9.2f} ms {100 * ms / forward:>5.1f}%" for name, ms in regions]
+    lines.append(f"operators by {result['operators_by']} ({result['operators_total_ms_per_step']:.1f} ms per step):")
+    lines += [
+        f"  {op['name'][:60]:<60} {op['calls_per_step']:>6.0f} {op['ms_per_step']:>9.2f} ms {100 * op['share']:>5.1f}%"
+        for op in result["operators"]
+    ]
+    return "\n".join(lines)
 
 
 def benchmark_data(cfg: DataConfig, batches: int = 20, warmup: int = 3) -> dict:

@@ -128,6 +128,9 @@ class TrainerConfig:
     channels_last: bool = False
     ema_decay: float | None = None  # keep an exponential moving average of the weights, evaluated alongside
     log_every_n_steps: int = 10
+    # Batches between reads of the loss from the device, each a wait for the GPU; None: 1 on CPUs, else
+    # log_every_n_steps. Non-finite losses are caught at these reads and at every epoch's end.
+    sync_every: int | None = None
     panels: int = 4  # fixed validation images drawn after every validation
     callbacks: tuple[str, ...] = ()  # extra Lightning callbacks by import path, "package.module:Class"
 
@@ -141,6 +144,8 @@ class PredictConfig:
     tile_batch: int = 4
     window: Literal["gaussian", "ramp"] = "gaussian"  # how overlapping tiles are blended
     tta: Literal["none", "flips", "d4"] = "none"  # d4: flips, 90° rotations and transposes
+    precision: Literal["auto", "32", "bf16"] = "auto"  # auto: bf16 on GPUs, fp32 on CPUs
+    compile: bool = False  # torch.compile the model (minutes once; pays over many tiles)
     scales: tuple[float, ...] = (1.0,)
     index_masks: bool = False  # also index/<name>.png with class ids 0..3
     probabilities: bool = False  # also probabilities/<name>_<class>.png, 0..255

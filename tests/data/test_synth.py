@@ -8,9 +8,9 @@ from cloudseg.data.dataset import find_samples, read_sample
 from cloudseg.data.synth import make_scene, synthesize
 
 
-def test_same_seed_gives_identical_files_and_another_seed_does_not(tmp_path):
-    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
-        synthesize(tmp_path / name, n_train=3, n_test=1, size=48, seed=seed)
+def test_same_seed_gives_identical_files_with_any_workers_and_another_seed_does_not(tmp_path):
+    for name, seed, workers in (("a", 5, 1), ("b", 5, 2), ("c", 6, 1)):
+        synthesize(tmp_path / name, n_train=3, n_test=1, size=48, seed=seed, workers=workers)
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.png"))
     assert len(files) == 3 * 3 + 1 * 3
     assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)

@@ -48,6 +48,20 @@ def test_predict_one_pair_of_odd_size(checkpoint, tmp_path):
     assert cv2.imread(str(tmp_path / "out" / "odd.png")).shape == (45, 71, 3)
 
 
+def test_bf16_precision_runs_the_model_in_bf16_on_a_cpu_within_its_rounding():
+    from cloudseg.inference.predict import model_predictor
+
+    torch.manual_seed(0)
+    model = build_model("cmx_b0").eval()
+    rgb, aux = torch.randn(1, 3, 64, 64), torch.randn(1, 1, 64, 64)
+    cpu = torch.device("cpu")
+    full = model_predictor(model, cpu, "32")(rgb, aux)
+    assert torch.equal(model_predictor(model, cpu, "auto")(rgb, aux), full)  # auto is fp32 on a CPU
+    half = model_predictor(model, cpu, "bf16")(rgb, aux)
+    error = ((half.float() - full).norm() / full.norm()).item()
+    assert 1e-4 < error < 5e-2  # really bf16 (not fp32), but only by bf16's rounding
+
+
 def test_bad_inputs_give_one_line_and_exit_code_2(checkpoint, synth_root, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "not_a_checkpoint.safetensors").write_bytes(b"x" * 100)

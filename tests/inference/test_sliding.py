@@ -27,6 +27,24 @@ def test_tiles_of_a_translation_equivariant_model_equal_the_whole_image(height, 
     torch.testing.assert_close(tiled, whole, rtol=1e-5, atol=1e-5)
 
 
+def test_a_fixed_batch_shows_the_model_one_shape_and_changes_no_logit():
+    model = pointwise_model()
+    shapes = set()
+
+    def recording(rgb, aux):
+        shapes.add(tuple(rgb.shape))
+        return model(rgb, aux)
+
+    rgb, aux = torch.randn(1, 3, 97, 130), torch.randn(1, 1, 97, 130)
+    with torch.no_grad():
+        reference = sliding_logits(model, rgb, aux, tile=32, overlap=8, batch_size=5)
+        padded = sliding_logits(recording, rgb, aux, 32, 8, 5, fixed_batch=True, device=torch.device("cpu"))
+        on_cpu = sliding_logits(model, rgb, aux, 32, 8, 5, device=torch.device("cpu"), device_budget=0)
+    assert shapes == {(5, 3, 32, 32)}  # 24 tiles: four batches of 5, then 4 padded to 5
+    torch.testing.assert_close(padded, reference, rtol=0, atol=0)
+    torch.testing.assert_close(on_cpu, reference, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("length", [1, 31, 32, 33, 100, 257])
 def test_tile_starts_cover_every_pixel_with_the_overlap(length):
     starts = tile_starts(length, 32, 8)

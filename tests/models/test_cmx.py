@@ -85,3 +85,45 @@ def test_rectification_with_zero_weights_is_identity_and_otherwise_mixes_streams
 def test_fusion_module_maps_two_streams_to_one_map_of_the_same_size():
     fused = FeatureFusionModule(16, heads=2)(torch.randn(2, 16, 9, 11), torch.randn(2, 16, 9, 11))
     assert fused.shape == (2, 16, 9, 11)
+
+
+@pytest.mark.parametrize("fold", [True, False])
+@pytest.mark.parametrize("training", [False, True])
+def test_decoder_matches_transformers_segformer_decode_head_in_output_and_gradients(training, fold):
+    # By default the decoder folds each projection into its slice of the fuse conv (AllMLPDecoder._folded); both
+    # ways it must be SegFormer's head, parameter for parameter. Hugging Face concatenates the coarsest first.
+    from transformers import SegformerConfig
+    from transformers.models.segformer.modeling_segformer import SegformerDecodeHead
+
+    from cloudseg.models.decoder import AllMLPDecoder
+
+    torch.manual_seed(0)
+    widths, dim = (8, 16, 24, 32), 12
+    ours = AllMLPDecoder(widths, 4, dim, dropout=0.0).double().train(training)
+    ours.fold = fold
+    config = SegformerConfig(
+        hidden_sizes=list(widths), decoder_hidden_size=dim, num_labels=4, classifier_dropout_prob=0
+    )
+    reference = SegformerDecodeHead(config).double().train(training)
+    with torch.no_grad():
+        for projection, mlp in zip(ours.project, reference.linear_projections, strict=True):
+            projection.weight.normal_()
+            projection.bias.normal_()
+            mlp.proj.weight.copy_(projection.weight[:, :, 0, 0])
+            mlp.proj.bias.copy_(projection.bias)
+        ours.fuse[0].weight.normal_()
+        reference.linear_fuse.weight.copy_(torch.cat(ours.fuse[0].weight.split(dim, dim=1)[::-1], dim=1))
+        reference.classifier.load_state_dict(ours.classify.state_dict())
+    features = [torch.randn(2, c, 24 // 2**i, 20 // 2**i, dtype=torch.float64) for i, c in enumerate(widths)]
+    logits = ours(features)
+    expected = reference(features)
+    torch.testing.assert_close(logits, expected, rtol=1e-9, atol=1e-9)
+    target = torch.randn_like(logits)
+    (logits * target).sum().backward()
+    (expected * target).sum().backward()
+    torch.testing.assert_close(
+        ours.fuse[0].weight.grad, torch.cat(reference.linear_fuse.weight.grad.split(dim, 1)[::-1], 1)
+    )
+    for projection, mlp in zip(ours.project, reference.linear_projections, strict=True):
+        torch.testing.assert_close(projection.weight.grad[:, :, 0, 0], mlp.proj.weight.grad)
+        torch.testing.assert_close(projection.bias.grad, mlp.proj.bias.grad)

@@ -42,6 +42,35 @@ def test_ohem_threshold_keeps_low_confidence_pixels_but_at_least_min_kept():
     )
 
 
+def test_ohem_gradient_reaches_exactly_the_kept_pixels_and_ignored_or_empty_batches_give_zero():
+    logits, target = random_batch(4)
+    target[1] = IGNORE
+    logits.requires_grad_(True)
+    ohem_cross_entropy(logits, target, 0.1, IGNORE).backward()
+    pixel = F.cross_entropy(logits, target, ignore_index=IGNORE, reduction="none")
+    kept = int(0.1 * (target != IGNORE).sum())
+    threshold = pixel[target != IGNORE].sort(descending=True).values[kept - 1]
+    touched = logits.grad.abs().sum(1) > 0
+    assert torch.equal(touched, (pixel >= threshold) & (target != IGNORE)) and touched.sum() == kept
+    # min_kept beyond the valid pixels keeps them all; a batch with none gives a zero loss that still backpropagates
+    all_valid = F.cross_entropy(logits, target, ignore_index=IGNORE)
+    assert ohem_cross_entropy(logits, target, 0.0, IGNORE, threshold=1e-9, min_kept=10_000).item() == pytest.approx(
+        all_valid.item(), rel=1e-5
+    )
+    empty = ohem_cross_entropy(logits, torch.full_like(target, IGNORE), 0.25, IGNORE)
+    empty.backward()
+    assert empty.item() == 0.0
+
+
+def test_the_recipe_loss_traces_into_one_graph_for_torch_compile():
+    # Boolean indexing or a count read back with .item() would break the graph (and wait for the GPU every step).
+    logits, target = random_batch(5)
+    target[0, :2] = IGNORE
+    for cfg in (LossConfig(ohem=0.7, dice=0.3), LossConfig(ohem=1.0, ohem_threshold=0.7, ohem_min_kept=50)):
+        explanation = torch._dynamo.explain(SegmentationLoss(cfg))(logits, target)
+        assert (explanation.graph_count, explanation.graph_break_count) == (1, 0), explanation.break_reasons
+
+
 def confident(target, classes=4, scale=50.0):
     return F.one_hot(target, classes).permute(0, 3, 1, 2).float() * scale
 

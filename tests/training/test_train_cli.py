@@ -85,6 +85,24 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_exactly_like_an_uninterrupted_o
     assert wrong.returncode == 2 and "tta 'flip': expected one of none, flips, d4" in wrong.stderr
 
 
+def test_a_non_finite_loss_stops_the_run_before_anything_after_it_is_validated_or_saved(synth_root, tmp_path):
+    # 3 batches per epoch; the loss is read back every 2nd batch, so the NaN of epoch 1's first batch (step 3)
+    # is seen at its second, with the bad update already made but never validated or written.
+    result = cloudseg(
+        *tiny_run(synth_root, tmp_path, "nan", "--trainer.sync_every", "2",
+                  "--trainer.callbacks", "[tests.training.helpers:NanAtStep]"),
+        CLOUDSEG_TEST_NAN_STEP="3",
+    )  # fmt: skip
+    assert result.returncode == 2  # a cloudseg error: one line, no traceback
+    assert "the training loss is nan at step 3 (epoch 1, batch 0); the run stopped at batch 1" in result.stderr
+    folder = run_folder(tmp_path, "nan")
+    state = torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state["epoch"] == 0 and all(torch.isfinite(w).all() for w in state["state_dict"].values())
+    assert (folder / "panels" / "epoch_000.png").exists() and not (folder / "panels" / "epoch_001.png").exists()
+    resumed = cloudseg("train", "--resume", str(folder))  # the last checkpoint carries on (no NaN this time)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="torch built without gloo")
 def test_two_process_ddp_on_cpu_trains_and_writes_one_checkpoint(synth_root, tmp_path):
     result = cloudseg(

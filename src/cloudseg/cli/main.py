@@ -47,7 +47,7 @@ def run_synth(args: argparse.Namespace, extra: list[str]) -> int:
     from cloudseg.data.synth import synthesize
 
     started = time.perf_counter()
-    root = synthesize(args.output, args.n, args.test, args.size, args.seed)
+    root = synthesize(args.output, args.n, args.test, args.size, args.seed, args.workers)
     n_test = json.loads((root / "synth.json").read_text())["n_test"]
     print(
         f"wrote {args.n} training and {n_test} test scenes of {args.size}x{args.size} to {root} "
@@ -174,22 +174,41 @@ def run_demo(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def run_benchmark(args: argparse.Namespace, extra: list[str]) -> int:
-    from cloudseg.benchmark import benchmark_data, benchmark_model, compare, write_result
+    from cloudseg import benchmark
+    from cloudseg.models.checkpoint import default_device
 
     if args.target == "data":
         cfg = resolved_config(args, extra)
-        print(write_result(benchmark_data(cfg.data, args.batches, args.warmup), args.json))
+        print(benchmark.write_result(benchmark.benchmark_data(cfg.data, args.batches, args.warmup), args.json))
         return 0
     if extra:
         raise ConfigError(f"unrecognised arguments {' '.join(extra)}")
-    options = {
-        "model_name": args.model, "size": args.size, "batch": args.batch, "steps": args.batches,
-        "warmup": args.warmup, "device": args.device, "peak_tflops": args.peak_tflops,
-    }  # fmt: skip
-    result = (
-        compare(args.target, **options) if args.compare else benchmark_model(args.target, mode=args.mode, **options)
-    )
-    print(write_result(result, args.json))
+    device = default_device(args.device)
+    fast = benchmark.fast_recipe(args.batch, device, args.precision, args.compile)
+    recipe = fast if args.mode == "fast" else benchmark.BASELINE
+    model = {"model_name": args.model, "device": device}
+    timing = {"steps": args.batches, "warmup": args.warmup, "peak_tflops": args.peak_tflops}
+    if args.scene:
+        if args.target != "infer":
+            raise ConfigError("--scene measures sliding-window inference: use it with `benchmark infer`")
+        result = benchmark.benchmark_scene(
+            scene=args.scene, tile=args.size, overlap=args.overlap, recipe=recipe, repeats=args.batches,
+            warmup=args.warmup, **model,
+        )  # fmt: skip
+    elif args.profile:
+        result = benchmark.profile_model(args.target, size=args.size, recipe=recipe, steps=args.batches, **model)
+        print(benchmark.format_profile(result), file=sys.stderr)
+    elif args.ladder:
+        recipes = benchmark.ladder(args.target, args.batch, args.compile)
+        result = {"rows": benchmark.benchmark_recipes(args.target, recipes, size=args.size, **model, **timing)}
+        print(benchmark.format_rows(result["rows"]), file=sys.stderr)
+    elif args.compare:
+        result = benchmark.compare(args.target, [benchmark.BASELINE, fast], size=args.size, **model, **timing)
+        print(benchmark.format_rows([result["baseline"], result["fast"]]), file=sys.stderr)
+    else:
+        result = benchmark.benchmark_model(args.target, size=args.size, recipe=recipe, **model, **timing)
+        print(benchmark.format_rows([result]), file=sys.stderr)
+    print(benchmark.write_result(result, args.json))
     return 0
 
 
@@ -218,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--test", type=int, default=None, help="test scenes (default n/4)")
     synth.add_argument("--size", type=int, default=256, help="scene width and height in pixels")
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--workers", type=int, default=1, help="processes writing scenes (the files are the same)")
 
     check = command("check-data", run_check_data, "check every file of a dataset folder and summarise it")
     check.add_argument("root", help="dataset folder with train/ and/or test/")
@@ -295,13 +315,26 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     bench.add_argument("--config", help="YAML config (data)")
     bench.add_argument("--model", default="cmx_b2")
-    bench.add_argument("--size", type=int, default=512)
+    bench.add_argument("--size", type=int, default=512, help="input size; with --scene, the tile size")
     bench.add_argument("--batch", type=int, default=16, help="batch of the fast mode (baseline uses 4)")
     bench.add_argument("--mode", choices=("fast", "baseline"), default="fast")
-    bench.add_argument("--compare", action="store_true", help="run baseline and fast, and report the speed-up")
+    how = bench.add_mutually_exclusive_group()
+    how.add_argument("--compare", action="store_true", help="run baseline and fast, and report the speed-up")
+    how.add_argument("--ladder", action="store_true", help="baseline, then one speed-up more per row, each measured")
+    how.add_argument("--profile", action="store_true", help="time per kind of block, and the costliest operators")
+    how.add_argument("--scene", type=int, help="infer: sliding-window prediction of one SCENE x SCENE pair")
+    bench.add_argument("--overlap", type=int, default=128, help="with --scene: tile overlap in pixels")
+    bench.add_argument(
+        "--precision", choices=("auto", "32", "bf16"), default="auto", help="fast mode's (auto: bf16 on GPUs)"
+    )
+    bench.add_argument(
+        "--compile", choices=("auto", "none", "default", "max-autotune", "reduce-overhead"), default="auto",
+        help="fast mode's torch.compile mode (auto: default on GPUs, none on CPUs; reduce-overhead adds CUDA "
+        "graphs); with --ladder, a mode other than default adds a row",
+    )  # fmt: skip
     bench.add_argument("--device", help="cuda or cpu (default: cuda if available)")
     bench.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, for MFU")
-    bench.add_argument("--batches", type=int, default=20, help="timed steps")
+    bench.add_argument("--batches", type=int, default=20, help="timed steps (with --scene: timed scenes)")
     bench.add_argument("--warmup", type=int, default=3)
     bench.add_argument("--json", help="also write the result to this file")
     return parser

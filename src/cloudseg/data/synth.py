@@ -10,6 +10,7 @@ Class priority where layers overlap: thick cloud > thin cloud > shadow > clear.
 """
 
 import json
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -90,17 +91,27 @@ def write_scene(root: Path, split: str, name: str, image: np.ndarray, ids: np.nd
     write_image(label_dir / f"{name}.png", index_to_colour(ids))
 
 
-def synthesize(root: str | Path, n_train: int = 64, n_test: int | None = None, size: int = 256, seed: int = 0) -> Path:
-    """Writes `<root>/train/{rgb,ngr,label}`, `<root>/test/{rgb,ngr}` and `<root>/test_labels` (kept apart)."""
+def _write_one(root: Path, split: str, index: int, size: int, seed: int, label_dir: Path) -> None:
+    rng = np.random.default_rng([seed, split == "test", index])
+    write_scene(root, split, f"synth_{index:04d}", *make_scene(rng, size), label_dir=label_dir)
+
+
+def synthesize(
+    root: str | Path, n_train: int = 64, n_test: int | None = None, size: int = 256, seed: int = 0, workers: int = 1
+) -> Path:
+    """Writes `<root>/train/{rgb,ngr,label}`, `<root>/test/{rgb,ngr}` and `<root>/test_labels` (kept apart).
+    Every scene has its own seed, so `workers` processes write the same files as one."""
     root = Path(root)
     n_test = max(1, n_train // 4) if n_test is None else n_test
-    for split, count, label_dir in (
-        ("train", n_train, root / "train" / "label"),
-        ("test", n_test, root / "test_labels"),
-    ):
-        for index in range(count):
-            rng = np.random.default_rng([seed, split == "test", index])
-            write_scene(root, split, f"synth_{index:04d}", *make_scene(rng, size), label_dir=label_dir)
+    splits = (("train", n_train, root / "train" / "label"), ("test", n_test, root / "test_labels"))
+    jobs = [(root, split, index, size, seed, label_dir) for split, count, label_dir in splits for index in range(count)]
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            for done in [pool.submit(_write_one, *job) for job in jobs]:
+                done.result()
+    else:
+        for job in jobs:
+            _write_one(*job)
     with atomic_path(root / "synth.json") as path:
         path.write_text(json.dumps({"n_train": n_train, "n_test": n_test, "size": size, "seed": seed}, indent=2))
     return root

@@ -35,24 +35,33 @@ def find_pairs(source: str | Path) -> list[SampleFiles]:
     return samples
 
 
-def model_predictor(model: torch.nn.Module, device: torch.device) -> Predictor:
-    """The model as a predictor on `device`: channels_last (25% faster on a CPU too), bf16 autocast on GPUs."""
+def model_predictor(
+    model: torch.nn.Module, device: torch.device, precision: str = "auto", compile: bool = False
+) -> Predictor:
+    """The model as a predictor on `device`: channels_last (25% faster on a CPU too); bf16 autocast where
+    `precision` says (auto: on GPUs); compiled for static shapes if asked, which pays over many tiles."""
     model = model.to(memory_format=torch.channels_last)
+    if compile:
+        model.compile(dynamic=False)
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
 
     @torch.no_grad()
     def predict(rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
         rgb, aux = (t.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last) for t in (rgb, aux))
-        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
             return model(rgb, aux)
 
     return predict
 
 
-def checkpoint_predictor(checkpoint: str | Path, cfg: PredictConfig, device: str | None = None) -> Predictor:
-    """A release checkpoint's model as a predictor with the TTA of `cfg`, on `device` (default: GPU if any)."""
+def checkpoint_predictor(
+    checkpoint: str | Path, cfg: PredictConfig, device: str | torch.device | None = None
+) -> Predictor:
+    """A release checkpoint's model as a predictor with the precision and TTA of `cfg`, on `device` (default: GPU
+    if any)."""
     device = default_device(device)
     model, _ = load_model(checkpoint, device)
-    return with_tta(model_predictor(model, device), cfg.tta, cfg.scales)
+    return with_tta(model_predictor(model, device, cfg.precision, cfg.compile), cfg.tta, cfg.scales)
 
 
 def uncertainty_map(probabilities: torch.Tensor, kind: str) -> np.ndarray:
@@ -74,12 +83,15 @@ def predict(
 ) -> list[Path]:
     """Writes `<output>/<name>.png` colour masks (label colours, BGR) of every pair; returns their paths."""
     pairs = find_pairs(source)
+    device = default_device(device)
     predictor = checkpoint_predictor(checkpoint, cfg, device)
     output = Path(output)
     written, rows = [], []
     for files in track(pairs, description="predicting", transient=True):
         rgb, aux = (t[None] for t in normalise_pair(*read_sample(files)[:2]))
-        logits = sliding_logits(predictor, rgb, aux, cfg.tile, cfg.overlap, cfg.tile_batch, cfg.window)[0]
+        logits = sliding_logits(
+            predictor, rgb, aux, cfg.tile, cfg.overlap, cfg.tile_batch, cfg.window, device, fixed_batch=cfg.compile
+        )[0]
         probabilities = logits.softmax(0)
         ids = probabilities.argmax(0).byte().numpy()
         colour = index_to_colour(ids)

@@ -8,6 +8,8 @@ import torch.nn.functional as F
 # (rgb, aux) -> logits, all (B, C, H, W)
 Predictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
+DEVICE_BLEND_BUDGET = 2**31  # bytes of a scene and its blend that may stay on the model's device
+
 
 def window_weight(height: int, width: int, kind: str = "gaussian") -> torch.Tensor:
     """(height, width) blending weight, highest in the middle and small but positive at the edges, so where
@@ -40,29 +42,40 @@ def sliding_logits(
     overlap: int,
     batch_size: int = 4,
     window: str = "gaussian",
+    device: torch.device | None = None,
+    device_budget: int = DEVICE_BLEND_BUDGET,
+    fixed_batch: bool = False,
 ) -> torch.Tensor:
-    """(1, K, H, W) logits of one image: whole if it fits in one tile, else blended tiles run `batch_size` at a
-    time. The blend is accumulated on the CPU in float32, so device memory is bounded by the tile batch."""
+    """(1, K, H, W) float32 logits on the CPU of one image: whole if it fits in one tile, else blended tiles run
+    `batch_size` at a time. Tiles are cut and blended on `device` (the model's) when the scene and its blend fit
+    in `device_budget` bytes there, which saves a host copy per tile; else on the CPU, so that device memory stays
+    bounded by the tile batch whatever the scene's size. `fixed_batch` pads the last batch with repeated tiles,
+    so that a model compiled for static shapes sees one batch shape only."""
     if overlap >= tile:
         raise ValueError(f"overlap {overlap} must be smaller than the tile {tile}")
     height, width = rgb.shape[-2:]
     if height <= tile and width <= tile:
         return predict(rgb, aux).float().cpu()
+    # the scene, the blend weights and the blend of up to 16 classes, in float32
+    scene_bytes = (rgb.shape[1] + aux.shape[1] + 1 + 16) * height * width * 4
+    blend_on = device if device is not None and scene_bytes <= device_budget else torch.device("cpu")
+    rgb, aux = rgb.to(blend_on), aux.to(blend_on)
     tile_h, tile_w = min(tile, height), min(tile, width)
     boxes = [(y, x) for y in tile_starts(height, tile_h, overlap) for x in tile_starts(width, tile_w, overlap)]
-    weight = window_weight(tile_h, tile_w, window)
-    total, norm = None, torch.zeros(height, width)
+    weight = window_weight(tile_h, tile_w, window).to(blend_on)
+    total, norm = None, torch.zeros(height, width, device=blend_on)
     for i in range(0, len(boxes), batch_size):
         chunk = boxes[i : i + batch_size]
-        rgb_tiles = torch.cat([rgb[..., y : y + tile_h, x : x + tile_w] for y, x in chunk])
-        aux_tiles = torch.cat([aux[..., y : y + tile_h, x : x + tile_w] for y, x in chunk])
-        logits = predict(rgb_tiles, aux_tiles).float().cpu()  # (b, K, tile_h, tile_w)
+        run = chunk + chunk[-1:] * (batch_size - len(chunk)) if fixed_batch else chunk
+        rgb_tiles = torch.cat([rgb[..., y : y + tile_h, x : x + tile_w] for y, x in run])
+        aux_tiles = torch.cat([aux[..., y : y + tile_h, x : x + tile_w] for y, x in run])
+        logits = predict(rgb_tiles, aux_tiles)[: len(chunk)].float().to(blend_on)  # (b, K, tile_h, tile_w)
         if total is None:
-            total = torch.zeros(1, logits.shape[1], height, width)
+            total = torch.zeros(1, logits.shape[1], height, width, device=blend_on)
         for (y, x), tile_logits in zip(chunk, logits, strict=True):
             total[0, :, y : y + tile_h, x : x + tile_w] += tile_logits * weight
             norm[y : y + tile_h, x : x + tile_w] += weight
-    return total / norm
+    return (total / norm).cpu()
 
 
 # Test-time augmentations as (forward, inverse) pairs on (B, C, H, W) tensors.

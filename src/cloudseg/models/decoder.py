@@ -23,11 +23,32 @@ class AllMLPDecoder(nn.Module):
         )
         self.dropout = nn.Dropout2d(dropout)
         self.classify = nn.Conv2d(embed_dim, num_classes, 1)
+        self.fold = True  # False: the order above, step by step (benchmarks measure the reference's way with it)
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         size = features[0].shape[-2:]
-        # Project before upsampling: the same result as the other order, at a fraction of the cost. Stages after
-        # the first are always coarser, so the choice depends on the index, not on traced shapes (ONNX export).
+        fused = self._folded(features, size) if self.fold else self._stepwise(features, size)
+        return self.classify(self.dropout(self.fuse[2](self.fuse[1](fused))))  # BatchNorm, ReLU; (B, K, H/4, W/4)
+
+    def _stepwise(self, features: Sequence[torch.Tensor], size: torch.Size) -> torch.Tensor:
+        # Project before upsampling (the same result as the other order, at a fraction of the cost). Stages after
+        # the first are always coarser: an index test, not a traced shape, so the ONNX export stays general.
         maps = [project(f) for project, f in zip(self.project, features, strict=True)]
         maps = [maps[0]] + [F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps[1:]]
-        return self.classify(self.dropout(self.fuse(torch.cat(maps, dim=1))))  # (B, K, H/4, W/4)
+        return self.fuse[0](torch.cat(maps, dim=1))
+
+    def _folded(self, features: Sequence[torch.Tensor], size: torch.Size) -> torch.Tensor:
+        # The same function, gradients and parameters as _stepwise without its costliest step. The fuse conv is
+        # linear and, like any 1x1 conv, commutes with bilinear upsampling (which also keeps constants), so each
+        # stage's projection is folded with its slice of the fuse weights into one conv run at the stage's own
+        # resolution, and the 1/4-resolution maps are only summed: no (n x D)-channel concatenation and no
+        # n*D -> D matmul per pixel (for CMX-B0 at 512², 35 of its 47 forward GFLOP).
+        fuse = self.fuse[0].weight.flatten(1).split(self.fuse[0].out_channels, dim=1)  # n x (D, D)
+        total = None
+        for index, (project, feature, fuse_part) in enumerate(zip(self.project, features, fuse, strict=True)):
+            weight = (fuse_part @ project.weight.flatten(1))[..., None, None]  # (D, C_i, 1, 1)
+            folded = F.conv2d(feature, weight, fuse_part @ project.bias)
+            if index:
+                folded = F.interpolate(folded, size=size, mode="bilinear", align_corners=False)
+            total = folded if total is None else total + folded
+        return total

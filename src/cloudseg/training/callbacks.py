@@ -7,6 +7,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from cloudseg.files import atomic_path
@@ -137,23 +138,28 @@ class ValidationPanels(L.Callback):
         save_rgb(self.folder / f"epoch_{trainer.current_epoch:03d}.png", grid(rows, PANEL_TITLES, names))
 
 
-class Throughput(L.Callback):
-    """Training images per second, shown in the progress bar."""
+class TrainingProgress(RichProgressBar):
+    """Rich's progress bar, which reads the logged values back from the device (a wait for the GPU) only every
+    `task.sync_every()` batches and at the epoch's end; it shows the images per second over that stretch."""
 
     def __init__(self):
-        self.last = None
+        super().__init__()
+        self._metrics: dict = {}
+        self._read = True
+        self._images, self._since = 0, time.perf_counter()
 
     def on_train_batch_end(self, trainer: L.Trainer, task: L.LightningModule, outputs, batch, batch_index) -> None:
-        now = time.perf_counter()
-        if self.last is not None:
-            task.log(
-                "img/s",
-                batch["rgb"].shape[0] * trainer.world_size / (now - self.last),
-                prog_bar=True,
-                on_step=True,
-                on_epoch=False,
-            )
-        self.last = now
+        self._images += batch["rgb"].shape[0] * trainer.world_size
+        last = batch_index + 1 == trainer.num_training_batches
+        self._read = last or (batch_index + 1) % task.sync_every() == 0
+        super().on_train_batch_end(trainer, task, outputs, batch, batch_index)
+        self._read = True
 
-    def on_train_epoch_start(self, trainer: L.Trainer, task: L.LightningModule) -> None:
-        self.last = None
+    def get_metrics(self, trainer: L.Trainer, task: L.LightningModule) -> dict:
+        if self._read:
+            self._metrics = super().get_metrics(trainer, task)  # the read that waits for the device
+            now = time.perf_counter()
+            if self._images:
+                self._metrics["img/s"] = f"{self._images / (now - self._since):.1f}"
+            self._images, self._since = 0, now
+        return self._metrics

@@ -1,11 +1,21 @@
 """Segmentation losses on logits (B, K, H, W) and targets (B, H, W); the ignore index is skipped by all."""
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from cloudseg.config import LossConfig
+
+
+def _mean_of_largest(values: torch.Tensor, count: torch.Tensor, bound: int) -> torch.Tensor:
+    """Mean of the `count` largest of the 1-D `values`, where `count` (a 0-d tensor, 1 <= count <= bound) stays on
+    the device: taking the static `bound` largest and masking keeps the shapes fixed and the step free of syncs."""
+    top = values.topk(bound, sorted=True).values
+    kept = torch.arange(bound, device=values.device) < count
+    return (top * kept).sum() / count
 
 
 def ohem_cross_entropy(
@@ -20,20 +30,25 @@ def ohem_cross_entropy(
     """Cross-entropy averaged over the hardest pixels only (online hard example mining).
 
     Keeps the top `fraction` of valid pixels by loss; or, with `threshold`, the pixels whose probability for
-    their true class is below it, and never fewer than `min_kept` of the hardest.
+    their true class is below it, and never fewer than `min_kept` of the hardest. No value is read back to the
+    host and every shape is fixed by the input's, so a compiled training step neither waits nor recompiles.
     """
     losses = F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index, reduction="none").flatten()
     valid = (target != ignore_index).flatten()
-    losses = losses[valid]
-    if losses.numel() == 0:
-        return logits.sum() * 0.0
+    valid_count = valid.sum()
+    losses = losses.masked_fill(~valid, -1.0)  # below every real loss (>= 0), so never among the hardest
     if threshold is None:
-        keep = max(1, int(fraction * losses.numel()))
+        count = torch.floor(valid_count.double() * fraction).long().clamp(min=1)
+        hardest = _mean_of_largest(losses, count, max(1, int(fraction * losses.numel())))
     else:
         # p(true class) < threshold  <=>  loss > -log(threshold) (unweighted)
-        keep = int((losses > -torch.log(torch.tensor(threshold))).sum())
-        keep = min(losses.numel(), max(keep, min_kept, 1))
-    return losses.topk(keep, sorted=False).values.mean()
+        hard = losses > -math.log(threshold)
+        hard_count = hard.sum()
+        floor = min(max(min_kept, 1), losses.numel())
+        floor_mean = _mean_of_largest(losses, valid_count.clamp(1, floor), floor)
+        hard_mean = (losses * hard).sum() / hard_count.clamp(min=1)
+        hardest = torch.where(hard_count >= floor, hard_mean, floor_mean)
+    return torch.where(valid_count > 0, hardest, logits.sum() * 0.0)
 
 
 def _valid_one_hot(logits: torch.Tensor, target: torch.Tensor, ignore_index: int):

@@ -12,7 +12,6 @@ from pathlib import Path
 import lightning as L
 import torch
 import yaml
-from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -30,7 +29,7 @@ from cloudseg.training.callbacks import (
     AtomicCheckpointIO,
     BestRelease,
     LastCheckpoint,
-    Throughput,
+    TrainingProgress,
     ValidationPanels,
     ValidationReport,
     prediction_row,
@@ -127,8 +126,7 @@ def train(cfg: Config | None = None, resume: str | None = None) -> Path:
             *([BestRelease(run_dir, "val_ema", "best_ema")] if cfg.trainer.ema_decay else []),
             ValidationReport(run_dir),
             ValidationPanels(run_dir, cfg.trainer.panels),
-            Throughput(),
-            RichProgressBar(),
+            TrainingProgress(),
             *_extra_callbacks(cfg.trainer.callbacks),
             LastCheckpoint(run_dir),  # last, so it saves the other callbacks' state of this epoch
         ],

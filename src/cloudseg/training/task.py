@@ -1,6 +1,7 @@
 """The LightningModule: model, loss, optimiser groups, schedule, EMA and validation scores of one training run."""
 
 import math
+import time
 
 import lightning as L
 import torch
@@ -96,11 +97,22 @@ class SegmentationTask(L.LightningModule):
             self.ema.requires_grad_(False)
             self.val_ema_confusion = confusion_metric(m.num_classes)
             self._ema_step = 0
-        self.network = torch.compile(self.model) if self.cfg.trainer.compile else self.model
+        if self.cfg.trainer.compile:
+            # In place, so the state_dict keeps its keys and holds each weight once. Static shapes: a fixed crop
+            # size compiles once, and each other image size once (a dynamic-shape graph is slower, and inductor
+            # has failed to lower this model's token reshapes with symbolic sizes).
+            self.model.compile(dynamic=False)
+            self.loss.compile(dynamic=False)
         self.val_scores: dict[str, dict[str, torch.Tensor]] = {}
 
     def forward(self, rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
-        return self.network(rgb, aux)
+        return self.model(rgb, aux)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Checkpoints of cloudseg 0.1.0 also stored every weight a second time, under `network.`.
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith("network.")]:
+            del state[key]
 
     def _inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         if self.cfg.trainer.channels_last:
@@ -113,24 +125,48 @@ class SegmentationTask(L.LightningModule):
         # that hook for the first epoch after resuming from a checkpoint written at an epoch's end.)
         if batch_index == 0:
             torch.manual_seed(self.cfg.trainer.seed * 100_003 + self.current_epoch)
+            self._first_non_finite = torch.full((3,), math.nan, device=self.device, dtype=torch.float64)
+            self._epoch_images, self._epoch_started = 0, time.perf_counter()
+
+    def sync_every(self) -> int:
+        """Batches between reads of the loss from the device: each read waits for the GPU to finish."""
+        every = self.cfg.trainer.sync_every
+        return every or (1 if self.device.type == "cpu" else self.cfg.trainer.log_every_n_steps)
 
     def training_step(self, batch: dict, batch_index: int) -> torch.Tensor:
         logits = self(*self._inputs(batch))
         loss, parts = self.loss(logits, batch["mask"])
-        if not torch.isfinite(loss):  # raised before backward: the weights are still the last good ones
-            raise NonFiniteLossError(
-                f"the training loss is {loss.item()} at step {self.global_step} (epoch {self.current_epoch}, "
-                f"batch {batch_index}); the run stopped before applying it. Resume from the last checkpoint with "
-                "`cloudseg train --resume <run folder>`, e.g. with a lower learning rate or trainer.precision=32"
-            )
+        # The first non-finite loss (step, batch, value) is noted on the device, not read back here: reading it
+        # would make the host wait for the GPU every step. on_train_batch_end looks at it every sync_every
+        # batches and at the epoch's end, before validation and before any checkpoint.
+        first = torch.tensor([self.global_step, batch_index, 0.0], device=loss.device, dtype=torch.float64)
+        first[2] = loss.detach()
+        self._first_non_finite = torch.where(
+            ~torch.isfinite(loss) & torch.isnan(self._first_non_finite[0]), first, self._first_non_finite
+        )
         batch_size = batch["mask"].shape[0]
+        self._epoch_images += batch_size
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch_size)
         self.log("lr", self.optimizers().param_groups[-1]["lr"], prog_bar=True, on_step=True, on_epoch=False)
         for name, value in parts.items():
             self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=batch_size)
         return loss
 
+    def on_train_epoch_end(self) -> None:
+        seconds = time.perf_counter() - self._epoch_started  # the epoch's last batch synchronised
+        self.log("train/images_per_s", self._epoch_images * self.trainer.world_size / seconds)
+
     def on_train_batch_end(self, outputs, batch, batch_index: int) -> None:
+        last = batch_index + 1 == self.trainer.num_training_batches
+        if last or (batch_index + 1) % self.sync_every() == 0:
+            step, bad_batch, value = self._first_non_finite.tolist()
+            if not math.isnan(step):
+                raise NonFiniteLossError(
+                    f"the training loss is {value} at step {int(step)} (epoch {self.current_epoch}, batch "
+                    f"{int(bad_batch)}); the run stopped at batch {batch_index}, before validating or saving any "
+                    "weights after it. Resume from the last checkpoint with `cloudseg train --resume <run "
+                    "folder>`, e.g. with a lower learning rate or trainer.precision=32"
+                )
         # global_step counts optimiser steps, so with gradient accumulation the average moves once per step.
         if self.ema is not None and self.global_step != self._ema_step:
             self.ema.update_parameters(self.model)

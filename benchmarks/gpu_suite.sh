@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The GPU figures of docs/PERFORMANCE.md (issue 7), sized for one lent H100 session (15 minutes of device time,
+# 10 minutes a command): two device calls, each writing JSON and logs under $OUT and printing a summary last.
+#
+#   here, once:            bash benchmarks/gpu_suite.sh wheels     (albumentations and its needs, into .whl/)
+#   device call 1 (~7 min): bash benchmarks/gpu_suite.sh models    (carry .whl)
+#   device call 2 (~5 min): bash benchmarks/gpu_suite.sh training  (carry .whl), right after, on the warm machine
+#
+# Every stage has its own time limit, so a slow compile costs that stage, not the ones after it. Stage logs go
+# to $OUT/suite.log and results to $OUT/<stage>.json (the device tool brings back at most 8 files).
+# SUITE_SMOKE=1 runs every stage on the CPU at toy sizes without compiling, to check the script itself.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/cloudseg-suite}
+mkdir -p "$OUT"
+
+if [[ ${1:-} == wheels ]]; then
+    # Versions as in the development venv; the device image has torch, lightning, torchmetrics, opencv and the rest.
+    exec python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+        albumentations==2.0.8 albucore==0.0.24 pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0 \
+        typing-inspection==0.4.5 simsimd==6.5.16 stringzilla==5.3.2
+fi
+
+if [[ -d .whl ]]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        || exit 1
+fi
+export PYTHONPATH=$PWD/src:/tmp/site PYTHONUNBUFFERED=1
+
+if [[ ${SUITE_SMOKE:-} == 1 ]]; then
+    MODEL=cmx_b0 SIZE=64 BATCH=2 INFER_BATCH=2 SCENE=160 STEPS=1 N_TRAIN=10 WORKERS=2 EPOCHS=1 SCALE=0.1
+    DEVICE=(--device cpu) COMPILE=(--compile none) TRAIN_DEVICE=(--trainer.accelerator cpu)
+else
+    MODEL=cmx_b2 SIZE=512 BATCH=16 INFER_BATCH=64 SCENE=4096 STEPS=20 N_TRAIN=1036 WORKERS=14 EPOCHS=5 SCALE=1
+    DEVICE=() COMPILE=() TRAIN_DEVICE=(--trainer.compile true)
+fi
+
+stage() {  # stage NAME SECONDS COMMAND...: runs COMMAND under a time limit, its output appended to suite.log
+    local name=$1 limit=$2
+    shift 2
+    local seconds=$(awk -v s="$limit" -v k="$SCALE" 'BEGIN { print int(s * k) + 60 * (k < 1) }')
+    echo "== $name (limit ${seconds}s): $*" | tee -a "$OUT/suite.log"
+    local started=$SECONDS
+    timeout "$seconds" "$@" >/tmp/stage.log 2>&1
+    local code=$?
+    cat /tmp/stage.log >>"$OUT/suite.log"
+    echo "   exit $code after $((SECONDS - started))s" | tee -a "$OUT/suite.log"
+    grep -v -e '^\s*$' -e '^ *[{}"]' /tmp/stage.log | tail -n 4 | sed 's/^/   | /'
+}
+cloudseg() { python3 -m cloudseg "$@"; }
+
+case ${1:-} in
+models)
+    { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv || true
+      python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "device",
+                  torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")'
+      date -u +%FT%TZ; } 2>&1 | tee "$OUT/suite.log"
+    stage parity 60 python3 benchmarks/gpu_parity.py --model "$MODEL" "${DEVICE[@]}"
+    stage train_ladder 220 cloudseg benchmark train --model "$MODEL" --size "$SIZE" --batch "$BATCH" --ladder \
+        --batches "$STEPS" --warmup 3 "${COMPILE[@]}" "${DEVICE[@]}" --json "$OUT/train_ladder.json"
+    stage infer_compare 100 cloudseg benchmark infer --model "$MODEL" --size "$SIZE" --batch "$INFER_BATCH" --compare \
+        --batches "$STEPS" --warmup 3 "${COMPILE[@]}" "${DEVICE[@]}" --json "$OUT/infer_compare.json"
+    stage infer_scene 70 cloudseg benchmark infer --model "$MODEL" --size "$SIZE" --batch "$BATCH" --scene "$SCENE" \
+        --batches 3 --warmup 1 "${COMPILE[@]}" "${DEVICE[@]}" --json "$OUT/infer_scene.json"
+    stage train_profile 80 cloudseg benchmark train --model "$MODEL" --size "$SIZE" --batch "$BATCH" --profile \
+        --batches 3 "${COMPILE[@]}" "${DEVICE[@]}" --json "$OUT/train_profile.json"
+    ;;
+training)
+    DATA=/tmp/suite-data CACHE=/tmp/suite-cache
+    rm -rf "$DATA" "$CACHE" /tmp/suite-runs
+    # 1036 scenes: 829 train after the 20% validation split, as the reference recipe's 829 training images.
+    stage synth 60 cloudseg synth "$DATA" --n "$N_TRAIN" --test 1 --size "$SIZE" --workers "$WORKERS"
+    stage cache 60 cloudseg cache "$DATA" -o "$CACHE"
+    for source in png cache; do
+        extra=(); [[ $source == cache ]] && extra=(--data.cache "$CACHE")
+        stage "data_$source" 45 cloudseg benchmark data --data.root "$DATA" "${extra[@]}" --data.num_workers "$WORKERS" \
+            --data.batch_size "$BATCH" --data.augment.crop_size "$SIZE" --batches 40 --warmup 5 \
+            --json "$OUT/data_$source.json"
+    done
+    stage train_recipe 210 cloudseg train --config cmx_b2 --model.name "$MODEL" --data.root "$DATA" \
+        --data.cache "$CACHE" --data.batch_size "$BATCH" --trainer.accumulate_grad_batches 1 \
+        --data.num_workers "$WORKERS" --trainer.channels_last true --trainer.max_epochs "$EPOCHS" \
+        --trainer.check_val_every_n_epoch "$EPOCHS" --data.augment.crop_size "$SIZE" --run.output_dir /tmp/suite-runs \
+        "${TRAIN_DEVICE[@]}"
+    run=$(ls -d /tmp/suite-runs/*/* 2>/dev/null | head -n 1)
+    [[ -n $run ]] && cp "$run/metrics.csv" "$OUT/train_recipe_metrics.csv"
+    ;;
+*)
+    echo "usage: $0 wheels|models|training" >&2
+    exit 2
+    ;;
+esac
+python3 benchmarks/gpu_summary.py "$OUT"

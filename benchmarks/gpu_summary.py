@@ -1,0 +1,47 @@
+"""Prints the tables of a gpu_suite.sh output folder: `python benchmarks/gpu_summary.py <folder>`."""
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+from cloudseg.benchmark import format_profile, format_rows
+
+
+def main(folder: Path) -> None:
+    def result(name: str) -> dict | None:
+        path = folder / f"{name}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    if ladder := result("train_ladder"):
+        first = ladder["rows"][0]
+        print(f"\ntraining, {first['model']} {first['size']}², {first['device']}:\n{format_rows(ladder['rows'])}")
+    if infer := result("infer_compare"):
+        print(f"\ninference, whole {infer['fast']['size']}² images:\n{format_rows([infer['baseline'], infer['fast']])}")
+    if scene := result("infer_scene"):
+        print(
+            f"\nsliding window, one {scene['scene']}² scene, {scene['tiles']} tiles of {scene['tile']}² "
+            f"(overlap {scene['overlap']}, {scene['tile_batch']} at a time, {scene['mode']}): "
+            f"{scene['seconds_per_scene']:.3f} s, {scene['megapixels_per_s']:.1f} Mpx/s, "
+            f"{scene['tiles_per_s']:.0f} tiles/s"
+        )
+    if profile := result("train_profile"):
+        print(f"\nprofile, training step:\n{format_profile(profile)}")
+    for source in ("png", "cache"):
+        if data := result(f"data_{source}"):
+            print(
+                f"\nloader from {source}, {data['num_workers']} workers, batch {data['batch_size']}, crop "
+                f"{data['crop_size']}: {data['images_per_s']:.0f} img/s "
+                f"({data['images_per_s_per_worker']:.1f} per worker)"
+            )
+    metrics = folder / "train_recipe_metrics.csv"
+    if metrics.is_file():
+        rows = list(csv.DictReader(metrics.open()))
+        speeds = [(r["epoch"], float(r["train/images_per_s"])) for r in rows if r.get("train/images_per_s")]
+        scores = [(r["epoch"], float(r["val/mIoU"])) for r in rows if r.get("val/mIoU")]
+        print("\nrecipe run, training img/s per epoch:", ", ".join(f"{e}: {v:.0f}" for e, v in speeds))
+        print("recipe run, validation mIoU:", ", ".join(f"epoch {e}: {v:.3f}" for e, v in scores))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
