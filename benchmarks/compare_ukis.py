@@ -62,9 +62,11 @@ def speed(args: argparse.Namespace) -> dict:
     pixels = encode_reflectance(image)
     rgb, aux = tensors(pixels[..., :3], pixels[..., 3:])
     model, _ = load_model(args.checkpoint)
-    predict = model_predictor(model, torch.device("cpu"))
+    predict = model_predictor(model, torch.device("cpu"), "32")
+    predict_bf16 = model_predictor(model, torch.device("cpu"), "bf16")
     results = {
         "cloudseg_pytorch_s": timed(lambda: predict(rgb, aux), args.repeats),
+        "cloudseg_pytorch_bf16_s": timed(lambda: predict_bf16(rgb, aux), args.repeats),
         "ukis_csmask_4b_s": timed(lambda: ukis_mask(image[..., [2, 1, 0, 3]]), args.repeats),
     }
     if args.onnx:

@@ -125,6 +125,8 @@ class TrainerConfig:
     seed: int = 0
     deterministic: bool = False
     compile: bool = False
+    # torch.compile's mode when compiling; reduce-overhead adds CUDA graphs (GPU only)
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     channels_last: bool = False
     ema_decay: float | None = None  # keep an exponential moving average of the weights, evaluated alongside
     log_every_n_steps: int = 10

@@ -56,6 +56,22 @@ def test_datamodule_serves_augmented_crops_and_whole_validation_images(synth_roo
     assert val["rgb"].shape == (2, 3, 64, 64) and set(val["name"]) == set(module.split.val)
 
 
+def test_each_ddp_process_validates_its_own_share_and_together_every_image_once(synth_root):
+    from types import SimpleNamespace
+
+    cfg = DataConfig(root=str(synth_root), batch_size=1, num_workers=0, val_fraction=0.5)
+    module = CloudDataModule(cfg)
+    module.setup("fit")
+    shares = []
+    for rank in range(3):
+        module.trainer = SimpleNamespace(global_rank=rank, world_size=3)
+        shares.append([name for batch in module.val_dataloader() for name in batch["name"]])
+    assert sorted(n for share in shares for n in share) == sorted(module.split.val)
+    assert [len(share) for share in shares] == [2, 1, 1]
+    module.trainer = SimpleNamespace(global_rank=4, world_size=5)  # more processes than images: all see all
+    assert sorted(name for batch in module.val_dataloader() for name in batch["name"]) == sorted(module.split.val)
+
+
 def test_datamodule_refuses_a_broken_folder_before_training(tmp_path):
     (tmp_path / "train" / "rgb").mkdir(parents=True)
     with pytest.raises(DataError, match="problems in the dataset"):

@@ -48,5 +48,6 @@ class SampleCache:
             raise DataError(f"{self.folder}: the cache is out of date ({reason}); rebuild it with `cloudseg cache`")
 
     def read(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        # Views of the mapped file, not copies: the first step that needs the pixels (the augmentation) reads them.
         stack = np.load(self.folder / f"{name}.npy", mmap_mode="r")
-        return np.array(stack[..., :3]), np.array(stack[..., 3:4]), np.array(stack[..., 4])
+        return stack[..., :3], stack[..., 3:4], stack[..., 4]

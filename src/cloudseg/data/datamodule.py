@@ -71,10 +71,13 @@ class CloudDataModule(L.LightningDataModule):
             # One worker is one process on one core: OpenCV's own thread pool would oversubscribe the cores. It is
             # set here, before the workers fork, because changing it inside a forked worker can deadlock.
             cv2.setNumThreads(1)
+        # Each process validates its own share, every image once (the confusion matrix sums across processes);
+        # with fewer images than processes all validate all, as a process with none would log nothing to reduce.
+        validation = range(rank, len(dataset), world) if len(dataset) >= world else None
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            sampler=EpochSampler(len(dataset), self.seed, rank, world, self.start_epoch) if train else None,
+            sampler=EpochSampler(len(dataset), self.seed, rank, world, self.start_epoch) if train else validation,
             drop_last=train and len(dataset) >= batch_size * world,
             num_workers=workers,
             persistent_workers=workers > 0,

@@ -105,9 +105,15 @@ class CopyPaste:
     def from_config(cls, cfg: AugmentConfig) -> "CopyPaste":
         return cls(cfg.copy_paste, cfg.copy_paste_scale, cfg.copy_paste_min_area, cfg.copy_paste_max_objects)
 
+    def fires(self) -> bool:
+        """Draws whether this sample gets objects pasted, so that a caller reads a donor only when it does."""
+        return self.p > 0 and np.random.random() < self.p
+
     def __call__(self, rgb, nir, mask, donor_rgb, donor_nir, donor_mask):
-        if self.p <= 0 or np.random.random() >= self.p:
-            return rgb, nir, mask
+        return self.paste(rgb, nir, mask, donor_rgb, donor_nir, donor_mask) if self.fires() else (rgb, nir, mask)
+
+    def paste(self, rgb, nir, mask, donor_rgb, donor_nir, donor_mask):
+        """Pastes (always) up to `max_objects` of the donor's objects."""
         objects = find_objects(donor_mask, self.min_area)
         if not objects:
             return rgb, nir, mask

@@ -101,8 +101,8 @@ class SegmentationTask(L.LightningModule):
             # In place, so the state_dict keeps its keys and holds each weight once. Static shapes: a fixed crop
             # size compiles once, and each other image size once (a dynamic-shape graph is slower, and inductor
             # has failed to lower this model's token reshapes with symbolic sizes).
-            self.model.compile(dynamic=False)
-            self.loss.compile(dynamic=False)
+            self.model.compile(dynamic=False, mode=self.cfg.trainer.compile_mode)
+            self.loss.compile(dynamic=False, mode=self.cfg.trainer.compile_mode)
         self.val_scores: dict[str, dict[str, torch.Tensor]] = {}
 
     def forward(self, rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
