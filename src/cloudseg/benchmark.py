@@ -102,10 +102,13 @@ BASELINE = Recipe()
 def fast_recipe(batch: int, device: torch.device, precision: str = "auto", compile_mode: str = "auto") -> Recipe:
     """Everything on: bf16 autocast (auto: on GPUs), channels_last, fused AdamW and torch.compile (auto: on GPUs,
     as compiling takes minutes on a CPU)."""
+    from cloudseg.training.task import fused_adamw
+
     cuda = device.type == "cuda"
     bf16 = precision == "bf16" or (precision == "auto" and cuda)
     mode = ("default" if cuda else None) if compile_mode == "auto" else None if compile_mode == "none" else compile_mode
-    return Recipe("fast", batch, folded_decoder=True, bf16=bf16, channels_last=True, fused_adamw=cuda, compile=mode)
+    fused = fused_adamw(device)
+    return Recipe("fast", batch, folded_decoder=True, bf16=bf16, channels_last=True, fused_adamw=fused, compile=mode)
 
 
 def ladder(target: str, batch: int, compile_mode: str = "default") -> list[Recipe]:

@@ -103,6 +103,21 @@ def test_a_non_finite_loss_stops_the_run_before_anything_after_it_is_validated_o
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
 
+def test_the_training_step_reads_nothing_back_from_the_device_between_sync_points(synth_root, tmp_path):
+    # A read (item, bool, ...) makes the host wait for the GPU. With sync_every 2 and 3 batches per epoch the
+    # reads belong to batches 1 (the sync point) and 2 (the epoch's end, validation included), never to batch 0.
+    reads = tmp_path / "reads.json"
+    result = cloudseg(
+        *tiny_run(synth_root, tmp_path, "reads", "--trainer.sync_every", "2", "--trainer.max_epochs", "2",
+                  "--trainer.log_every_n_steps", "50", "--trainer.callbacks", "[tests.training.helpers:HostReads]"),
+        CLOUDSEG_TEST_READS=str(reads),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = json.loads(reads.read_text())
+    assert counts["0/0"] == 0 and counts["1/0"] == 0, counts
+    assert all(counts[f"{epoch}/{batch}"] > 0 for epoch in (0, 1) for batch in (1, 2)), counts
+
+
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="torch built without gloo")
 def test_two_process_ddp_on_cpu_trains_and_writes_one_checkpoint(synth_root, tmp_path):
     result = cloudseg(

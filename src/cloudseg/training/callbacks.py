@@ -140,7 +140,8 @@ class ValidationPanels(L.Callback):
 
 class TrainingProgress(RichProgressBar):
     """Rich's progress bar, which reads the logged values back from the device (a wait for the GPU) only every
-    `task.sync_every()` batches and at the epoch's end; it shows the images per second over that stretch."""
+    `task.sync_every()` batches and at the epoch's end; it shows the training loss, the images per second over
+    that stretch and the learning rate of the fusion and decoder parameters."""
 
     def __init__(self):
         super().__init__()
@@ -157,8 +158,13 @@ class TrainingProgress(RichProgressBar):
 
     def get_metrics(self, trainer: L.Trainer, task: L.LightningModule) -> dict:
         if self._read:
-            self._metrics = super().get_metrics(trainer, task)  # the read that waits for the device
+            self._metrics = super().get_metrics(trainer, task)
+            loss = trainer.callback_metrics.get("train/loss_step")
+            if loss is not None:
+                self._metrics["loss"] = f"{loss.item():.4g}"  # the read that waits for the device
             now = time.perf_counter()
+            if trainer.optimizers:
+                self._metrics["lr"] = f"{trainer.optimizers[0].param_groups[-1]['lr']:.2e}"
             if self._images:
                 self._metrics["img/s"] = f"{self._images / (now - self._since):.1f}"
             self._images, self._since = 0, now

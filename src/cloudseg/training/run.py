@@ -12,6 +12,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import yaml
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -127,6 +128,7 @@ def train(cfg: Config | None = None, resume: str | None = None) -> Path:
             ValidationReport(run_dir),
             ValidationPanels(run_dir, cfg.trainer.panels),
             TrainingProgress(),
+            LearningRateMonitor(logging_interval="step"),
             *_extra_callbacks(cfg.trainer.callbacks),
             LastCheckpoint(run_dir),  # last, so it saves the other callbacks' state of this epoch
         ],

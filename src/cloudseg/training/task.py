@@ -7,14 +7,20 @@ import lightning as L
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from cloudseg.config import Config, OptimConfig, from_dict
 from cloudseg.errors import CloudsegError
 from cloudseg.models.checkpoint import load_weights_into
 from cloudseg.models.registry import build_model
+from cloudseg.training.ema import ExponentialAverage
 from cloudseg.training.losses import SegmentationLoss
 from cloudseg.training.metrics import class_names, confusion_metric, confusion_scores
+
+
+def fused_adamw(device: torch.device) -> bool:
+    """Whether AdamW runs fused on `device`: one kernel for all parameters, with the step counts kept on the
+    device (unfused AdamW reads them back to the host every step)."""
+    return device.type in ("cuda", "cpu")
 
 
 class NonFiniteLossError(CloudsegError):
@@ -93,8 +99,7 @@ class SegmentationTask(L.LightningModule):
         self.val_confusion = confusion_metric(m.num_classes)
         self.ema = None
         if self.cfg.trainer.ema_decay:
-            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.trainer.ema_decay))
-            self.ema.requires_grad_(False)
+            self.ema = ExponentialAverage(self.model, self.cfg.trainer.ema_decay)
             self.val_ema_confusion = confusion_metric(m.num_classes)
             self._ema_step = 0
         if self.cfg.trainer.compile:
@@ -108,11 +113,19 @@ class SegmentationTask(L.LightningModule):
     def forward(self, rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
         return self.model(rgb, aux)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.ema is not None:
+            checkpoint["ema_updates"] = self.ema.updates
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        # Checkpoints of cloudseg 0.1.0 also stored every weight a second time, under `network.`.
+        # Checkpoints of cloudseg 0.1.0 also stored every weight a second time, under `network.`, and counted
+        # the average's updates on the device (`ema.n_averaged`).
         state = checkpoint["state_dict"]
         for key in [k for k in state if k.startswith("network.")]:
             del state[key]
+        if self.ema is not None:
+            counted = state.pop("ema.n_averaged", None)
+            self.ema.updates = checkpoint.get("ema_updates", int(counted) if counted is not None else 0)
 
     def _inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         if self.cfg.trainer.channels_last:
@@ -138,16 +151,19 @@ class SegmentationTask(L.LightningModule):
         loss, parts = self.loss(logits, batch["mask"])
         # The first non-finite loss (step, batch, value) is noted on the device, not read back here: reading it
         # would make the host wait for the GPU every step. on_train_batch_end looks at it every sync_every
-        # batches and at the epoch's end, before validation and before any checkpoint.
-        first = torch.tensor([self.global_step, batch_index, 0.0], device=loss.device, dtype=torch.float64)
-        first[2] = loss.detach()
-        self._first_non_finite = torch.where(
-            ~torch.isfinite(loss) & torch.isnan(self._first_non_finite[0]), first, self._first_non_finite
-        )
+        # batches and at the epoch's end, before validation and before any checkpoint. (Python numbers go in
+        # as kernel arguments; a tensor made from them on the host would be a blocking copy.)
+        first = self._first_non_finite
+        new = ~torch.isfinite(loss.detach()) & torch.isnan(first[0])
+        values = (self.global_step, batch_index, loss.detach().double())
+        self._first_non_finite = torch.stack([torch.where(new, v, old) for v, old in zip(values, first, strict=True)])
         batch_size = batch["mask"].shape[0]
         self._epoch_images += batch_size
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch_size)
-        self.log("lr", self.optimizers().param_groups[-1]["lr"], prog_bar=True, on_step=True, on_epoch=False)
+        # Logged tensors stay on the device until the logger writes them, except progress-bar ones, which
+        # Lightning reads back after every batch: the bar (TrainingProgress) reads the loss itself at sync points.
+        # The learning rate, a Python number, would be copied to the device every step: LearningRateMonitor and
+        # the bar report it instead.
+        self.log("train/loss", loss, on_step=True, on_epoch=True, batch_size=batch_size)
         for name, value in parts.items():
             self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=batch_size)
         return loss
@@ -169,7 +185,7 @@ class SegmentationTask(L.LightningModule):
                 )
         # global_step counts optimiser steps, so with gradient accumulation the average moves once per step.
         if self.ema is not None and self.global_step != self._ema_step:
-            self.ema.update_parameters(self.model)
+            self.ema.update(self.model)
             self._ema_step = self.global_step
 
     def validation_step(self, batch: dict, batch_index: int) -> None:
@@ -197,7 +213,7 @@ class SegmentationTask(L.LightningModule):
     def configure_optimizers(self):
         cfg = self.cfg.optim
         groups = parameter_groups(self.model, cfg)
-        optimizer = torch.optim.AdamW(groups, betas=cfg.betas, fused=self.device.type == "cuda")
+        optimizer = torch.optim.AdamW(groups, betas=cfg.betas, fused=fused_adamw(self.device))
         if cfg.schedule == "plateau":
             scheduler = ReduceLROnPlateau(
                 optimizer, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=cfg.min_lr
