@@ -24,6 +24,21 @@ def test_training_samples_from_the_cache_equal_decoded_ones(synth_root, tmp_path
         assert a["name"] == b["name"] and all(torch.equal(a[k], b[k]) for k in ("rgb", "aux", "mask"))
 
 
+def test_validation_reads_the_cache_too_and_gets_the_decoded_images(synth_root, tmp_path, capsys):
+    from cloudseg.config import DataConfig
+    from cloudseg.data.datamodule import CloudDataModule
+
+    assert main(["cache", str(synth_root), "-o", str(tmp_path / "cache")]) == 0
+    modules = []
+    for cache in (None, str(tmp_path / "cache")):
+        modules.append(CloudDataModule(DataConfig(root=str(synth_root), num_workers=0, cache=cache)))
+        modules[-1].setup("fit")
+    plain, cached = (m.val_set for m in modules)
+    assert plain.cache is None and cached.cache is not None and len(cached) == 2
+    for a, b in zip(plain, cached, strict=True):
+        assert a["name"] == b["name"] and all(torch.equal(a[k], b[k]) for k in ("rgb", "aux", "mask"))
+
+
 def test_a_stale_or_missing_cache_is_refused(synth_root, tmp_path):
     root = tmp_path / "data"
     shutil.copytree(synth_root, root)

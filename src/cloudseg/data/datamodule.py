@@ -51,7 +51,7 @@ class CloudDataModule(L.LightningDataModule):
             self.cfg.cache,
         )
         self.val_set = (
-            CloudDataset([by_name[n] for n in self.split.val], unknown_colours=self.cfg.unknown_colours)
+            CloudDataset([by_name[n] for n in self.split.val], None, None, self.cfg.unknown_colours, self.cfg.cache)
             if self.split.val
             else None
         )
