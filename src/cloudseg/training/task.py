@@ -103,9 +103,9 @@ class SegmentationTask(L.LightningModule):
             self.val_ema_confusion = confusion_metric(m.num_classes)
             self._ema_step = 0
         if self.cfg.trainer.compile:
-            # In place, so the state_dict keeps its keys and holds each weight once. Static shapes: a fixed crop
-            # size compiles once, and each other image size once (a dynamic-shape graph is slower, and inductor
-            # has failed to lower this model's token reshapes with symbolic sizes).
+            # In place, so the state_dict keeps its keys and holds each weight once. Static shapes: the training
+            # crops compile once (a dynamic-shape graph is slower, and inductor has failed to lower this model's
+            # token reshapes with symbolic sizes); validation runs uncompiled.
             self.model.compile(dynamic=False, mode=self.cfg.trainer.compile_mode)
             self.loss.compile(dynamic=False, mode=self.cfg.trainer.compile_mode)
         self.val_scores: dict[str, dict[str, torch.Tensor]] = {}
@@ -190,8 +190,10 @@ class SegmentationTask(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_index: int) -> None:
         rgb, aux = self._inputs(batch)
-        logits = self(rgb, aux)
-        loss, _ = self.loss(logits, batch["mask"])
+        # Uncompiled (`forward` bypasses the compiled call): whole validation images, and a last batch of another
+        # size, would each be compiled anew, which costs more than validating eagerly.
+        logits = self.model.forward(rgb, aux)
+        loss, _ = self.loss.forward(logits, batch["mask"])
         self.log("val/loss", loss, on_epoch=True, batch_size=batch["mask"].shape[0], sync_dist=True)
         self.val_confusion.update(logits.argmax(dim=1), batch["mask"])
         if self.ema is not None:
