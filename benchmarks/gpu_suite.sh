@@ -22,18 +22,19 @@ if [[ ${1:-} == wheels ]]; then
         typing-inspection==0.4.5 simsimd==6.5.16 stringzilla==5.3.2
 fi
 
-if [[ -d .whl ]]; then
+if [[ -d .whl && ${SUITE_SMOKE:-} != 1 ]]; then  # the smoke run uses this machine's packages
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
         || exit 1
 fi
 export PYTHONPATH=$PWD/src:/tmp/site PYTHONUNBUFFERED=1
 
 if [[ ${SUITE_SMOKE:-} == 1 ]]; then
-    MODEL=cmx_b0 SIZE=64 BATCH=2 INFER_BATCH=2 SCENE=160 STEPS=1 N_TRAIN=10 WORKERS=2 EPOCHS=1 SCALE=0.1
-    DEVICE=(--device cpu) COMPILE=(--compile none) TRAIN_DEVICE=(--trainer.accelerator cpu)
+    MODEL=cmx_b0 SIZE=64 OVERLAP=16 BATCH=2 INFER_BATCH=2 SCENE=160 STEPS=1 N_TRAIN=10 WORKERS=2 EPOCHS=1 SCALE=0.1
+    DEVICE=(--device cpu) COMPILE=(--compile none) PARITY=(--no-compile) TRAIN_DEVICE=(--trainer.accelerator cpu)
 else
-    MODEL=cmx_b2 SIZE=512 BATCH=16 INFER_BATCH=64 SCENE=4096 STEPS=20 N_TRAIN=1036 WORKERS=14 EPOCHS=5 SCALE=1
-    DEVICE=() COMPILE=() TRAIN_DEVICE=(--trainer.compile true)
+    MODEL=cmx_b2 SIZE=512 OVERLAP=128 BATCH=16 INFER_BATCH=64 SCENE=4096 STEPS=20 N_TRAIN=1036 WORKERS=14 EPOCHS=5
+    SCALE=1
+    DEVICE=() COMPILE=() PARITY=() TRAIN_DEVICE=(--trainer.compile true)
 fi
 
 stage() {  # stage NAME SECONDS COMMAND...: runs COMMAND under a time limit, its output appended to suite.log
@@ -41,14 +42,16 @@ stage() {  # stage NAME SECONDS COMMAND...: runs COMMAND under a time limit, its
     shift 2
     local seconds=$(awk -v s="$limit" -v k="$SCALE" 'BEGIN { print int(s * k) + 60 * (k < 1) }')
     echo "== $name (limit ${seconds}s): $*" | tee -a "$OUT/suite.log"
-    local started=$SECONDS
-    timeout "$seconds" "$@" >/tmp/stage.log 2>&1
+    local started=$SECONDS log
+    log=$(mktemp)
+    timeout "$seconds" "$@" >"$log" 2>&1
     local code=$?
-    cat /tmp/stage.log >>"$OUT/suite.log"
+    cat "$log" >>"$OUT/suite.log"
     echo "   exit $code after $((SECONDS - started))s" | tee -a "$OUT/suite.log"
-    grep -v -e '^\s*$' -e '^ *[{}"]' /tmp/stage.log | tail -n 4 | sed 's/^/   | /'
+    grep -v -e '^\s*$' -e '^ *[{}"]' "$log" | tail -n 4 | sed 's/^/   | /'
+    rm -f "$log"
 }
-cloudseg() { python3 -m cloudseg "$@"; }
+CLOUDSEG=(python3 -m cloudseg)  # from src/ (PYTHONPATH), not an installed entry point; `timeout` runs no shell function
 
 case ${1:-} in
 models)
@@ -56,34 +59,36 @@ models)
       python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "device",
                   torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")'
       date -u +%FT%TZ; } 2>&1 | tee "$OUT/suite.log"
-    stage parity 60 python3 benchmarks/gpu_parity.py --model "$MODEL" "${DEVICE[@]}"
-    stage train_ladder 220 cloudseg benchmark train --model "$MODEL" --size "$SIZE" --batch "$BATCH" --ladder \
+    stage parity 60 python3 benchmarks/gpu_parity.py --model "$MODEL" "${PARITY[@]}" "${DEVICE[@]}"
+    stage train_ladder 220 "${CLOUDSEG[@]}" benchmark train --model "$MODEL" --size "$SIZE" --batch "$BATCH" --ladder \
         --batches "$STEPS" --warmup 3 "${COMPILE[@]}" "${DEVICE[@]}" --json "$OUT/train_ladder.json"
-    stage infer_compare 100 cloudseg benchmark infer --model "$MODEL" --size "$SIZE" --batch "$INFER_BATCH" --compare \
-        --batches "$STEPS" --warmup 3 "${COMPILE[@]}" "${DEVICE[@]}" --json "$OUT/infer_compare.json"
-    stage infer_scene 70 cloudseg benchmark infer --model "$MODEL" --size "$SIZE" --batch "$BATCH" --scene "$SCENE" \
-        --batches 3 --warmup 1 "${COMPILE[@]}" "${DEVICE[@]}" --json "$OUT/infer_scene.json"
-    stage train_profile 80 cloudseg benchmark train --model "$MODEL" --size "$SIZE" --batch "$BATCH" --profile \
+    stage infer_compare 100 "${CLOUDSEG[@]}" benchmark infer --model "$MODEL" --size "$SIZE" --batch "$INFER_BATCH" \
+        --compare --batches "$STEPS" --warmup 3 "${COMPILE[@]}" "${DEVICE[@]}" --json "$OUT/infer_compare.json"
+    stage infer_scene 70 "${CLOUDSEG[@]}" benchmark infer --model "$MODEL" --size "$SIZE" --batch "$BATCH" \
+        --scene "$SCENE" --overlap "$OVERLAP" --batches 3 --warmup 1 "${COMPILE[@]}" "${DEVICE[@]}" \
+        --json "$OUT/infer_scene.json"
+    stage train_profile 80 "${CLOUDSEG[@]}" benchmark train --model "$MODEL" --size "$SIZE" --batch "$BATCH" --profile \
         --batches 3 "${COMPILE[@]}" "${DEVICE[@]}" --json "$OUT/train_profile.json"
     ;;
 training)
-    DATA=/tmp/suite-data CACHE=/tmp/suite-cache
-    rm -rf "$DATA" "$CACHE" /tmp/suite-runs
+    WORK=${SUITE_WORK:-/tmp}  # data and runs stay out of $OUT, which comes back whole
+    DATA=$WORK/suite-data CACHE=$WORK/suite-cache RUNS=$WORK/suite-runs
+    rm -rf "$DATA" "$CACHE" "$RUNS"
     # 1036 scenes: 829 train after the 20% validation split, as the reference recipe's 829 training images.
-    stage synth 60 cloudseg synth "$DATA" --n "$N_TRAIN" --test 1 --size "$SIZE" --workers "$WORKERS"
-    stage cache 60 cloudseg cache "$DATA" -o "$CACHE"
+    stage synth 60 "${CLOUDSEG[@]}" synth "$DATA" --n "$N_TRAIN" --test 1 --size "$SIZE" --workers "$WORKERS"
+    stage cache 60 "${CLOUDSEG[@]}" cache "$DATA" -o "$CACHE"
     for source in png cache; do
         extra=(); [[ $source == cache ]] && extra=(--data.cache "$CACHE")
-        stage "data_$source" 45 cloudseg benchmark data --data.root "$DATA" "${extra[@]}" --data.num_workers "$WORKERS" \
-            --data.batch_size "$BATCH" --data.augment.crop_size "$SIZE" --batches 40 --warmup 5 \
-            --json "$OUT/data_$source.json"
+        stage "data_$source" 45 "${CLOUDSEG[@]}" benchmark data --data.root "$DATA" "${extra[@]}" \
+            --data.num_workers "$WORKERS" --data.batch_size "$BATCH" --data.augment.crop_size "$SIZE" \
+            --batches 40 --warmup 5 --json "$OUT/data_$source.json"
     done
-    stage train_recipe 210 cloudseg train --config cmx_b2 --model.name "$MODEL" --data.root "$DATA" \
+    stage train_recipe 210 "${CLOUDSEG[@]}" train --config cmx_b2 --model.name "$MODEL" --data.root "$DATA" \
         --data.cache "$CACHE" --data.batch_size "$BATCH" --trainer.accumulate_grad_batches 1 \
         --data.num_workers "$WORKERS" --trainer.channels_last true --trainer.max_epochs "$EPOCHS" \
-        --trainer.check_val_every_n_epoch "$EPOCHS" --data.augment.crop_size "$SIZE" --run.output_dir /tmp/suite-runs \
+        --trainer.check_val_every_n_epoch "$EPOCHS" --data.augment.crop_size "$SIZE" --run.output_dir "$RUNS" \
         "${TRAIN_DEVICE[@]}"
-    run=$(ls -d /tmp/suite-runs/*/* 2>/dev/null | head -n 1)
+    run=$(ls -d "$RUNS"/*/* 2>/dev/null | head -n 1)
     [[ -n $run ]] && cp "$run/metrics.csv" "$OUT/train_recipe_metrics.csv"
     ;;
 *)

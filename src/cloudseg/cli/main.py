@@ -191,6 +191,8 @@ def run_benchmark(args: argparse.Namespace, extra: list[str]) -> int:
     if args.scene:
         if args.target != "infer":
             raise ConfigError("--scene measures sliding-window inference: use it with `benchmark infer`")
+        if args.overlap >= args.size:
+            raise ConfigError(f"--overlap {args.overlap} must be smaller than the tile (--size {args.size})")
         result = benchmark.benchmark_scene(
             scene=args.scene, tile=args.size, overlap=args.overlap, recipe=recipe, repeats=args.batches,
             warmup=args.warmup, **model,

@@ -1,0 +1,36 @@
+"""benchmarks/gpu_suite.sh in its CPU smoke configuration: every stage runs and writes what the summary reads.
+Speeds are not asserted; this guards the script that a lent GPU session runs in one call."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(shutil.which("timeout") is None, reason="needs coreutils' timeout")
+@pytest.mark.parametrize(
+    ("part", "files"),
+    [
+        ("models", {"train_ladder.json", "infer_compare.json", "infer_scene.json", "train_profile.json"}),
+        ("training", {"data_png.json", "data_cache.json", "train_recipe_metrics.csv"}),
+    ],
+)
+def test_every_stage_of_the_suite_runs_and_leaves_its_result(part, files, tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "SUITE_SMOKE": "1", "OUT": str(out), "SUITE_WORK": str(tmp_path)}
+    env.pop("CLOUDSEG_RUN_DIR", None)
+    result = subprocess.run(
+        ["bash", "benchmarks/gpu_suite.sh", part], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    exits = re.findall(r"exit (\d+) after", result.stdout)
+    assert len(exits) == 5 and set(exits) == {"0"}, result.stdout[-3000:]  # five stages, each a success
+    assert files | {"suite.log"} == {p.name for p in out.iterdir()}  # the device tool returns at most 8 files
+    for name in files - {"train_recipe_metrics.csv"}:
+        json.loads((out / name).read_text())
