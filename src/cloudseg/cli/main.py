@@ -205,7 +205,7 @@ def run_benchmark(args: argparse.Namespace, extra: list[str]) -> int:
         result = {"rows": benchmark.benchmark_recipes(args.target, recipes, size=args.size, **model, **timing)}
         print(benchmark.format_rows(result["rows"]), file=sys.stderr)
     elif args.compare:
-        result = benchmark.compare(args.target, [benchmark.BASELINE, fast], size=args.size, **model, **timing)
+        result = benchmark.compare(args.target, fast, size=args.size, **model, **timing)
         print(benchmark.format_rows([result["baseline"], result["fast"]]), file=sys.stderr)
     else:
         result = benchmark.benchmark_model(args.target, size=args.size, recipe=recipe, **model, **timing)

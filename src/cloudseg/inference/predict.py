@@ -35,6 +35,12 @@ def find_pairs(source: str | Path) -> list[SampleFiles]:
     return samples
 
 
+def runs_bf16(precision: str, device: torch.device) -> bool:
+    """Whether a `precision` of auto, 32 or bf16 means bf16 autocast on `device`: auto is bf16 on GPUs only, as
+    CPUs without bf16 instructions run it slower than fp32."""
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
 def model_predictor(
     model: torch.nn.Module, device: torch.device, precision: str = "auto", compile: bool = False
 ) -> Predictor:
@@ -43,7 +49,7 @@ def model_predictor(
     model = model.to(memory_format=torch.channels_last)
     if compile:
         model.compile(dynamic=False)
-    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    bf16 = runs_bf16(precision, device)
 
     @torch.no_grad()
     def predict(rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
