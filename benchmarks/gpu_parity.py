@@ -1,5 +1,5 @@
-"""Does the device compute the same function? cloudseg's model and loss on the GPU (fp32, bf16 autocast, compiled)
-against float64 on the CPU, on fresh random inputs; prints each relative error and PASS or FAIL.
+"""Does the device compute the same function? cloudseg's input normalisation, model and loss on the GPU (fp32, bf16
+autocast, compiled) against float64 on the CPU, on fresh random inputs; prints each relative error and PASS or FAIL.
 
     python benchmarks/gpu_parity.py --model cmx_b2 [--size 256] [--device cpu] [--no-compile]
 
@@ -12,8 +12,10 @@ import sys
 import torch
 
 from cloudseg.config import LossConfig
+from cloudseg.data.dataset import normalise
 from cloudseg.models.checkpoint import default_device
 from cloudseg.models.registry import build_model
+from cloudseg.schema import RGB_NORM
 from cloudseg.training.losses import SegmentationLoss
 
 
@@ -57,6 +59,10 @@ def main() -> int:
         where = f"{args.model} {args.size}² on {device.type}"
         print(f"{where}: {name:<26} relative error {error:.2e} (< {bound:.0e}) {'PASS' if error < bound else 'FAIL'}")
 
+    pixels = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8, generator=generator)
+    mean, std = (torch.tensor(v, dtype=torch.float64).view(-1, 1, 1) for v in (RGB_NORM.mean, RGB_NORM.std))
+    normalised = normalise(pixels.to(device), RGB_NORM)  # batches arrive as uint8 and are normalised there
+    check("input normalisation", relative_error(normalised, (pixels.double() / 255 - mean) / std), 1e-6)
     fp32 = logits(model, bf16=False)
     check("fp32", relative_error(fp32, reference), 1e-3)
     check("loss (OHEM + Dice), fp32", relative_error(loss_fn(fp32, mask.to(device))[0], reference_loss), 1e-3)

@@ -7,18 +7,16 @@ import numpy as np
 import torch
 
 from cloudseg.data.io import PALETTE_DISPLAY_RGB, write_image
-from cloudseg.schema import CLASSES, IGNORE_INDEX, Normalisation
+from cloudseg.schema import CLASSES, IGNORE_INDEX
 
 IGNORE_DISPLAY_RGB = (128, 0, 128)
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
-def denormalise(tensor: torch.Tensor, norm: Normalisation) -> np.ndarray:
-    """(C, H, W) normalised tensor -> (H, W, 3) uint8 RGB (one channel is shown as grey)."""
-    mean = torch.tensor(norm.mean).view(-1, 1, 1)
-    std = torch.tensor(norm.std).view(-1, 1, 1)
-    image = ((tensor.detach().float().cpu() * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-    return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
+def displayable(image: torch.Tensor) -> np.ndarray:
+    """(C, H, W) uint8 tensor, as the dataset serves it -> (H, W, 3) uint8 RGB (one channel is shown as grey)."""
+    pixels = image.cpu().permute(1, 2, 0).numpy()
+    return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else np.ascontiguousarray(pixels)
 
 
 def colourise(ids: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ import torch
 from cloudseg.cli.main import main
 from cloudseg.config import AugmentConfig, DataConfig
 from cloudseg.data.datamodule import CloudDataModule
-from cloudseg.data.dataset import CloudDataset, find_samples
+from cloudseg.data.dataset import CloudDataset, find_samples, normalise_pair, prepare_sample, read_sample
 from cloudseg.data.split import load_split, make_split
 from cloudseg.errors import DataError
 from cloudseg.schema import AUX_NORM, RGB_NORM
@@ -31,17 +31,23 @@ def test_split_file_round_trip_and_errors(tmp_path):
         load_split(tmp_path / "bad.json", names)
 
 
-def test_dataset_item_is_normalised_with_the_schema(synth_root):
+def test_dataset_serves_the_files_pixels_and_prepare_batch_normalises_them_with_the_schema(synth_root):
     samples = find_samples(synth_root / "train", synth_root / "train" / "label")
     item = CloudDataset(samples)[0]
-    assert item["rgb"].shape == (3, 64, 64) and item["aux"].shape == (1, 64, 64) and item["mask"].dtype == torch.int64
-    from cloudseg.data.dataset import read_sample
-
     rgb, nir, mask = read_sample(samples[0])
-    expected = (rgb[5, 7, 0] / 255 - RGB_NORM.mean[0]) / RGB_NORM.std[0]
-    assert item["rgb"][0, 5, 7].item() == pytest.approx(expected, abs=1e-6)
-    assert item["aux"][0, 5, 7].item() == pytest.approx((nir[5, 7, 0] / 255 - AUX_NORM.mean[0]) / AUX_NORM.std[0])
+    assert all(item[k].dtype == torch.uint8 for k in ("rgb", "aux", "mask"))
+    assert np.array_equal(item["rgb"].permute(1, 2, 0).numpy(), rgb) and np.array_equal(item["aux"][0], nir[..., 0])
     assert np.array_equal(item["mask"].numpy(), mask)
+
+    batch = prepare_sample(item, torch.device("cpu"))
+    assert batch["rgb"].shape == (1, 3, 64, 64) and batch["rgb"].dtype == torch.float32
+    assert batch["mask"].dtype == torch.int64
+    for channel in range(3):
+        expected = (rgb[5, 7, channel] / 255 - RGB_NORM.mean[channel]) / RGB_NORM.std[channel]
+        assert batch["rgb"][0, channel, 5, 7].item() == pytest.approx(expected, abs=1e-6)
+    assert batch["aux"][0, 0, 5, 7].item() == pytest.approx((nir[5, 7, 0] / 255 - AUX_NORM.mean[0]) / AUX_NORM.std[0])
+    assert torch.equal(batch["mask"][0], item["mask"].long())
+    assert torch.allclose(batch["rgb"][0], normalise_pair(rgb, nir)[0])  # what prediction feeds the model
 
 
 def test_datamodule_serves_augmented_crops_and_whole_validation_images(synth_root):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cloudseg.config import Config, LossConfig, OptimConfig, from_dict, to_dict
-from cloudseg.data.dataset import to_tensor
+from cloudseg.data.dataset import normalise, to_chw
 from cloudseg.data.synth import make_scene
 from cloudseg.errors import WeightsError
 from cloudseg.models import MIT_VARIANTS, build_from_spec
@@ -60,8 +60,8 @@ def test_tiny_cmx_overfits_a_few_synthetic_images():
     # map upsampled can reach only ~0.95 accuracy at 128² but ~0.98 at 256².
     torch.manual_seed(0)
     scenes = [make_scene(np.random.default_rng(i), 256) for i in range(2)]
-    rgb = torch.stack([to_tensor(encode_reflectance(image[..., :3]), RGB_NORM) for image, _ in scenes])
-    aux = torch.stack([to_tensor(encode_reflectance(image[..., 3:]), AUX_NORM) for image, _ in scenes])
+    rgb = normalise(torch.stack([to_chw(encode_reflectance(image[..., :3])) for image, _ in scenes]), RGB_NORM)
+    aux = normalise(torch.stack([to_chw(encode_reflectance(image[..., 3:])) for image, _ in scenes]), AUX_NORM)
     mask = torch.stack([torch.from_numpy(ids).long() for _, ids in scenes])
     model = build_from_spec("cmx", TINY_SPEC, decoder_dim=64, drop_path_rate=0.0)
     loss_fn = SegmentationLoss(LossConfig(ce=1.0, ohem=0.0, dice=0.0))

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from cloudseg.config import DataConfig
 from cloudseg.data.check import check_dataset
-from cloudseg.data.dataset import CloudDataset, EpochSampler, find_samples
+from cloudseg.data.dataset import CloudDataset, EpochSampler, find_samples, prepare_batch
 from cloudseg.data.io import class_pixels, load_label
 from cloudseg.data.split import Split, load_split, make_split
 from cloudseg.data.transforms import CopyPaste, TrainTransform
@@ -92,6 +92,9 @@ class CloudDataModule(L.LightningDataModule):
 
     def load_state_dict(self, state: dict) -> None:
         self.start_epoch = state["next_epoch"]
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        return prepare_batch(batch)  # uint8 to the model's inputs, on the device
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.cfg.batch_size, train=True)

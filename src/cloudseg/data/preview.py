@@ -7,8 +7,7 @@ import numpy as np
 from cloudseg.config import DataConfig
 from cloudseg.data.dataset import CloudDataset, find_samples
 from cloudseg.data.transforms import CopyPaste, TrainTransform
-from cloudseg.panels import colourise, denormalise, grid, save_rgb
-from cloudseg.schema import AUX_NORM, RGB_NORM
+from cloudseg.panels import colourise, displayable, grid, save_rgb
 
 
 def show_augmentations(cfg: DataConfig, count: int, output: str | Path, seed: int = 0) -> Path:
@@ -25,10 +24,10 @@ def show_augmentations(cfg: DataConfig, count: int, output: str | Path, seed: in
         before, after = plain[int(index)], augmented[int(index)]
         rows.append(
             [
-                denormalise(before["rgb"], RGB_NORM),
-                denormalise(after["rgb"], RGB_NORM),
-                denormalise(after["aux"], AUX_NORM),
-                colourise(after["mask"].numpy().astype(np.uint8)),
+                displayable(before["rgb"]),
+                displayable(after["rgb"]),
+                displayable(after["aux"]),
+                colourise(after["mask"].numpy()),
             ]
         )
         names.append(samples[index].name)

@@ -10,10 +10,11 @@ import torch
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from cloudseg.data.dataset import prepare_sample
 from cloudseg.files import atomic_path
 from cloudseg.models.checkpoint import save_release
-from cloudseg.panels import colourise, denormalise, grid, save_rgb
-from cloudseg.schema import AUX_NORM, IGNORE_INDEX, RGB_NORM
+from cloudseg.panels import colourise, displayable, grid, save_rgb
+from cloudseg.schema import IGNORE_INDEX
 from cloudseg.training.metrics import class_names, flat_scores, format_table
 from cloudseg.training.plots import plot_curves
 
@@ -101,13 +102,13 @@ class ValidationReport(L.Callback):
 
 def prediction_row(sample: dict, prediction: np.ndarray) -> list[np.ndarray]:
     """RGB | NIR | ground truth | prediction | error map (red where wrong, ignored pixels purple)."""
-    truth = sample["mask"].numpy().astype(np.uint8)
+    truth = sample["mask"].numpy()
     errors = np.zeros((*truth.shape, 3), np.uint8)
     errors[(prediction != truth) & (truth != IGNORE_INDEX)] = (230, 40, 40)
     errors[truth == IGNORE_INDEX] = (128, 0, 128)
     return [
-        denormalise(sample["rgb"], RGB_NORM),
-        denormalise(sample["aux"][:1], AUX_NORM),
+        displayable(sample["rgb"]),
+        displayable(sample["aux"][:1]),
         colourise(truth),
         colourise(prediction.astype(np.uint8)),
         errors,
@@ -132,7 +133,8 @@ class ValidationPanels(L.Callback):
         samples = [dataset[i] for i in range(min(self.count, len(dataset)))]
         rows = []
         for sample in samples:
-            logits = task(sample["rgb"][None].to(task.device), sample["aux"][None].to(task.device))
+            batch = prepare_sample(sample, task.device)
+            logits = task(batch["rgb"], batch["aux"])
             rows.append(prediction_row(sample, logits.argmax(dim=1)[0].cpu().numpy()))
         names = [s["name"] for s in samples]
         save_rgb(self.folder / f"epoch_{trainer.current_epoch:03d}.png", grid(rows, PANEL_TITLES, names))

@@ -18,7 +18,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from cloudseg.config import Config, from_dict, to_dict
 from cloudseg.data.datamodule import CloudDataModule
-from cloudseg.data.dataset import CloudDataset, find_samples
+from cloudseg.data.dataset import CloudDataset, find_samples, prepare_sample
 from cloudseg.data.split import load_split
 from cloudseg.errors import ConfigError, DataError
 from cloudseg.files import atomic_path
@@ -213,9 +213,9 @@ def evaluate(
     rows, row_names = [], []
     for i in range(len(dataset)):
         sample = dataset[i]
-        logits = predict(sample["rgb"][None].to(device), sample["aux"][None].to(device))
-        prediction = logits.argmax(dim=1)
-        confusion.update(prediction, sample["mask"][None].to(device))
+        batch = prepare_sample(sample, device)
+        prediction = predict(batch["rgb"], batch["aux"]).argmax(dim=1)
+        confusion.update(prediction, batch["mask"])
         if i < panels:
             rows.append(prediction_row(sample, prediction[0].cpu().numpy()))
             row_names.append(sample["name"])
