@@ -66,7 +66,12 @@ def test_the_recipe_loss_traces_into_one_graph_for_torch_compile():
     # Boolean indexing or a count read back with .item() would break the graph (and wait for the GPU every step).
     logits, target = random_batch(5)
     target[0, :2] = IGNORE
-    for cfg in (LossConfig(ohem=0.7, dice=0.3), LossConfig(ohem=1.0, ohem_threshold=0.7, ohem_min_kept=50)):
+    configs = (
+        LossConfig(ohem=0.7, dice=0.3),
+        LossConfig(ohem=1.0, ohem_threshold=0.7, ohem_min_kept=50),
+        LossConfig(ce=1.0, lovasz=0.5, jaccard=0.5),
+    )
+    for cfg in configs:
         explanation = torch._dynamo.explain(SegmentationLoss(cfg))(logits, target)
         assert (explanation.graph_count, explanation.graph_break_count) == (1, 0), explanation.break_reasons
 
@@ -83,6 +88,42 @@ def test_overlap_losses_vanish_on_a_perfect_prediction_and_ignore_ignored_pixels
     logits[:, :, :3] = -logits[:, :, :3]
     for loss in (dice_loss, jaccard_loss, lovasz_softmax):
         assert loss(logits, noisy, IGNORE).item() == pytest.approx(0.0, abs=1e-3), loss.__name__
+
+
+def lovasz_reference(logits, target):
+    """Berman et al.'s algorithm as written: per class present, drop ignored pixels, sort errors, dot with the
+    Jaccard loss's discrete gradient."""
+    probs = logits.softmax(1).permute(0, 2, 3, 1).reshape(-1, logits.shape[1])
+    labels = target.flatten()
+    probs, labels = probs[labels != IGNORE], labels[labels != IGNORE]
+    losses = []
+    for k in labels.unique():
+        truth = (labels == k).float()
+        errors, order = (truth - probs[:, k]).abs().sort(descending=True)
+        truth = truth[order]
+        jaccard = 1 - (truth.sum() - truth.cumsum(0)) / (truth.sum() + (1 - truth).cumsum(0))
+        losses.append(errors @ torch.cat((jaccard[:1], jaccard.diff())))
+    return torch.stack(losses).mean()
+
+
+def test_lovasz_matches_the_papers_algorithm_and_is_one_minus_iou_on_hard_predictions():
+    logits, target = random_batch(6, size=(2, 12, 12))
+    target[0, :5] = IGNORE
+    target[target == 2] = 1  # class 2 absent: left out of the mean
+    logits.requires_grad_(True)
+    loss = lovasz_softmax(logits, target, IGNORE)
+    reference = lovasz_reference(logits, target)
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-6)
+    assert torch.allclose(*(torch.autograd.grad(value, logits)[0] for value in (loss, reference)), atol=1e-7)
+    # At a hard prediction the Lovász extension equals the set function it extends: 1 - IoU of each class present.
+    prediction = torch.randint(0, 4, target.shape, generator=torch.Generator().manual_seed(7))
+    valid = target != IGNORE
+    ious = [
+        ((prediction == k) & (target == k) & valid).sum() / (((prediction == k) | (target == k)) & valid).sum()
+        for k in (0, 1, 3)
+    ]
+    expected = 1 - torch.stack(ious).double().mean()
+    assert lovasz_softmax(confident(prediction), target, IGNORE).item() == pytest.approx(expected.item(), abs=1e-6)
 
 
 def test_dice_loss_matches_a_hand_worked_case():

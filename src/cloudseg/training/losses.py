@@ -75,24 +75,25 @@ def jaccard_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int, 
 
 
 def lovasz_softmax(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> torch.Tensor:
-    """Lovász-softmax (Berman et al., CVPR 2018): a convex surrogate of IoU, averaged over classes present."""
-    probs = logits.float().softmax(dim=1).permute(0, 2, 3, 1).reshape(-1, logits.shape[1])  # (P, K)
-    labels = target.reshape(-1)
-    valid = labels != ignore_index
-    probs, labels = probs[valid], labels[valid]
-    losses = []
-    for k in range(probs.shape[1]):
-        truth = (labels == k).float()
-        if truth.sum() == 0:
-            continue
-        errors, order = (truth - probs[:, k]).abs().sort(descending=True)
-        truth = truth[order]
-        intersection = truth.sum() - truth.cumsum(0)
-        union = truth.sum() + (1.0 - truth).cumsum(0)
-        jaccard = 1.0 - intersection / union
-        jaccard[1:] = jaccard[1:] - jaccard[:-1]  # the Lovász extension's gradient
-        losses.append(torch.dot(errors, jaccard))
-    return torch.stack(losses).mean() if losses else logits.sum() * 0.0
+    """Lovász-softmax (Berman et al., CVPR 2018): a convex surrogate of IoU, averaged over the classes present.
+
+    All classes are sorted at once. Ignored pixels are kept, not dropped, with an error of -1 that sorts them after
+    every valid pixel, past the last positive, where the weights are zero: shapes stay fixed by the input's and
+    nothing is read back to the host, so a compiled step neither recompiles nor waits.
+    """
+    probs, one_hot, valid = _valid_one_hot(logits, target, ignore_index)
+
+    def by_class(t: torch.Tensor) -> torch.Tensor:  # (B, K, H, W) -> (K, B·H·W): each class's row sorted at once
+        return t.transpose(0, 1).reshape(t.shape[1], -1)
+
+    errors, order = by_class(torch.where(valid, (one_hot - probs).abs(), -1.0)).sort(dim=1, descending=True)
+    truth = by_class(one_hot.float()).gather(1, order)
+    positives = truth.sum(dim=1, keepdim=True)  # (K, 1)
+    jaccard = 1.0 - (positives - truth.cumsum(1)) / (positives + (1.0 - truth).cumsum(1))  # never 0 / 0
+    gradient = torch.cat((jaccard[:, :1], jaccard.diff(dim=1)), dim=1)  # the Lovász extension's weights
+    per_class = (errors * gradient).sum(dim=1)
+    present = (positives[:, 0] > 0).float()
+    return (per_class * present).sum() / present.sum().clamp(min=1.0)
 
 
 def sqrt_inverse_weights(class_pixels: np.ndarray) -> tuple[float, ...]:
