@@ -4,7 +4,7 @@
 #
 #   here, once:            bash benchmarks/gpu_suite.sh wheels     (albumentations and its needs, into .whl/)
 #   device call 1 (~7 min): bash benchmarks/gpu_suite.sh models    (carry .whl)
-#   device call 2 (~5 min): bash benchmarks/gpu_suite.sh training  (carry .whl), right after, on the warm machine
+#   device call 2 (~6 min): bash benchmarks/gpu_suite.sh training  (carry .whl), right after, on the warm machine
 #
 # Every stage has its own time limit, so a slow compile costs that stage, not the ones after it. Stage logs go
 # to $OUT/suite.log and results to $OUT/<stage>.json (the device tool brings back at most 8 files).
@@ -73,7 +73,7 @@ models)
 training)
     WORK=${SUITE_WORK:-/tmp}  # data and runs stay out of $OUT, which comes back whole
     DATA=$WORK/suite-data CACHE=$WORK/suite-cache RUNS=$WORK/suite-runs
-    rm -rf "$DATA" "$CACHE" "$RUNS"
+    rm -rf "$DATA" "$CACHE" "$RUNS" "$WORK/suite-masks"
     # 1036 scenes: 829 train after the 20% validation split, as the reference recipe's 829 training images.
     stage synth 60 "${CLOUDSEG[@]}" synth "$DATA" --n "$N_TRAIN" --test 1 --size "$SIZE" --workers "$WORKERS"
     stage cache 60 "${CLOUDSEG[@]}" cache "$DATA" -o "$CACHE"
@@ -90,6 +90,14 @@ training)
         "${TRAIN_DEVICE[@]}"
     run=$(ls -d "$RUNS"/*/* 2>/dev/null | head -n 1)
     [[ -n $run ]] && cp "$run/metrics.csv" "$OUT/train_recipe_metrics.csv"
+    # `cloudseg predict` end to end on the training scenes (the command as a user runs it: start-up, model
+    # loading, reading, writing masks and the submission included), whole images INFER_BATCH at a time.
+    started=$(date +%s.%N)
+    stage predict 90 "${CLOUDSEG[@]}" predict --checkpoint "$run/checkpoints/best.safetensors" --input "$DATA/train" \
+        --output "$WORK/suite-masks" --submission "$WORK/suite-masks.csv" --predict.tile_batch "$INFER_BATCH"
+    awk -v s="$started" -v e="$(date +%s.%N)" -v n="$(ls "$WORK/suite-masks" 2>/dev/null | grep -c png)" \
+        -v b="$INFER_BATCH" 'BEGIN { printf "{\"benchmark\": \"predict\", \"images\": %d, \"seconds\": %.2f, " \
+        "\"images_per_s\": %.1f, \"tile_batch\": %d}\n", n, e - s, n / (e - s), b }' >"$OUT/predict.json"
     ;;
 *)
     echo "usage: $0 wheels|models|training" >&2

@@ -41,6 +41,11 @@ def main(folder: Path) -> None:
         scores = [(r["epoch"], float(r["val/mIoU"])) for r in rows if r.get("val/mIoU")]
         print("\nrecipe run, training img/s per epoch:", ", ".join(f"{e}: {v:.0f}" for e, v in speeds))
         print("recipe run, validation mIoU:", ", ".join(f"epoch {e}: {v:.3f}" for e, v in scores))
+    if predict := result("predict"):
+        print(
+            f"\ncloudseg predict, end to end: {predict['images']} images in {predict['seconds']:.1f} s, "
+            f"{predict['images_per_s']:.0f} img/s ({predict['tile_batch']} at a time)"
+        )
 
 
 if __name__ == "__main__":

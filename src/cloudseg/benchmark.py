@@ -288,8 +288,8 @@ def benchmark_scene(
 ) -> dict:
     """Sliding-window prediction of one random scene x scene pair the way `cloudseg predict` runs it: the
     predictor with the recipe's precision and compilation, `recipe.batch` tiles at a time, blended, back on the
-    CPU. The scene starts on the CPU, as a read image does."""
-    from cloudseg.inference.predict import model_predictor
+    CPU. The scene starts on the CPU as uint8 pixels, as a read image does."""
+    from cloudseg.inference.predict import model_predictor, pixel_predictor
     from cloudseg.inference.sliding import sliding_logits, tile_starts
     from cloudseg.models.checkpoint import default_device
     from cloudseg.models.registry import build_model
@@ -299,7 +299,8 @@ def benchmark_scene(
     model = build_model(model_name).to(dev).eval()
     model.decoder.fold = recipe.folded_decoder
     predictor = model_predictor(model, dev, "bf16" if recipe.bf16 else "32", compile=bool(recipe.compile))
-    rgb, aux = torch.randn(1, 3, scene, scene), torch.randn(1, 1, scene, scene)
+    predictor = pixel_predictor(predictor, dev)
+    rgb, aux = (torch.randint(0, 256, (1, channels, scene, scene), dtype=torch.uint8) for channels in (3, 1))
     tiles = len(tile_starts(scene, tile, overlap)) ** 2
 
     def step(predict=predictor) -> None:

@@ -143,7 +143,8 @@ class PredictConfig:
 
     tile: int = 512  # images larger than one tile are predicted in overlapping tiles
     overlap: int = 128
-    tile_batch: int = 4
+    tile_batch: int = 4  # tiles, or whole images of one size, per forward pass (raise it on a GPU)
+    io_threads: int = 0  # threads that read images and write outputs while the model runs; 0: a core each, up to 8
     window: Literal["gaussian", "ramp"] = "gaussian"  # how overlapping tiles are blended
     tta: Literal["none", "flips", "d4"] = "none"  # d4: flips, 90° rotations and transposes
     precision: Literal["auto", "32", "bf16"] = "auto"  # auto: bf16 on GPUs, fp32 on CPUs

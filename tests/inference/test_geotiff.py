@@ -6,6 +6,7 @@ import torch
 
 from cloudseg.errors import DataError
 from cloudseg.inference.geotiff import NODATA, predict_scene
+from cloudseg.inference.predict import pixel_predictor
 
 rasterio = pytest.importorskip("rasterio")
 from rasterio.transform import from_origin  # noqa: E402
@@ -14,7 +15,7 @@ from rasterio.transform import from_origin  # noqa: E402
 def pointwise_predictor():
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(4, 4, 1)
-    return lambda rgb, aux: conv(torch.cat((rgb, aux), dim=1))
+    return pixel_predictor(lambda rgb, aux: conv(torch.cat((rgb, aux), dim=1)), torch.device("cpu"))
 
 
 @pytest.fixture

@@ -48,6 +48,51 @@ def test_predict_one_pair_of_odd_size(checkpoint, tmp_path):
     assert cv2.imread(str(tmp_path / "out" / "odd.png")).shape == (45, 71, 3)
 
 
+def test_images_of_one_size_that_fit_a_tile_are_batched_and_larger_ones_go_alone():
+    from cloudseg.inference.predict import _same_size_runs
+
+    sizes = [(64, 64)] * 5 + [(32, 48), (90, 64), (90, 64), (64, 64), (32, 48)]
+    images = [(i, (np.zeros((*size, 3)), None)) for i, size in enumerate(sizes)]
+    runs = [[i for i, _ in run] for run in _same_size_runs(images, batch_size=3, tile=64)]
+    assert runs == [[0, 1, 2], [3, 4], [5], [6], [7], [8], [9]]
+
+
+def write_pairs(folder, sizes, seed=0):
+    rng = np.random.default_rng(seed)
+    for name, (height, width) in sizes.items():
+        for modality in ("rgb", "ngr"):
+            (folder / modality).mkdir(parents=True, exist_ok=True)
+            pixels = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+            cv2.imwrite(str(folder / modality / f"{name}.png"), pixels)
+
+
+def test_batched_threaded_prediction_writes_what_one_image_at_a_time_writes(checkpoint, tmp_path):
+    sizes = {"a": (48, 48), "b": (48, 48), "c": (48, 48), "d": (40, 70), "e": (48, 48), "f": (30, 20)}
+    write_pairs(tmp_path / "in", sizes)
+    outputs = {}
+    for batch, threads in ((1, 1), (2, 3)):
+        output = tmp_path / f"out_{batch}"
+        assert main(["predict", "--checkpoint", str(checkpoint), "--input", str(tmp_path / "in"), "--output",
+                     str(output), "--submission", str(output / "sub.csv"), "--predict.tile", "48",
+                     "--predict.overlap", "16", "--predict.tile_batch", str(batch), "--predict.io_threads",
+                     str(threads), "--predict.uncertainty", "max_probability"]) == 0  # fmt: skip
+        outputs[batch] = {name: load_label(output / f"{name}.png") for name in sizes}
+        assert {name: ids.shape for name, ids in outputs[batch].items()} == sizes
+        rows = (output / "sub.csv").read_text().splitlines()
+        assert [row.split(",")[0] for row in rows[1:]] == [f"{name}.png" for name in sizes]
+        assert len(list((output / "uncertainty").glob("*.png"))) == len(sizes)
+    assert all(np.array_equal(outputs[1][name], outputs[2][name]) for name in sizes)
+
+
+def test_an_unreadable_image_among_others_is_an_error_naming_it(checkpoint, tmp_path, capsys):
+    write_pairs(tmp_path, {f"n{i}": (32, 32) for i in range(6)})
+    (tmp_path / "ngr" / "n3.png").write_bytes(b"not a png")
+    assert main(["predict", "--checkpoint", str(checkpoint), "--input", str(tmp_path), "--output",
+                 str(tmp_path / "out"), "--predict.tile_batch", "2"]) == 2  # fmt: skip
+    error = capsys.readouterr().err
+    assert "n3.png" in error and "\n" not in error.strip()
+
+
 def test_bf16_precision_runs_the_model_in_bf16_on_a_cpu_within_its_rounding():
     from cloudseg.inference.predict import model_predictor
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cloudseg.data.dataset import normalise_pair
+from cloudseg.data.dataset import to_chw
 from cloudseg.errors import CloudsegError, DataError
 from cloudseg.files import atomic_path
-from cloudseg.inference.sliding import Predictor, sliding_logits
+from cloudseg.inference.sliding import Predictor, class_ids, sliding_logits
 from cloudseg.schema import CLASSES, encode_reflectance
 
 NODATA = 255
@@ -75,7 +75,8 @@ def predict_scene(
     window: str = "gaussian",
 ) -> Path:
     """Predicts a scene block by block (each block read with a halo of `overlap` pixels, so memory is bounded
-    by the block) and writes a tiled, compressed single-band GeoTIFF of class ids with the input's georeference."""
+    by the block) and writes a tiled, compressed single-band GeoTIFF of class ids with the input's georeference.
+    `predictor` takes the uint8 pixels (`predict.pixel_predictor`)."""
     rasterio = _rasterio()
     source, output = Path(source), Path(output)
     try:
@@ -100,9 +101,9 @@ def predict_scene(
                 reflectance = values if floating else values * scale + offset
                 reflectance[:, ~valid] = 0.0
                 pixels = encode_reflectance(reflectance).transpose(1, 2, 0)  # (h, w, 4): R, G, B, NIR
-                rgb, aux = (t[None] for t in normalise_pair(pixels[..., :3], pixels[..., 3:]))
+                rgb, aux = to_chw(pixels[..., :3])[None], to_chw(pixels[..., 3:])[None]
                 logits = sliding_logits(predictor, rgb, aux, tile, overlap, tile_batch, window)
-                ids = logits[0].argmax(0).byte().numpy()
+                ids = class_ids(logits)[0].byte().numpy()
                 ids[~valid] = NODATA
                 dst.write(ids[inner], 1, window=target)
             dst.write_colormap(1, {c.id: (*c.display_rgb, 255) for c in CLASSES})

@@ -1,20 +1,25 @@
 """`cloudseg predict`: colour masks (and optionally index, probability and uncertainty maps) for image pairs."""
 
 import math
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
-from rich.progress import track
+import torch.nn.functional as F
+from rich.progress import Progress
 
 from cloudseg.config import PredictConfig
-from cloudseg.data.dataset import SampleFiles, normalise_pair, pair_files, read_sample
+from cloudseg.data.dataset import SampleFiles, normalise, pair_files, read_sample, to_chw
 from cloudseg.data.io import IMAGE_SUFFIXES, index_to_colour, write_image
 from cloudseg.errors import DataError
 from cloudseg.inference.rle import rle_encode, write_submission
-from cloudseg.inference.sliding import Predictor, sliding_logits, with_tta
+from cloudseg.inference.sliding import Predictor, class_ids, sliding_logits, with_tta
 from cloudseg.models.checkpoint import default_device, load_model
-from cloudseg.schema import CLASS_NAMES
+from cloudseg.schema import AUX_NORM, CLASS_NAMES, RGB_NORM
 
 
 def find_pairs(source: str | Path) -> list[SampleFiles]:
@@ -35,6 +40,10 @@ def find_pairs(source: str | Path) -> list[SampleFiles]:
     return samples
 
 
+# MiT's first stage works at 1/4 scale and shrinks its keys by 8 (later stages: 1/8 and 4, ...): a side of 4 * 8.
+MIN_SIDE = 32
+
+
 def runs_bf16(precision: str, device: torch.device) -> bool:
     """Whether a `precision` of auto, 32 or bf16 means bf16 autocast on `device`: auto is bf16 on GPUs only, as
     CPUs without bf16 instructions run it slower than fp32."""
@@ -45,7 +54,8 @@ def model_predictor(
     model: torch.nn.Module, device: torch.device, precision: str = "auto", compile: bool = False
 ) -> Predictor:
     """The model as a predictor on `device`: channels_last (25% faster on a CPU too); bf16 autocast where
-    `precision` says (auto: on GPUs); compiled for static shapes if asked, which pays over many tiles."""
+    `precision` says (auto: on GPUs); compiled for static shapes if asked, which pays over many tiles. Images
+    with a side under MIN_SIDE are padded to it."""
     model = model.to(memory_format=torch.channels_last)
     if compile:
         model.compile(dynamic=False)
@@ -53,21 +63,37 @@ def model_predictor(
 
     @torch.no_grad()
     def predict(rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
-        rgb, aux = (t.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last) for t in (rgb, aux))
+        height, width = rgb.shape[-2:]
+        padding = (0, max(0, MIN_SIDE - width), 0, max(0, MIN_SIDE - height))
+        rgb, aux = (t.to(device, non_blocking=True) for t in (rgb, aux))
+        if any(padding):  # edge pixels repeated, and their logits cut off again
+            rgb, aux = (F.pad(t, padding, mode="replicate") for t in (rgb, aux))
+        rgb, aux = (t.contiguous(memory_format=torch.channels_last) for t in (rgb, aux))
         with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-            return model(rgb, aux)
+            return model(rgb, aux)[..., :height, :width]
 
     return predict
+
+
+def pixel_predictor(predict: Predictor, device: torch.device) -> Predictor:
+    """A predictor of uint8 pixels (B, C, H, W), as images are read, normalised on `device`: images and tiles
+    travel there as a quarter of the bytes."""
+
+    def from_pixels(rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+        return predict(normalise(rgb.to(device), RGB_NORM), normalise(aux.to(device), AUX_NORM))
+
+    return from_pixels
 
 
 def checkpoint_predictor(
     checkpoint: str | Path, cfg: PredictConfig, device: str | torch.device | None = None
 ) -> Predictor:
-    """A release checkpoint's model as a predictor with the precision and TTA of `cfg`, on `device` (default: GPU
-    if any)."""
+    """A release checkpoint's model as a predictor of uint8 pixels, with the precision and TTA of `cfg`, on
+    `device` (default: GPU if any)."""
     device = default_device(device)
     model, _ = load_model(checkpoint, device)
-    return with_tta(model_predictor(model, device, cfg.precision, cfg.compile), cfg.tta, cfg.scales)
+    model_on_device = model_predictor(model, device, cfg.precision, cfg.compile)
+    return pixel_predictor(with_tta(model_on_device, cfg.tta, cfg.scales), device)
 
 
 def uncertainty_map(probabilities: torch.Tensor, kind: str) -> np.ndarray:
@@ -79,6 +105,53 @@ def uncertainty_map(probabilities: torch.Tensor, kind: str) -> np.ndarray:
     return (value.clamp(0, 1) * 255).round().byte().numpy()
 
 
+def _in_order(pool: ThreadPoolExecutor, work: Callable, items: Iterable, ahead: int) -> Iterator[tuple]:
+    """(item, work(item)) in the order of `items`, run in the pool's threads up to `ahead` items in advance."""
+    pending = deque()
+    for item in items:
+        pending.append((item, pool.submit(work, item)))
+        if len(pending) > ahead:
+            item, future = pending.popleft()
+            yield item, future.result()
+    for item, future in pending:
+        yield item, future.result()
+
+
+def _fits(shape: tuple[int, ...], tile: int) -> bool:
+    return shape[0] <= tile and shape[1] <= tile
+
+
+def _same_size_runs(images: Iterable[tuple], batch_size: int, tile: int) -> Iterator[list[tuple]]:
+    """Consecutive images of one size that fit in a tile, up to `batch_size` of them; a larger image alone (its
+    tiles are batched instead)."""
+    run = []
+    for image in images:
+        shape = image[1][0].shape  # (files, (rgb, nir))
+        if run and (not _fits(shape, tile) or shape != run[0][1][0].shape or len(run) == batch_size):
+            yield run
+            run = []
+        run.append(image)
+    if run:
+        yield run
+
+
+def _write_outputs(
+    files: SampleFiles, ids: np.ndarray, probabilities: torch.Tensor | None, output: Path, cfg: PredictConfig
+) -> tuple[str, str]:
+    """Writes one image's colour mask and the maps `cfg` asks for; returns its submission row."""
+    colour = index_to_colour(ids)
+    path = output / f"{files.name}.png"
+    write_image(path, colour)
+    if cfg.index_masks:
+        write_image(output / "index" / f"{files.name}.png", ids)
+    if cfg.probabilities:
+        for name, plane in zip(CLASS_NAMES, probabilities, strict=False):
+            write_image(output / "probabilities" / f"{files.name}_{name}.png", (plane * 255).round().byte().numpy())
+    if cfg.uncertainty != "none":
+        write_image(output / "uncertainty" / f"{files.name}.png", uncertainty_map(probabilities, cfg.uncertainty))
+    return path.name, rle_encode(colour)
+
+
 def predict(
     checkpoint: str | Path,
     source: str | Path,
@@ -87,31 +160,44 @@ def predict(
     submission: str | Path | None = None,
     device: str | None = None,
 ) -> list[Path]:
-    """Writes `<output>/<name>.png` colour masks (label colours, BGR) of every pair; returns their paths."""
+    """Writes `<output>/<name>.png` colour masks (label colours, BGR) of every pair; returns their paths.
+
+    `cfg.io_threads` threads read the next images and write the last ones' outputs while the model runs (OpenCV's
+    codecs release the GIL). Images of one size that fit in a tile go through the model `cfg.tile_batch` at a
+    time, and only class ids (and probabilities, where asked for) come back from the device.
+    """
     pairs = find_pairs(source)
     device = default_device(device)
     predictor = checkpoint_predictor(checkpoint, cfg, device)
     output = Path(output)
-    written, rows = [], []
-    for files in track(pairs, description="predicting", transient=True):
-        rgb, aux = (t[None] for t in normalise_pair(*read_sample(files)[:2]))
-        logits = sliding_logits(
-            predictor, rgb, aux, cfg.tile, cfg.overlap, cfg.tile_batch, cfg.window, device, fixed_batch=cfg.compile
-        )[0]
-        probabilities = logits.softmax(0)
-        ids = probabilities.argmax(0).byte().numpy()
-        colour = index_to_colour(ids)
-        path = output / f"{files.name}.png"
-        write_image(path, colour)
-        written.append(path)
-        rows.append((path.name, rle_encode(colour)))
-        if cfg.index_masks:
-            write_image(output / "index" / f"{files.name}.png", ids)
-        if cfg.probabilities:
-            for name, plane in zip(CLASS_NAMES, probabilities, strict=False):
-                write_image(output / "probabilities" / f"{files.name}_{name}.png", (plane * 255).round().byte().numpy())
-        if cfg.uncertainty != "none":
-            write_image(output / "uncertainty" / f"{files.name}.png", uncertainty_map(probabilities, cfg.uncertainty))
+    wants_probabilities = cfg.probabilities or cfg.uncertainty != "none"
+    rows, writes = [], deque()
+    threads = cfg.io_threads or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(threads) as pool, Progress(transient=True) as progress:
+        task = progress.add_task("predicting", total=len(pairs))
+        images = _in_order(pool, lambda files: read_sample(files)[:2], pairs, ahead=2 * cfg.tile_batch)
+        for run in _same_size_runs(images, cfg.tile_batch, cfg.tile):
+            rgb = torch.stack([to_chw(rgb) for _, (rgb, _) in run])
+            aux = torch.stack([to_chw(nir) for _, (_, nir) in run])
+            if _fits(rgb.shape[-2:], cfg.tile):
+                padding = cfg.tile_batch - len(run) if cfg.compile else 0  # a compiled model sees one batch shape
+                logits = predictor(*(torch.cat((t, t[-1:].expand(padding, -1, -1, -1))) for t in (rgb, aux)))
+                logits = logits[: len(run)]
+            else:
+                tiles = {"batch_size": cfg.tile_batch, "window": cfg.window, "fixed_batch": cfg.compile}
+                logits = sliding_logits(predictor, rgb, aux, cfg.tile, cfg.overlap, device=device, **tiles)
+            ids = class_ids(logits).byte().cpu().numpy()
+            probabilities = logits.float().softmax(1).cpu() if wants_probabilities else [None] * len(run)
+            for (files, _), image_ids, image_probabilities in zip(run, ids, probabilities, strict=True):
+                writes.append(pool.submit(_write_outputs, files, image_ids, image_probabilities, output, cfg))
+            # Finished writes are collected as they come (an error stops the run at once), and at most a few
+            # batches' outputs wait in memory.
+            while writes and (writes[0].done() or len(writes) > 2 * cfg.tile_batch):
+                rows.append(writes.popleft().result())
+                progress.advance(task)
+        for write in writes:
+            rows.append(write.result())
+            progress.advance(task)
     if submission:
         write_submission(rows, submission)
-    return written
+    return [output / name for name, _ in rows]

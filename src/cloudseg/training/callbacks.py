@@ -12,6 +12,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from cloudseg.data.dataset import prepare_sample
 from cloudseg.files import atomic_path
+from cloudseg.inference.sliding import class_ids
 from cloudseg.models.checkpoint import save_release
 from cloudseg.panels import colourise, displayable, grid, save_rgb
 from cloudseg.schema import IGNORE_INDEX
@@ -135,7 +136,7 @@ class ValidationPanels(L.Callback):
         for sample in samples:
             batch = prepare_sample(sample, task.device)
             logits = task(batch["rgb"], batch["aux"])
-            rows.append(prediction_row(sample, logits.argmax(dim=1)[0].cpu().numpy()))
+            rows.append(prediction_row(sample, class_ids(logits)[0].cpu().numpy()))
         names = [s["name"] for s in samples]
         save_rgb(self.folder / f"epoch_{trainer.current_epoch:03d}.png", grid(rows, PANEL_TITLES, names))
 

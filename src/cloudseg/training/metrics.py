@@ -1,9 +1,13 @@
 """Segmentation scores from one confusion matrix accumulated over a whole split (never averaged per batch)."""
 
+from typing import TYPE_CHECKING
+
 import torch
-from torchmetrics.classification import MulticlassConfusionMatrix
 
 from cloudseg.schema import CLASS_NAMES, IGNORE_INDEX
+
+if TYPE_CHECKING:
+    from torchmetrics.classification import MulticlassConfusionMatrix
 
 
 def class_names(num_classes: int) -> tuple[str, ...]:
@@ -11,8 +15,12 @@ def class_names(num_classes: int) -> tuple[str, ...]:
     return CLASS_NAMES if num_classes == len(CLASS_NAMES) else tuple(f"class_{i}" for i in range(num_classes))
 
 
-def confusion_metric(num_classes: int) -> MulticlassConfusionMatrix:
+def confusion_metric(num_classes: int) -> "MulticlassConfusionMatrix":
     """Rows are true classes, columns predicted; ignored pixels are skipped; syncs across DDP processes."""
+    # Imported here: torchmetrics takes about 2 s to import (it loads transformers where that is installed), and
+    # `predict` and `score`, which read this module for `confusion_scores`, do not need it.
+    from torchmetrics.classification import MulticlassConfusionMatrix
+
     return MulticlassConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX)
 
 

@@ -22,7 +22,7 @@ from cloudseg.data.dataset import CloudDataset, find_samples, prepare_sample
 from cloudseg.data.split import load_split
 from cloudseg.errors import ConfigError, DataError
 from cloudseg.files import atomic_path
-from cloudseg.inference.sliding import TTA_SETS, with_tta
+from cloudseg.inference.sliding import TTA_SETS, class_ids, with_tta
 from cloudseg.models.checkpoint import default_device, load_model
 from cloudseg.panels import grid, save_rgb
 from cloudseg.training.callbacks import (
@@ -214,7 +214,7 @@ def evaluate(
     for i in range(len(dataset)):
         sample = dataset[i]
         batch = prepare_sample(sample, device)
-        prediction = predict(batch["rgb"], batch["aux"]).argmax(dim=1)
+        prediction = class_ids(predict(batch["rgb"], batch["aux"]))
         confusion.update(prediction, batch["mask"])
         if i < panels:
             rows.append(prediction_row(sample, prediction[0].cpu().numpy()))

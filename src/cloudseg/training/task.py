@@ -10,6 +10,7 @@ from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
 
 from cloudseg.config import Config, OptimConfig, from_dict
 from cloudseg.errors import CloudsegError
+from cloudseg.inference.sliding import class_ids
 from cloudseg.models.checkpoint import load_weights_into
 from cloudseg.models.registry import build_model
 from cloudseg.training.ema import ExponentialAverage
@@ -195,9 +196,9 @@ class SegmentationTask(L.LightningModule):
         logits = self.model.forward(rgb, aux)
         loss, _ = self.loss.forward(logits, batch["mask"])
         self.log("val/loss", loss, on_epoch=True, batch_size=batch["mask"].shape[0], sync_dist=True)
-        self.val_confusion.update(logits.argmax(dim=1), batch["mask"])
+        self.val_confusion.update(class_ids(logits), batch["mask"])
         if self.ema is not None:
-            self.val_ema_confusion.update(self.ema(rgb, aux).argmax(dim=1), batch["mask"])
+            self.val_ema_confusion.update(class_ids(self.ema(rgb, aux)), batch["mask"])
 
     def on_validation_epoch_end(self) -> None:
         metrics = {"val": self.val_confusion}
