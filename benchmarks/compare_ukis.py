@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cloudseg.data.dataset import find_samples, normalise_pair, read_sample
+from cloudseg.data.dataset import find_samples, model_inputs, read_sample, to_chw
 from cloudseg.data.synth import make_scene
 from cloudseg.inference.predict import model_predictor
 from cloudseg.models.checkpoint import load_model
@@ -44,7 +44,7 @@ def ukis_mask(reflectance_bgrn: np.ndarray) -> np.ndarray:
 
 
 def tensors(rgb: np.ndarray, nir: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    return tuple(t[None] for t in normalise_pair(rgb, nir))
+    return model_inputs(to_chw(rgb)[None], to_chw(nir)[None])
 
 
 def timed(run, repeats: int) -> float:

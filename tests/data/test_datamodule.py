@@ -9,9 +9,10 @@ import torch
 from cloudseg.cli.main import main
 from cloudseg.config import AugmentConfig, DataConfig
 from cloudseg.data.datamodule import CloudDataModule
-from cloudseg.data.dataset import CloudDataset, find_samples, normalise_pair, prepare_sample, read_sample
+from cloudseg.data.dataset import CloudDataset, find_samples, prepare_sample, read_sample
 from cloudseg.data.split import load_split, make_split
 from cloudseg.errors import DataError
+from cloudseg.inference.predict import pixel_predictor
 from cloudseg.schema import AUX_NORM, RGB_NORM
 
 
@@ -47,7 +48,9 @@ def test_dataset_serves_the_files_pixels_and_prepare_batch_normalises_them_with_
         assert batch["rgb"][0, channel, 5, 7].item() == pytest.approx(expected, abs=1e-6)
     assert batch["aux"][0, 0, 5, 7].item() == pytest.approx((nir[5, 7, 0] / 255 - AUX_NORM.mean[0]) / AUX_NORM.std[0])
     assert torch.equal(batch["mask"][0], item["mask"].long())
-    assert torch.allclose(batch["rgb"][0], normalise_pair(rgb, nir)[0])  # what prediction feeds the model
+    fed = []  # prediction normalises its uint8 images as training does
+    pixel_predictor(lambda *inputs: fed.append(inputs), torch.device("cpu"))(item["rgb"][None], item["aux"][None])
+    assert torch.equal(fed[0][0], batch["rgb"]) and torch.equal(fed[0][1], batch["aux"])
 
 
 def test_datamodule_serves_augmented_crops_and_whole_validation_images(synth_root):

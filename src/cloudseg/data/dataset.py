@@ -92,16 +92,17 @@ def normalise(image: torch.Tensor, norm: Normalisation) -> torch.Tensor:
     return torch.addcmul(shift, image, scale)
 
 
-def normalise_pair(rgb: np.ndarray, nir: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 RGB (H, W, 3) and aux (H, W, A) -> the model's normalised inputs (3, H, W) and (A, H, W)."""
-    return normalise(to_chw(rgb), RGB_NORM), normalise(to_chw(nir), AUX_NORM)
+def model_inputs(rgb: torch.Tensor, aux: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 RGB (..., 3, H, W) and aux (..., A, H, W) -> the model's normalised inputs, on their device."""
+    return normalise(rgb, RGB_NORM), normalise(aux, AUX_NORM)
 
 
 def prepare_batch(batch: dict) -> dict:
     """A batch as the loader serves it (uint8 `rgb`, `aux` and `mask`) -> the model's normalised float inputs and
     int64 class ids, on the batch's device. Batches travel as uint8 and become float only there: the loader's
     workers do no float arithmetic and move a quarter of the bytes (an eighth for the mask)."""
-    prepared = {**batch, "rgb": normalise(batch["rgb"], RGB_NORM), "aux": normalise(batch["aux"], AUX_NORM)}
+    rgb, aux = model_inputs(batch["rgb"], batch["aux"])
+    prepared = {**batch, "rgb": rgb, "aux": aux}
     if "mask" in batch:
         prepared["mask"] = batch["mask"].long()
     return prepared

@@ -13,13 +13,13 @@ import torch.nn.functional as F
 from rich.progress import Progress
 
 from cloudseg.config import PredictConfig
-from cloudseg.data.dataset import SampleFiles, normalise, pair_files, read_sample, to_chw
+from cloudseg.data.dataset import SampleFiles, model_inputs, pair_files, read_sample, to_chw
 from cloudseg.data.io import IMAGE_SUFFIXES, index_to_colour, write_image
 from cloudseg.errors import DataError
 from cloudseg.inference.rle import rle_encode, write_submission
 from cloudseg.inference.sliding import Predictor, class_ids, sliding_logits, with_tta
 from cloudseg.models.checkpoint import default_device, load_model
-from cloudseg.schema import AUX_NORM, CLASS_NAMES, RGB_NORM
+from cloudseg.schema import CLASS_NAMES
 
 
 def find_pairs(source: str | Path) -> list[SampleFiles]:
@@ -80,7 +80,7 @@ def pixel_predictor(predict: Predictor, device: torch.device) -> Predictor:
     travel there as a quarter of the bytes."""
 
     def from_pixels(rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
-        return predict(normalise(rgb.to(device), RGB_NORM), normalise(aux.to(device), AUX_NORM))
+        return predict(*model_inputs(rgb.to(device), aux.to(device)))
 
     return from_pixels
 
