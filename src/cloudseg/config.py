@@ -134,6 +134,9 @@ class TrainerConfig:
     # log_every_n_steps. Non-finite losses are caught at these reads and at every epoch's end.
     sync_every: int | None = None
     panels: int = 4  # fixed validation images drawn after every validation
+    # last.ckpt (for --resume) after an epoch once this long has passed since the last one (always after the first
+    # and last epochs); 0: after every epoch. A killed run loses at most this much work plus an epoch.
+    checkpoint_every_s: float = 60.0
     callbacks: tuple[str, ...] = ()  # extra Lightning callbacks by import path, "package.module:Class"
 
 

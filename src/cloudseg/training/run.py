@@ -130,7 +130,7 @@ def train(cfg: Config | None = None, resume: str | None = None) -> Path:
             TrainingProgress(),
             LearningRateMonitor(logging_interval="step"),
             *_extra_callbacks(cfg.trainer.callbacks),
-            LastCheckpoint(run_dir),  # last, so it saves the other callbacks' state of this epoch
+            LastCheckpoint(run_dir, cfg.trainer.checkpoint_every_s),  # last: it saves the others' state too
         ],
         enable_checkpointing=False,  # LastCheckpoint and BestRelease write the checkpoints
     )
