@@ -57,6 +57,24 @@ def test_images_of_one_size_that_fit_a_tile_are_batched_and_larger_ones_go_alone
     assert runs == [[0, 1, 2], [3, 4], [5], [6], [7], [8], [9]]
 
 
+def test_a_compiled_model_sees_every_run_of_whole_images_padded_to_one_batch_shape():
+    from cloudseg.config import PredictConfig
+    from cloudseg.inference.predict import _logits
+
+    shapes = []
+
+    def recording(rgb, aux):
+        shapes.append(tuple(rgb.shape))
+        return torch.cat((rgb, aux), dim=1)
+
+    rgb, aux = torch.rand(3, 3, 40, 40), torch.rand(3, 1, 40, 40)
+    for compile in (True, False):
+        cfg = PredictConfig(tile=64, tile_batch=4, compile=compile)
+        logits = _logits(recording, rgb, aux, cfg, torch.device("cpu"))
+        assert torch.equal(logits, torch.cat((rgb, aux), dim=1))  # the padding's logits are dropped
+    assert shapes == [(4, 3, 40, 40), (3, 3, 40, 40)]
+
+
 def write_pairs(folder, sizes, seed=0):
     rng = np.random.default_rng(seed)
     for name, (height, width) in sizes.items():

@@ -135,6 +135,18 @@ def _same_size_runs(images: Iterable[tuple], batch_size: int, tile: int) -> Iter
         yield run
 
 
+def _logits(
+    predictor: Predictor, rgb: torch.Tensor, aux: torch.Tensor, cfg: PredictConfig, device: torch.device
+) -> torch.Tensor:
+    """Logits (B, K, H, W) of a run of images: whole, as one batch (padded to `tile_batch` for a compiled model,
+    which then sees one batch shape), or, for one image larger than a tile, its tiles blended."""
+    if not _fits(rgb.shape[-2:], cfg.tile):
+        tiles = {"batch_size": cfg.tile_batch, "window": cfg.window, "fixed_batch": cfg.compile}
+        return sliding_logits(predictor, rgb, aux, cfg.tile, cfg.overlap, device=device, **tiles)
+    padding = cfg.tile_batch - len(rgb) if cfg.compile else 0
+    return predictor(*(torch.cat((t, t[-1:].expand(padding, -1, -1, -1))) for t in (rgb, aux)))[: len(rgb)]
+
+
 def _write_outputs(
     files: SampleFiles, ids: np.ndarray, probabilities: torch.Tensor | None, output: Path, cfg: PredictConfig
 ) -> tuple[str, str]:
@@ -179,13 +191,7 @@ def predict(
         for run in _same_size_runs(images, cfg.tile_batch, cfg.tile):
             rgb = torch.stack([to_chw(rgb) for _, (rgb, _) in run])
             aux = torch.stack([to_chw(nir) for _, (_, nir) in run])
-            if _fits(rgb.shape[-2:], cfg.tile):
-                padding = cfg.tile_batch - len(run) if cfg.compile else 0  # a compiled model sees one batch shape
-                logits = predictor(*(torch.cat((t, t[-1:].expand(padding, -1, -1, -1))) for t in (rgb, aux)))
-                logits = logits[: len(run)]
-            else:
-                tiles = {"batch_size": cfg.tile_batch, "window": cfg.window, "fixed_batch": cfg.compile}
-                logits = sliding_logits(predictor, rgb, aux, cfg.tile, cfg.overlap, device=device, **tiles)
+            logits = _logits(predictor, rgb, aux, cfg, device)
             ids = class_ids(logits).byte().cpu().numpy()
             probabilities = logits.float().softmax(1).cpu() if wants_probabilities else [None] * len(run)
             for (files, _), image_ids, image_probabilities in zip(run, ids, probabilities, strict=True):
