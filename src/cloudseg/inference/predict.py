@@ -17,7 +17,7 @@ from cloudseg.data.dataset import SampleFiles, model_inputs, pair_files, read_sa
 from cloudseg.data.io import IMAGE_SUFFIXES, index_to_colour, write_image
 from cloudseg.errors import DataError
 from cloudseg.inference.rle import rle_encode, write_submission
-from cloudseg.inference.sliding import Predictor, class_ids, sliding_logits, with_tta
+from cloudseg.inference.sliding import Predictor, class_ids, fits_one_tile, sliding_logits, with_tta
 from cloudseg.models.checkpoint import default_device, load_model
 from cloudseg.schema import CLASS_NAMES
 
@@ -117,17 +117,13 @@ def _in_order(pool: ThreadPoolExecutor, work: Callable, items: Iterable, ahead: 
         yield item, future.result()
 
 
-def _fits(shape: tuple[int, ...], tile: int) -> bool:
-    return shape[0] <= tile and shape[1] <= tile
-
-
 def _same_size_runs(images: Iterable[tuple], batch_size: int, tile: int) -> Iterator[list[tuple]]:
     """Consecutive images of one size that fit in a tile, up to `batch_size` of them; a larger image alone (its
     tiles are batched instead)."""
     run = []
     for image in images:
         shape = image[1][0].shape  # (files, (rgb, nir))
-        if run and (not _fits(shape, tile) or shape != run[0][1][0].shape or len(run) == batch_size):
+        if run and (not fits_one_tile(*shape[:2], tile) or shape != run[0][1][0].shape or len(run) == batch_size):
             yield run
             run = []
         run.append(image)
@@ -140,7 +136,7 @@ def _logits(
 ) -> torch.Tensor:
     """Logits (B, K, H, W) of a run of images: whole, as one batch (padded to `tile_batch` for a compiled model,
     which then sees one batch shape), or, for one image larger than a tile, its tiles blended."""
-    if not _fits(rgb.shape[-2:], cfg.tile):
+    if not fits_one_tile(*rgb.shape[-2:], cfg.tile):
         tiles = {"batch_size": cfg.tile_batch, "window": cfg.window, "fixed_batch": cfg.compile}
         return sliding_logits(predictor, rgb, aux, cfg.tile, cfg.overlap, device=device, **tiles)
     padding = cfg.tile_batch - len(rgb) if cfg.compile else 0

@@ -17,6 +17,11 @@ def class_ids(logits: torch.Tensor, dim: int = 1) -> torch.Tensor:
     return logits.max(dim).indices
 
 
+def fits_one_tile(height: int, width: int, tile: int) -> bool:
+    """Whether an image is predicted whole rather than in tiles."""
+    return height <= tile and width <= tile
+
+
 def window_weight(height: int, width: int, kind: str = "gaussian") -> torch.Tensor:
     """(height, width) blending weight, highest in the middle and small but positive at the edges, so where
     tiles overlap each pixel is led by the tile that sees it most centrally and seams do not show."""
@@ -60,7 +65,7 @@ def sliding_logits(
     if overlap >= tile:
         raise ValueError(f"overlap {overlap} must be smaller than the tile {tile}")
     height, width = rgb.shape[-2:]
-    if height <= tile and width <= tile:
+    if fits_one_tile(height, width, tile):
         return predict(rgb, aux).float().cpu()
     # the scene, the blend weights and the blend of up to 16 classes, in float32
     scene_bytes = (rgb.shape[1] + aux.shape[1] + 1 + 16) * height * width * 4
