@@ -8,6 +8,7 @@
 #
 # Every stage has its own time limit, so a slow compile costs that stage, not the ones after it. Stage logs go
 # to $OUT/suite.log and results to $OUT/<stage>.json (the device tool brings back at most 8 files).
+# SUITE_SKIP="NAME ..." skips those stages (when little device time is left).
 # SUITE_SMOKE=1 runs every stage on the CPU at toy sizes without compiling, to check the script itself.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +41,7 @@ fi
 stage() {  # stage NAME SECONDS COMMAND...: runs COMMAND under a time limit, its output appended to suite.log
     local name=$1 limit=$2
     shift 2
+    if [[ " ${SUITE_SKIP:-} " == *" $name "* ]]; then echo "== $name skipped (SUITE_SKIP)" | tee -a "$OUT/suite.log"; return; fi
     local seconds=$(awk -v s="$limit" -v k="$SCALE" 'BEGIN { print int(s * k) + 60 * (k < 1) }')
     echo "== $name (limit ${seconds}s): $*" | tee -a "$OUT/suite.log"
     local started=$SECONDS log

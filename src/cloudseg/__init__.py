@@ -1,8 +1,11 @@
 """cloudseg: clouds and cloud shadows in RGB + NIR satellite images, segmented with CMX."""
 
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 
-__version__ = version("cloudseg")
+try:
+    __version__ = version("cloudseg")
+except PackageNotFoundError:  # run from a source tree on PYTHONPATH, not installed
+    __version__ = "0+unknown"
 __all__ = ["__version__", "build_model", "load_model"]
 
 _LAZY = {"build_model": "cloudseg.models.registry", "load_model": "cloudseg.models.checkpoint"}

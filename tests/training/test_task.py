@@ -1,7 +1,9 @@
 """The training task: optimiser groups and schedule, overfitting a few images, non-finite losses, checkpoints."""
 
 import math
+import types
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -132,3 +134,51 @@ def test_compiling_keeps_the_checkpoint_keys_and_stores_each_weight_once():
     old = {"state_dict": {**{f"network.{k[6:]}": 0 for k in keys}, **dict.fromkeys(keys, 0)}}
     compiled.on_load_checkpoint(old)
     assert list(old["state_dict"]) == keys
+
+
+class _GradientNorms(L.Callback):
+    """Records the gradients' global norm that each optimiser step used (Lightning runs the forward, backward and
+    clipping inside `optimizer.step`, so its post-hook sees them)."""
+
+    def on_train_start(self, trainer: L.Trainer, task) -> None:
+        self.norms = []
+        trainer.optimizers[0].register_step_post_hook(lambda *_: self.norms.append(gradient_norm(task)))
+
+
+def gradient_norm(module: torch.nn.Module) -> float:
+    return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in module.parameters()])).item()
+
+
+def test_gradients_are_clipped_under_mixed_precision_with_the_fused_optimiser():
+    # Lightning's mixed-precision plugin refuses to clip for a fused AdamW; this stopped the first GPU run.
+    task = SegmentationTask(to_dict(from_dict(Config, {"optim": {"grad_clip": 1e-3}})))
+    sample = {"rgb": torch.randn(3, 64, 64), "aux": torch.randn(1, 64, 64), "mask": torch.randint(0, 4, (64, 64))}
+    norms = _GradientNorms()
+    trainer = L.Trainer(
+        accelerator="cpu", precision="bf16-mixed", gradient_clip_val=1e-3, max_steps=2, callbacks=[norms],
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(task, train_dataloaders=torch.utils.data.DataLoader([sample] * 4, batch_size=2))
+    assert trainer.optimizers[0].defaults["fused"]
+    assert len(norms.norms) == 2 and all(0 < n <= 1e-3 * 1.001 for n in norms.norms), norms.norms
+
+
+def test_fp16_gradients_are_unscaled_before_they_are_clipped():
+    # fp16 AMP runs on GPUs only, so its scaler is given here: clipping must measure the true gradients.
+    task = SegmentationTask(to_dict(Config()))
+    optimizer = torch.optim.AdamW(task.parameters(), fused=True)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    scaler.scale(torch.zeros(()))  # as the scaled loss does: the scale is made at its first use
+    task._trainer = types.SimpleNamespace(precision_plugin=types.SimpleNamespace(scaler=scaler))
+    torch.manual_seed(0)
+    true_gradients = [torch.randn_like(p) for p in task.parameters()]
+    for parameter, gradient in zip(task.parameters(), true_gradients, strict=True):
+        parameter.grad = gradient * 1024.0
+    true_norm = gradient_norm(task) / 1024.0
+    task.configure_gradient_clipping(optimizer, gradient_clip_val=1.0)
+    assert gradient_norm(task) == pytest.approx(1.0, rel=1e-4)
+    scale = 1.0 / true_norm
+    assert all(
+        torch.allclose(p.grad, g * scale, rtol=1e-4, atol=1e-7)
+        for p, g in zip(task.parameters(), true_gradients, strict=True)
+    )

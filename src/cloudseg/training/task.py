@@ -213,6 +213,16 @@ class SegmentationTask(L.LightningModule):
             for name, value in zip(class_names(self.cfg.model.num_classes), scores["iou"], strict=True):
                 self.log(f"{prefix}/iou_{name}", torch.nan_to_num(value.float()))
 
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clips the gradients' global norm. Lightning's mixed-precision plugin refuses to clip for a fused
+        optimizer, whose step unscales fp16 gradients itself; so they are unscaled here first when a scaler runs
+        (the fused step then skips it), and bf16 has none."""
+        if not gradient_clip_val:
+            return
+        if (scaler := getattr(self.trainer.precision_plugin, "scaler", None)) is not None:
+            scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
+
     def configure_optimizers(self):
         cfg = self.cfg.optim
         groups = parameter_groups(self.model, cfg)
