@@ -1,5 +1,9 @@
 """Augmentation: RGB, NIR and mask stay aligned under any geometry; copy-paste changes only what it pastes."""
 
+import os
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
@@ -116,3 +120,16 @@ def test_objects_under_the_minimum_area_are_never_pasted():
         rgb, nir, mask, donor_rgb, donor_nir, donor_mask
     )
     assert all(np.array_equal(a, b) for a, b in zip(out, (rgb, nir, mask), strict=True))
+
+
+def test_importing_the_augmentation_asks_nothing_of_the_network():
+    probe = (
+        "import urllib.request as request\n"
+        "opened = []\n"
+        "request.OpenerDirector.open = lambda self, url, *args, **kwargs: opened.append(url)\n"
+        "import cloudseg.data.transforms\n"
+        "print(opened)\n"
+    )
+    environment = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+    result = subprocess.run([sys.executable, "-c", probe], env=environment, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

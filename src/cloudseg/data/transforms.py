@@ -1,7 +1,10 @@
 """Training augmentation: shared geometry for RGB, NIR and mask, colour for RGB only, and copy-paste of clouds."""
 
+import os
 from dataclasses import dataclass
 
+# albumentations asks PyPI for its newest version at every import: up to 2 s and a warning on an offline machine.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import albumentations as A
 import cv2
 import numpy as np
