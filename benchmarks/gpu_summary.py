@@ -37,10 +37,15 @@ def main(folder: Path) -> None:
     metrics = folder / "train_recipe_metrics.csv"
     if metrics.is_file():
         rows = list(csv.DictReader(metrics.open()))
-        speeds = [(r["epoch"], float(r["train/images_per_s"])) for r in rows if r.get("train/images_per_s")]
-        scores = [(r["epoch"], float(r["val/mIoU"])) for r in rows if r.get("val/mIoU")]
-        print("\nrecipe run, training img/s per epoch:", ", ".join(f"{e}: {v:.0f}" for e, v in speeds))
-        print("recipe run, validation mIoU:", ", ".join(f"epoch {e}: {v:.3f}" for e, v in scores))
+
+        def per_epoch(key: str, form: str) -> str:
+            return ", ".join(f"{r['epoch']}: {float(r[key]):{form}}" for r in rows if r.get(key))
+
+        print("\nrecipe run, per epoch:")
+        print("  img/s of the training batches:", per_epoch("train/images_per_s", ".0f"))
+        print("  seconds, whole epoch:", per_epoch("time/epoch_s", ".1f"))
+        print("  seconds of validation:", per_epoch("time/validation_s", ".1f"))
+        print("  validation mIoU:", per_epoch("val/mIoU", ".3f"))
     if predict := result("predict"):
         print(
             f"\ncloudseg predict, end to end: {predict['images']} images in {predict['seconds']:.1f} s, "

@@ -1,5 +1,6 @@
 """`cloudseg train` and `evaluate` as a user runs them: run folder, exact resume after SIGKILL, DDP on CPU."""
 
+import csv
 import json
 import os
 import subprocess
@@ -62,6 +63,13 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_exactly_like_an_uninterrupted_o
         for f in (reference, interrupted)
     ]
     assert epochs[0] == epochs[1]  # the resumed run's log holds every epoch once
+    logged = list(csv.DictReader((reference / "metrics.csv").open()))
+    epoch_seconds = [float(r["time/epoch_s"]) for r in logged if r["time/epoch_s"]]
+    validation_seconds = [float(r["time/validation_s"]) for r in logged if r["time/validation_s"]]
+    speeds = [float(r["train/images_per_s"]) for r in logged if r["train/images_per_s"]]
+    assert len(epoch_seconds) == len(validation_seconds) == len(speeds) == 3
+    # 6 training images an epoch: the training batches alone are faster than the whole epoch, validation included
+    assert all(v < e and s * e > 6 for v, e, s in zip(validation_seconds, epoch_seconds, speeds, strict=True))
     assert best[0]["metrics"] == best[1]["metrics"] and best[0]["epoch"] == best[1]["epoch"]
     for item in ("config.yaml", "split.json", "metrics.csv", "curves.png", "panels/epoch_002.png",
                  "checkpoints/best_ema.safetensors", "train.log"):  # fmt: skip

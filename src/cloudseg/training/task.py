@@ -140,7 +140,7 @@ class SegmentationTask(L.LightningModule):
         if batch_index == 0:
             torch.manual_seed(self.cfg.trainer.seed * 100_003 + self.current_epoch)
             self._first_non_finite = torch.full((3,), math.nan, device=self.device, dtype=torch.float64)
-            self._epoch_images, self._epoch_started = 0, time.perf_counter()
+            self._epoch_images, self._epoch_started, self._train_seconds = 0, time.perf_counter(), None
 
     def sync_every(self) -> int:
         """Batches between reads of the loss from the device: each read waits for the GPU to finish."""
@@ -170,13 +170,22 @@ class SegmentationTask(L.LightningModule):
         return loss
 
     def on_train_epoch_end(self) -> None:
-        seconds = time.perf_counter() - self._epoch_started  # the epoch's last batch synchronised
-        self.log("train/images_per_s", self._epoch_images * self.trainer.world_size / seconds)
+        # Training batches alone (their clock stops at the last batch, which synchronised), and the whole epoch:
+        # validation and the callbacks' work at its end (checkpoints, panels) are the difference.
+        epoch_seconds = time.perf_counter() - self._epoch_started
+        train_seconds = self._train_seconds or epoch_seconds  # None where the epoch stopped early (max_steps)
+        self.log("train/images_per_s", self._epoch_images * self.trainer.world_size / train_seconds)
+        self.log("time/epoch_s", epoch_seconds)
+
+    def on_validation_epoch_start(self) -> None:
+        self._validation_started = time.perf_counter()
 
     def on_train_batch_end(self, outputs, batch, batch_index: int) -> None:
         last = batch_index + 1 == self.trainer.num_training_batches
         if last or (batch_index + 1) % self.sync_every() == 0:
             step, bad_batch, value = self._first_non_finite.tolist()
+            if last:
+                self._train_seconds = time.perf_counter() - self._epoch_started
             if not math.isnan(step):
                 raise NonFiniteLossError(
                     f"the training loss is {value} at step {int(step)} (epoch {self.current_epoch}, batch "
@@ -212,6 +221,7 @@ class SegmentationTask(L.LightningModule):
             self.log(f"{prefix}/accuracy", scores["accuracy"].float())
             for name, value in zip(class_names(self.cfg.model.num_classes), scores["iou"], strict=True):
                 self.log(f"{prefix}/iou_{name}", torch.nan_to_num(value.float()))
+        self.log("time/validation_s", time.perf_counter() - self._validation_started)  # compute() synchronised
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Clips the gradients' global norm. Lightning's mixed-precision plugin refuses to clip for a fused
