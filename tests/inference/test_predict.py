@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from cloudseg.cli.main import main
-from cloudseg.config import Config, to_dict
+from cloudseg.config import Config, PredictConfig, to_dict
+from cloudseg.data.dataset import stack_chw, to_chw
 from cloudseg.data.io import load_label
+from cloudseg.inference.predict import predict
 from cloudseg.models import build_model
 from cloudseg.models.checkpoint import save_release
 
@@ -36,6 +38,21 @@ def test_predict_writes_masks_of_the_input_size_and_optional_maps(checkpoint, sy
     assert np.abs(sum(probabilities) - 255).max() <= 3
     assert (output / "uncertainty" / "synth_0000.png").is_file()
     assert len((tmp_path / "sub.csv").read_text().splitlines()) == 3
+
+
+def test_predict_reports_where_its_time_went(checkpoint, synth_root, tmp_path):
+    result = predict(checkpoint, synth_root, tmp_path, PredictConfig(tile=48, overlap=16, tile_batch=2))
+    assert result.masks == [tmp_path / "synth_0000.png", tmp_path / "synth_0001.png"]
+    assert set(result.times) == {"loading the model", "waiting for images", "model", "waiting for writes"}
+    assert all(seconds >= 0 for seconds in result.times.values()) and sum(result.times.values()) <= result.seconds
+    assert result.summary().startswith(f"2 images in {result.seconds:.1f} s")
+
+
+def test_channels_last_stacking_gives_the_batch_that_stacking_chw_views_gives():
+    images = [np.random.default_rng(i).integers(0, 256, (5, 7, 3), dtype=np.uint8) for i in range(3)]
+    batch = stack_chw(images)
+    assert torch.equal(batch, torch.stack([to_chw(image) for image in images]))
+    assert batch.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_predict_one_pair_of_odd_size(checkpoint, tmp_path):

@@ -134,8 +134,9 @@ def run_predict(args: argparse.Namespace, extra: list[str]) -> int:
         )
         print(f"wrote {path}")
         return 0
-    written = predict(args.checkpoint, args.input, args.output, cfg, args.submission, args.device)
-    print(f"wrote {len(written)} masks to {args.output}" + (f" and {args.submission}" if args.submission else ""))
+    result = predict(args.checkpoint, args.input, args.output, cfg, args.submission, args.device)
+    print(f"wrote {len(result.masks)} masks to {args.output}" + (f" and {args.submission}" if args.submission else ""))
+    print(result.summary())
     return 0
 
 

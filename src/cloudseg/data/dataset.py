@@ -78,6 +78,12 @@ def to_chw(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
 
 
+def stack_chw(images: list[np.ndarray]) -> torch.Tensor:
+    """(H, W, C) uint8 arrays of one shape -> (B, C, H, W) uint8 tensor in channels_last memory: one plain copy,
+    where stacking (C, H, W) views would transpose every image on the host."""
+    return torch.stack([torch.from_numpy(image) for image in images]).permute(0, 3, 1, 2)
+
+
 @functools.cache
 def _scale_and_shift(norm: Normalisation, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     # Made once per device: building them from Python numbers at every batch would be a blocking host copy.

@@ -2,9 +2,12 @@
 
 import math
 import os
-from collections import deque
+import time
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +16,7 @@ import torch.nn.functional as F
 from rich.progress import Progress
 
 from cloudseg.config import PredictConfig
-from cloudseg.data.dataset import SampleFiles, model_inputs, pair_files, read_sample, to_chw
+from cloudseg.data.dataset import SampleFiles, model_inputs, pair_files, read_sample, stack_chw
 from cloudseg.data.io import IMAGE_SUFFIXES, index_to_colour, write_image
 from cloudseg.errors import DataError
 from cloudseg.inference.rle import rle_encode, write_submission
@@ -160,6 +163,39 @@ def _write_outputs(
     return path.name, rle_encode(colour)
 
 
+@dataclass
+class Prediction:
+    """What `predict` wrote, and where its wall time went: `seconds` in all; `times` the parts the main thread
+    spent loading the model, waiting for images to be read, running the model (the host copies, forward pass and
+    class ids back: it waits for the device) and waiting for outputs to be written."""
+
+    masks: list[Path]
+    seconds: float = 0.0
+    times: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    @contextmanager
+    def timing(self, part: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.times[part] += time.perf_counter() - started
+
+    def timed(self, items: Iterable, part: str) -> Iterator:
+        """`items`, the time spent waiting for each one added to `part`."""
+        iterator = iter(items)
+        while True:
+            with self.timing(part):
+                item = next(iterator, None)
+            if item is None:
+                return
+            yield item
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{part} {seconds:.1f} s" for part, seconds in self.times.items())
+        return f"{len(self.masks)} images in {self.seconds:.1f} s, {len(self.masks) / self.seconds:.1f} img/s ({parts})"
+
+
 def predict(
     checkpoint: str | Path,
     source: str | Path,
@@ -167,16 +203,19 @@ def predict(
     cfg: PredictConfig,
     submission: str | Path | None = None,
     device: str | None = None,
-) -> list[Path]:
-    """Writes `<output>/<name>.png` colour masks (label colours, BGR) of every pair; returns their paths.
+) -> Prediction:
+    """Writes `<output>/<name>.png` colour masks (label colours, BGR) of every pair; returns their paths and times.
 
     `cfg.io_threads` threads read the next images and write the last ones' outputs while the model runs (OpenCV's
     codecs release the GIL). Images of one size that fit in a tile go through the model `cfg.tile_batch` at a
     time, and only class ids (and probabilities, where asked for) come back from the device.
     """
+    started = time.perf_counter()
+    result = Prediction([])
     pairs = find_pairs(source)
     device = default_device(device)
-    predictor = checkpoint_predictor(checkpoint, cfg, device)
+    with result.timing("loading the model"):
+        predictor = checkpoint_predictor(checkpoint, cfg, device)
     output = Path(output)
     wants_probabilities = cfg.probabilities or cfg.uncertainty != "none"
     rows, writes = [], deque()
@@ -184,22 +223,27 @@ def predict(
     with ThreadPoolExecutor(threads) as pool, Progress(transient=True) as progress:
         task = progress.add_task("predicting", total=len(pairs))
         images = _in_order(pool, lambda files: read_sample(files)[:2], pairs, ahead=2 * cfg.tile_batch)
-        for run in _same_size_runs(images, cfg.tile_batch, cfg.tile):
-            rgb = torch.stack([to_chw(rgb) for _, (rgb, _) in run])
-            aux = torch.stack([to_chw(nir) for _, (_, nir) in run])
-            logits = _logits(predictor, rgb, aux, cfg, device)
-            ids = class_ids(logits).byte().cpu().numpy()
-            probabilities = logits.float().softmax(1).cpu() if wants_probabilities else [None] * len(run)
+        for run in result.timed(_same_size_runs(images, cfg.tile_batch, cfg.tile), "waiting for images"):
+            with result.timing("model"):
+                rgb = stack_chw([rgb for _, (rgb, _) in run])
+                aux = stack_chw([nir for _, (_, nir) in run])
+                logits = _logits(predictor, rgb, aux, cfg, device)
+                ids = class_ids(logits).byte().cpu().numpy()
+                probabilities = logits.float().softmax(1).cpu() if wants_probabilities else [None] * len(run)
             for (files, _), image_ids, image_probabilities in zip(run, ids, probabilities, strict=True):
                 writes.append(pool.submit(_write_outputs, files, image_ids, image_probabilities, output, cfg))
             # Finished writes are collected as they come (an error stops the run at once), and at most a few
             # batches' outputs wait in memory.
-            while writes and (writes[0].done() or len(writes) > 2 * cfg.tile_batch):
-                rows.append(writes.popleft().result())
+            with result.timing("waiting for writes"):
+                while writes and (writes[0].done() or len(writes) > 2 * cfg.tile_batch):
+                    rows.append(writes.popleft().result())
+                    progress.advance(task)
+        with result.timing("waiting for writes"):
+            for write in writes:
+                rows.append(write.result())
                 progress.advance(task)
-        for write in writes:
-            rows.append(write.result())
-            progress.advance(task)
     if submission:
         write_submission(rows, submission)
-    return [output / name for name, _ in rows]
+    result.masks = [output / name for name, _ in rows]
+    result.seconds = time.perf_counter() - started
+    return result
