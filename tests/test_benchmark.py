@@ -87,3 +87,18 @@ def test_depthwise_backward_is_overcounted_by_the_flop_counter_so_mfu_does_not_u
         conv(torch.randn(1, 128, 16, 16, requires_grad=True)).sum().backward()
     counts = {str(k): v for k, v in counter.get_flop_counts()["Global"].items()}
     assert counts["aten.convolution_backward"] > 10 * 2 * counts["aten.convolution"]
+
+
+def test_attention_flops_are_counted_on_the_cpu_as_on_a_gpu():
+    import torch
+
+    from cloudseg.benchmark import count_flops
+
+    class Attention(torch.nn.Module):  # two heads of 16 queries over 8 keys, 4 channels each
+        def forward(self, rgb, aux):
+            q, k = rgb.view(1, 2, 16, 4), aux.view(1, 2, 8, 4)
+            return torch.nn.functional.scaled_dot_product_attention(q, k, k)
+
+    rgb, aux = torch.randn(1, 128, requires_grad=True), torch.randn(1, 64, requires_grad=True)
+    flops = count_flops(Attention(), rgb, aux)["flops_forward_per_image"]
+    assert flops == 2 * (2 * 2 * 16 * 8 * 4)  # Q Kᵀ and the weighted sum of V: 2 FLOPs per multiply-add each
