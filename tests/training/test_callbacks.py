@@ -40,3 +40,34 @@ def test_last_checkpoint_is_written_after_the_first_and_last_epochs_and_once_its
         trainer.current_epoch = epoch
         every_epoch.on_train_epoch_end(trainer, None)
     assert written == [0, 1, 2]
+
+
+def test_validation_panels_run_the_model_uncompiled(tmp_path):
+    # A compiled training model would compile again for the panels' batch of one (and for eval mode).
+    import numpy as np
+    import torch
+
+    from cloudseg.config import Config, to_dict
+    from cloudseg.training.callbacks import ValidationPanels
+    from cloudseg.training.task import SegmentationTask
+
+    config = to_dict(Config())
+    config["trainer"]["compile"] = True
+    task = SegmentationTask(config).eval()
+
+    def compiled_call(*args, **kwargs):
+        raise AssertionError("the compiled model was called")
+
+    task.model._compiled_call_impl = compiled_call
+    rng = np.random.default_rng(0)
+    sample = {
+        "rgb": torch.from_numpy(rng.integers(0, 256, (3, 64, 64), dtype=np.uint8)),
+        "aux": torch.from_numpy(rng.integers(0, 256, (1, 64, 64), dtype=np.uint8)),
+        "mask": torch.from_numpy(rng.integers(0, 4, (64, 64))),
+        "name": "scene",
+    }
+    trainer = SimpleNamespace(
+        datamodule=SimpleNamespace(val_set=[sample]), sanity_checking=False, is_global_zero=True, current_epoch=2
+    )
+    ValidationPanels(tmp_path, count=1).on_validation_end(trainer, task)
+    assert (tmp_path / "panels" / "epoch_002.png").is_file()

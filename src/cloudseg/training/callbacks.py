@@ -144,7 +144,7 @@ class ValidationPanels(L.Callback):
         rows = []
         for sample in samples:
             batch = prepare_sample(sample, task.device)
-            logits = task(batch["rgb"], batch["aux"])
+            logits = task.eager(batch["rgb"], batch["aux"])
             rows.append(prediction_row(sample, class_ids(logits)[0].cpu().numpy()))
         names = [s["name"] for s in samples]
         save_rgb(self.folder / f"epoch_{trainer.current_epoch:03d}.png", grid(rows, PANEL_TITLES, names))

@@ -114,6 +114,12 @@ class SegmentationTask(L.LightningModule):
     def forward(self, rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
         return self.model(rgb, aux)
 
+    def eager(self, rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+        """The model's forward, never its compiled call: the training crops compile once, but whole validation
+        images, a last batch of another size or a single panel image would each be compiled anew, which costs
+        far more than running them eagerly."""
+        return self.model.forward(rgb, aux)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.ema is not None:
             checkpoint["ema_updates"] = self.ema.updates
@@ -200,9 +206,7 @@ class SegmentationTask(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_index: int) -> None:
         rgb, aux = self._inputs(batch)
-        # Uncompiled (`forward` bypasses the compiled call): whole validation images, and a last batch of another
-        # size, would each be compiled anew, which costs more than validating eagerly.
-        logits = self.model.forward(rgb, aux)
+        logits = self.eager(rgb, aux)
         loss, _ = self.loss.forward(logits, batch["mask"])
         self.log("val/loss", loss, on_epoch=True, batch_size=batch["mask"].shape[0], sync_dist=True)
         self.val_confusion.update(class_ids(logits), batch["mask"])
