@@ -93,6 +93,7 @@ class Recipe:
     name: str = "baseline"
     batch: int = 4
     folded_decoder: bool = False  # the same function in a third of CMX-B0's FLOPs (AllMLPDecoder._folded)
+    gather_backward: bool = False  # the decoder's upsampling backward as matmuls, not atomic adds (models.resample)
     bf16: bool = False  # autocast
     channels_last: bool = False
     fused_adamw: bool = False
@@ -111,7 +112,7 @@ def fast_recipe(batch: int, device: torch.device, precision: str = "auto", compi
     cuda = device.type == "cuda"
     mode = ("default" if cuda else None) if compile_mode == "auto" else None if compile_mode == "none" else compile_mode
     return Recipe(
-        "fast", batch, folded_decoder=True, bf16=runs_bf16(precision, device), channels_last=True,
+        "fast", batch, folded_decoder=True, gather_backward=True, bf16=runs_bf16(precision, device), channels_last=True,
         fused_adamw=fused_adamw(device), compile=mode,
     )  # fmt: skip
 
@@ -125,6 +126,7 @@ def ladder(target: str, batch: int, compile_mode: str = "default") -> list[Recip
         *([("+ fused AdamW", {"fused_adamw": True})] if target == "train" else []),
         (f"+ batch {batch}", {"batch": batch}),
         ("+ folded decoder", {"folded_decoder": True}),
+        *([("+ matmul upsampling bwd", {"gather_backward": True})] if target == "train" else []),
     ]
     if compile_mode != "none":
         steps.append(("+ torch.compile", {"compile": "default"}))
@@ -153,6 +155,7 @@ def _build_step(target: str, model_name: str, size: int, recipe: Recipe, dev: to
     memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
     model = build_model(model_name).to(dev).train(target == "train").to(memory_format=memory_format)
     model.decoder.fold = recipe.folded_decoder
+    model.decoder.gather_backward = recipe.gather_backward
     rgb, aux, mask = _inputs(size, recipe.batch, dev, memory_format)
     loss_fn = SegmentationLoss(LossConfig()).to(dev)
     torch._dynamo.reset()  # each recipe compiles afresh, not against the last one's guards

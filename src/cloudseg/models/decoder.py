@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cloudseg.models.resample import upsample_bilinear
+
 
 class AllMLPDecoder(nn.Module):
     """Projects every stage to `embed_dim`, upsamples to the 1/4 map, concatenates, fuses and classifies.
@@ -24,17 +26,23 @@ class AllMLPDecoder(nn.Module):
         self.dropout = nn.Dropout2d(dropout)
         self.classify = nn.Conv2d(embed_dim, num_classes, 1)
         self.fold = True  # False: the order above, step by step (benchmarks measure the reference's way with it)
+        self.gather_backward = True  # False: F.interpolate's scattering backward (benchmarks, as above)
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         size = features[0].shape[-2:]
         fused = self._folded(features, size) if self.fold else self._stepwise(features, size)
         return self.classify(self.dropout(self.fuse[2](self.fuse[1](fused))))  # BatchNorm, ReLU; (B, K, H/4, W/4)
 
+    def _upsample(self, x: torch.Tensor, size: torch.Size) -> torch.Tensor:
+        if self.gather_backward:
+            return upsample_bilinear(x, size)
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
     def _stepwise(self, features: Sequence[torch.Tensor], size: torch.Size) -> torch.Tensor:
         # Project before upsampling (the same result as the other order, at a fraction of the cost). Stages after
         # the first are always coarser: an index test, not a traced shape, so the ONNX export stays general.
         maps = [project(f) for project, f in zip(self.project, features, strict=True)]
-        maps = [maps[0]] + [F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps[1:]]
+        maps = [maps[0]] + [self._upsample(m, size) for m in maps[1:]]
         return self.fuse[0](torch.cat(maps, dim=1))
 
     def _folded(self, features: Sequence[torch.Tensor], size: torch.Size) -> torch.Tensor:
@@ -49,6 +57,6 @@ class AllMLPDecoder(nn.Module):
             weight = (fuse_part @ project.weight.flatten(1))[..., None, None]  # (D, C_i, 1, 1)
             folded = F.conv2d(feature, weight, fuse_part @ project.bias)
             if index:
-                folded = F.interpolate(folded, size=size, mode="bilinear", align_corners=False)
+                folded = self._upsample(folded, size)
             total = folded if total is None else total + folded
         return total
