@@ -18,7 +18,7 @@ def export_onnx(checkpoint: str | Path, output: str | Path, opset: int = 17) -> 
     example = (torch.randn(1, 3, 256, 256), torch.randn(1, aux_channels, 256, 256))
     dynamic = {0: "batch", 2: "height", 3: "width"}
     try:
-        with atomic_path(output) as temporary:
+        with atomic_path(output) as temporary, torch.no_grad():
             torch.onnx.export(
                 model,
                 example,

@@ -39,7 +39,7 @@ class _GatherBackwardUpsample(torch.autograd.Function):
 
 def upsample_bilinear(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
     """`F.interpolate(x, size, mode="bilinear", align_corners=False)` for (B, C, H, W) `x`, with the gathering
-    backward where a gradient is wanted (ONNX export and inference see plain F.interpolate)."""
-    if torch.is_grad_enabled() and x.requires_grad:
+    backward where a gradient is wanted; inference and tracing (the ONNX export) see plain F.interpolate."""
+    if torch.is_grad_enabled() and x.requires_grad and not torch.jit.is_tracing():
         return _GatherBackwardUpsample.apply(x, tuple(size))
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
