@@ -89,9 +89,10 @@ training)
         --data.cache "$CACHE" --data.batch_size "$BATCH" --trainer.accumulate_grad_batches 1 \
         --data.num_workers "$WORKERS" --trainer.channels_last true --trainer.max_epochs "$EPOCHS" \
         --trainer.check_val_every_n_epoch "$EPOCHS" --data.augment.crop_size "$SIZE" --run.output_dir "$RUNS" \
-        "${TRAIN_DEVICE[@]}"
+        --trainer.profiler simple "${TRAIN_DEVICE[@]}"
     run=$(ls -d "$RUNS"/*/* 2>/dev/null | head -n 1)
     [[ -n $run ]] && cp "$run/metrics.csv" "$OUT/train_recipe_metrics.csv"
+    [[ -n $run ]] && cp "$run"/fit-profile*.txt "$OUT/train_recipe_profile.txt"
     # `cloudseg predict` end to end on the training scenes (the command as a user runs it: start-up, model
     # loading, reading, writing masks and the submission included), whole images INFER_BATCH at a time.
     started=$(date +%s.%N)

@@ -46,6 +46,9 @@ def main(folder: Path) -> None:
         print("  seconds, whole epoch:", per_epoch("time/epoch_s", ".1f"))
         print("  seconds of validation:", per_epoch("time/validation_s", ".1f"))
         print("  validation mIoU:", per_epoch("val/mIoU", ".3f"))
+    profile = folder / "train_recipe_profile.txt"
+    if profile.is_file():  # Lightning's SimpleProfiler: the costliest loop actions of the recipe run
+        print("\nrecipe run, loop actions by total time:\n" + "\n".join(profile.read_text().splitlines()[5:17]))
     if predict := result("predict"):
         print(
             f"\ncloudseg predict, end to end: {predict['images']} images in {predict['seconds']:.1f} s, "

@@ -138,6 +138,9 @@ class TrainerConfig:
     # and last epochs); 0: after every epoch. A killed run loses at most this much work plus an epoch.
     checkpoint_every_s: float = 60.0
     callbacks: tuple[str, ...] = ()  # extra Lightning callbacks by import path, "package.module:Class"
+    # simple: Lightning's SimpleProfiler, the time of every loop action (waiting for the next batch, the step, each
+    # callback hook) summed over the run, in fit-profile*.txt in the run folder
+    profiler: Literal["none", "simple"] = "none"
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def test_a_run_killed_mid_epoch_and_resumed_ends_exactly_like_an_uninterrupted_one(synth_root, tmp_path):
-    whole = cloudseg(*tiny_run(synth_root, tmp_path, "whole"))
+    whole = cloudseg(*tiny_run(synth_root, tmp_path, "whole", "--trainer.profiler", "simple"))
     assert whole.returncode == 0, whole.stderr[-3000:]
     killed = cloudseg(
         *tiny_run(synth_root, tmp_path, "killed", "--trainer.callbacks", "[tests.training.helpers:KillAtStep]"),
@@ -68,6 +68,10 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_exactly_like_an_uninterrupted_o
     validation_seconds = [float(r["time/validation_s"]) for r in logged if r["time/validation_s"]]
     speeds = [float(r["train/images_per_s"]) for r in logged if r["train/images_per_s"]]
     assert len(epoch_seconds) == len(validation_seconds) == len(speeds) == 3
+    (profile,) = reference.glob("fit-profile*.txt")  # the SimpleProfiler's table of loop actions
+    assert (
+        "train_dataloader_next" in profile.read_text() and "ValidationPanels.on_validation_end" in profile.read_text()
+    )
     # 6 training images an epoch: the training batches alone are faster than the whole epoch, validation included
     assert all(v < e and s * e > 6 for v, e, s in zip(validation_seconds, epoch_seconds, speeds, strict=True))
     assert best[0]["metrics"] == best[1]["metrics"] and best[0]["epoch"] == best[1]["epoch"]

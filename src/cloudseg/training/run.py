@@ -14,6 +14,7 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.profilers import SimpleProfiler
 from lightning.pytorch.utilities import rank_zero_only
 
 from cloudseg.config import Config, from_dict, to_dict
@@ -133,6 +134,7 @@ def train(cfg: Config | None = None, resume: str | None = None) -> Path:
             LastCheckpoint(run_dir, cfg.trainer.checkpoint_every_s),  # last: it saves the others' state too
         ],
         enable_checkpointing=False,  # LastCheckpoint and BestRelease write the checkpoints
+        profiler=SimpleProfiler(run_dir, "profile") if cfg.trainer.profiler == "simple" else None,
     )
     if trainer.is_global_zero:
         with atomic_path(run_dir / "config.yaml") as temporary:
