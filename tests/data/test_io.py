@@ -17,6 +17,17 @@ def test_colour_index_round_trip_over_all_classes():
     assert np.array_equal(colour_to_index(colours, "x.png"), ids)
 
 
+def test_colours_of_any_integer_ids_and_views_are_the_class_table_s():
+    ids = np.random.default_rng(2).integers(0, len(CLASSES), (20, 31), dtype=np.int64)
+    table = np.array([c.bgr for c in CLASSES], dtype=np.uint8)
+    for view in (ids, ids[:, ::2], ids.T, ids[:0]):
+        colours = index_to_colour(view)
+        assert colours.shape == (*view.shape, 3) and colours.dtype == np.uint8
+        assert np.array_equal(colours, table[view])
+    with pytest.raises(ValueError, match="class ids must be below 4, got 4"):
+        index_to_colour(np.full((2, 2), 4, np.uint8))
+
+
 def test_label_file_round_trip(tmp_path):
     ids = np.random.default_rng(1).integers(0, len(CLASSES), (20, 30)).astype(np.uint8)
     write_image(tmp_path / "label.png", index_to_colour(ids))
