@@ -33,16 +33,11 @@ class AllMLPDecoder(nn.Module):
         fused = self._folded(features, size) if self.fold else self._stepwise(features, size)
         return self.classify(self.dropout(self.fuse[2](self.fuse[1](fused))))  # BatchNorm, ReLU; (B, K, H/4, W/4)
 
-    def _upsample(self, x: torch.Tensor, size: torch.Size) -> torch.Tensor:
-        if self.gather_backward:
-            return upsample_bilinear(x, size)
-        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-
     def _stepwise(self, features: Sequence[torch.Tensor], size: torch.Size) -> torch.Tensor:
         # Project before upsampling (the same result as the other order, at a fraction of the cost). Stages after
         # the first are always coarser: an index test, not a traced shape, so the ONNX export stays general.
         maps = [project(f) for project, f in zip(self.project, features, strict=True)]
-        maps = [maps[0]] + [self._upsample(m, size) for m in maps[1:]]
+        maps = [maps[0]] + [upsample_bilinear(m, size, self.gather_backward) for m in maps[1:]]
         return self.fuse[0](torch.cat(maps, dim=1))
 
     def _folded(self, features: Sequence[torch.Tensor], size: torch.Size) -> torch.Tensor:
@@ -57,6 +52,6 @@ class AllMLPDecoder(nn.Module):
             weight = (fuse_part @ project.weight.flatten(1))[..., None, None]  # (D, C_i, 1, 1)
             folded = F.conv2d(feature, weight, fuse_part @ project.bias)
             if index:
-                folded = self._upsample(folded, size)
+                folded = upsample_bilinear(folded, size, self.gather_backward)
             total = folded if total is None else total + folded
         return total
