@@ -37,18 +37,20 @@ def test_ladder_switches_on_one_speed_up_per_row(tmp_path, capsys):
     rows = run(capsys, tmp_path, "train", "--ladder", "--compile", "none")["rows"]
     assert [row["mode"] for row in rows] == [
         "baseline", "+ bf16 autocast", "+ channels_last", "+ fused AdamW", "+ batch 2", "+ folded decoder",
-        "+ matmul upsampling bwd",
+        "+ matmul upsampling bwd", "+ cudnn.benchmark",
     ]  # fmt: skip
     switched = [{k for k, v in row["recipe"].items() if v != rows[0]["recipe"][k]} - {"name"} for row in rows]
     assert switched == [set(), {"bf16"}, {"bf16", "channels_last"}, {"bf16", "channels_last", "fused_adamw"},
                         {"bf16", "channels_last", "fused_adamw", "batch"},
                         {"bf16", "channels_last", "fused_adamw", "batch", "folded_decoder"},
                         {"bf16", "channels_last", "fused_adamw", "batch", "folded_decoder",
-                         "gather_backward"}]  # fmt: skip
+                         "gather_backward"},
+                        {"bf16", "channels_last", "fused_adamw", "batch", "folded_decoder",
+                         "gather_backward", "cudnn_benchmark"}]  # fmt: skip
     for row in rows:
         assert_well_formed(row, "train", row["recipe"]["batch"])
     # FLOPs are each recipe's own: the folded decoder computes the same logits with fewer
-    assert rows[-2]["flops_forward_per_image"] < 0.9 * rows[-3]["flops_forward_per_image"]
+    assert rows[-3]["flops_forward_per_image"] < 0.9 * rows[-4]["flops_forward_per_image"]
     assert rows[0]["speedup"] == 1.0
 
 

@@ -97,6 +97,7 @@ class Recipe:
     bf16: bool = False  # autocast
     channels_last: bool = False
     fused_adamw: bool = False
+    cudnn_benchmark: bool = False  # cuDNN times its convolution algorithms once per input shape, keeps the fastest
     compile: str | None = None  # a torch.compile mode: default, max-autotune, reduce-overhead (CUDA graphs)
 
 
@@ -113,7 +114,7 @@ def fast_recipe(batch: int, device: torch.device, precision: str = "auto", compi
     mode = ("default" if cuda else None) if compile_mode == "auto" else None if compile_mode == "none" else compile_mode
     return Recipe(
         "fast", batch, folded_decoder=True, gather_backward=True, bf16=runs_bf16(precision, device), channels_last=True,
-        fused_adamw=fused_adamw(device), compile=mode,
+        fused_adamw=fused_adamw(device), cudnn_benchmark=cuda, compile=mode,
     )  # fmt: skip
 
 
@@ -127,6 +128,7 @@ def ladder(target: str, batch: int, compile_mode: str = "default") -> list[Recip
         (f"+ batch {batch}", {"batch": batch}),
         ("+ folded decoder", {"folded_decoder": True}),
         *([("+ matmul upsampling bwd", {"gather_backward": True})] if target == "train" else []),
+        ("+ cudnn.benchmark", {"cudnn_benchmark": True}),
     ]
     if compile_mode != "none":
         steps.append(("+ torch.compile", {"compile": "default"}))
@@ -159,6 +161,7 @@ def _build_step(target: str, model_name: str, size: int, recipe: Recipe, dev: to
     rgb, aux, mask = _inputs(size, recipe.batch, dev, memory_format)
     loss_fn = SegmentationLoss(LossConfig()).to(dev)
     torch._dynamo.reset()  # each recipe compiles afresh, not against the last one's guards
+    torch.backends.cudnn.benchmark = recipe.cudnn_benchmark  # process-wide: every recipe sets its own
     network = torch.compile(model, mode=recipe.compile, dynamic=False) if recipe.compile else model
     criterion = torch.compile(loss_fn, dynamic=False) if recipe.compile else loss_fn
     autocast = torch.autocast(dev.type, torch.bfloat16, enabled=recipe.bf16)
@@ -302,6 +305,7 @@ def benchmark_scene(
 
     dev = default_device(device)
     torch.manual_seed(0)
+    torch.backends.cudnn.benchmark = recipe.cudnn_benchmark
     model = build_model(model_name).to(dev).eval()
     model.decoder.fold = recipe.folded_decoder
     predictor = model_predictor(model, dev, "bf16" if recipe.bf16 else "32", compile=bool(recipe.compile))

@@ -124,6 +124,9 @@ class TrainerConfig:
     num_nodes: int = 1
     seed: int = 0
     deterministic: bool = False
+    # cuDNN times its convolution algorithms once per input shape and keeps the fastest: for the training crops,
+    # which have one shape (validation images may have many, so validation runs without it); off if deterministic
+    cudnn_benchmark: bool = True
     compile: bool = False
     # torch.compile's mode when compiling; reduce-overhead adds CUDA graphs (GPU only)
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"

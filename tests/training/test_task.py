@@ -182,3 +182,36 @@ def test_fp16_gradients_are_unscaled_before_they_are_clipped():
         torch.allclose(p.grad, g * scale, rtol=1e-4, atol=1e-7)
         for p, g in zip(task.parameters(), true_gradients, strict=True)
     )
+
+
+class _CudnnBenchmarkSeen(L.Callback):
+    """Records torch.backends.cudnn.benchmark as each training and validation batch runs."""
+
+    def __init__(self):
+        self.seen = {"train": set(), "val": set()}
+
+    def on_train_batch_end(self, trainer, task, outputs, batch, batch_index: int) -> None:
+        self.seen["train"].add(torch.backends.cudnn.benchmark)
+
+    def on_validation_batch_end(self, trainer, task, outputs, batch, batch_index: int, dataloader_idx=0) -> None:
+        self.seen["val"].add(torch.backends.cudnn.benchmark)
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_cudnn_times_its_algorithms_for_the_training_crops_only(deterministic):
+    # The crops have one shape, so timing cuDNN's algorithms once pays; whole validation images may come in many
+    # sizes, each of which would be timed anew. A deterministic run never picks algorithms by their speed.
+    config = from_dict(Config, {"trainer": {"deterministic": deterministic, "panels": 0}})
+    task = SegmentationTask(to_dict(config))
+    sample = {"rgb": torch.randn(3, 64, 64), "aux": torch.randn(1, 64, 64), "mask": torch.randint(0, 4, (64, 64))}
+    loader = torch.utils.data.DataLoader([sample] * 4, batch_size=2)
+    seen = _CudnnBenchmarkSeen()
+    trainer = L.Trainer(
+        accelerator="cpu", max_epochs=2, callbacks=[seen], logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+    )  # fmt: skip
+    try:
+        trainer.fit(task, train_dataloaders=loader, val_dataloaders=loader)
+    finally:
+        torch.backends.cudnn.benchmark = False
+    assert seen.seen == {"train": {not deterministic}, "val": {False}}

@@ -147,6 +147,7 @@ class SegmentationTask(L.LightningModule):
             torch.manual_seed(self.cfg.trainer.seed * 100_003 + self.current_epoch)
             self._first_non_finite = torch.full((3,), math.nan, device=self.device, dtype=torch.float64)
             self._epoch_images, self._epoch_started, self._train_seconds = 0, time.perf_counter(), None
+            torch.backends.cudnn.benchmark = self.cfg.trainer.cudnn_benchmark and not self.cfg.trainer.deterministic
 
     def sync_every(self) -> int:
         """Batches between reads of the loss from the device: each read waits for the GPU to finish."""
@@ -185,6 +186,7 @@ class SegmentationTask(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._validation_started = time.perf_counter()
+        torch.backends.cudnn.benchmark = False  # whole images, perhaps of many sizes: each would be timed anew
 
     def on_train_batch_end(self, outputs, batch, batch_index: int) -> None:
         last = batch_index + 1 == self.trainer.num_training_batches
