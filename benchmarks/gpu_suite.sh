@@ -62,7 +62,7 @@ models)
                   torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")'
       date -u +%FT%TZ; } 2>&1 | tee "$OUT/suite.log"
     stage parity 100 python3 benchmarks/gpu_parity.py --model "$MODEL" "${PARITY[@]}" "${DEVICE[@]}"
-    stage train_ladder 220 "${CLOUDSEG[@]}" benchmark train --model "$MODEL" --size "$SIZE" --batch "$BATCH" --ladder \
+    stage train_ladder 260 "${CLOUDSEG[@]}" benchmark train --model "$MODEL" --size "$SIZE" --batch "$BATCH" --ladder \
         --batches "$STEPS" --warmup 3 "${COMPILE[@]}" "${DEVICE[@]}" --json "$OUT/train_ladder.json"
     stage infer_compare 100 "${CLOUDSEG[@]}" benchmark infer --model "$MODEL" --size "$SIZE" --batch "$INFER_BATCH" \
         --compare --batches "$STEPS" --warmup 3 "${COMPILE[@]}" "${DEVICE[@]}" --json "$OUT/infer_compare.json"
