@@ -30,11 +30,12 @@ fi
 export PYTHONPATH=$PWD/src:/tmp/site PYTHONUNBUFFERED=1
 
 if [[ ${SUITE_SMOKE:-} == 1 ]]; then
-    MODEL=cmx_b0 SIZE=64 OVERLAP=16 BATCH=2 INFER_BATCH=2 SCENE=160 STEPS=1 N_TRAIN=10 WORKERS=2 EPOCHS=1 SCALE=0.1
+    MODEL=cmx_b0 SIZE=64 OVERLAP=16 BATCH=2 INFER_BATCH=2 SCENE=160 STEPS=1 N_TRAIN=10 WORKERS=2 EPOCHS=1
+    SCALE=0.1 IO_WRITERS=2
     DEVICE=(--device cpu) COMPILE=(--compile none) PARITY=(--no-compile) TRAIN_DEVICE=(--trainer.accelerator cpu)
 else
     MODEL=cmx_b2 SIZE=512 OVERLAP=128 BATCH=16 INFER_BATCH=64 SCENE=4096 STEPS=20 N_TRAIN=1036 WORKERS=14 EPOCHS=5
-    SCALE=1
+    SCALE=1 IO_WRITERS=8
     DEVICE=() COMPILE=() PARITY=() TRAIN_DEVICE=(--trainer.compile true)
 fi
 
@@ -71,7 +72,7 @@ models)
     stage infer_scene 70 "${CLOUDSEG[@]}" benchmark infer --model "$MODEL" --size "$SIZE" --batch "$INFER_BATCH" \
         --scene "$SCENE" --overlap "$OVERLAP" --batches 3 --warmup 1 "${COMPILE[@]}" "${DEVICE[@]}" \
         --json "$OUT/infer_scene.json"
-    stage train_profile 80 "${CLOUDSEG[@]}" benchmark train --model "$MODEL" --size "$SIZE" --batch "$BATCH" --profile \
+    stage train_profile 120 "${CLOUDSEG[@]}" benchmark train --model "$MODEL" --size "$SIZE" --batch "$BATCH" --profile \
         --batches 3 "${COMPILE[@]}" "${DEVICE[@]}" --json "$OUT/train_profile.json"
     ;;
 training)
@@ -103,6 +104,9 @@ training)
     awk -v s="$started" -v e="$(date +%s.%N)" -v n="$(ls "$WORK/suite-masks" 2>/dev/null | grep -c png)" \
         -v b="$INFER_BATCH" 'BEGIN { printf "{\"benchmark\": \"predict\", \"images\": %d, \"seconds\": %.2f, " \
         "\"images_per_s\": %.1f, \"tile_batch\": %d}\n", n, e - s, n / (e - s), b }' >"$OUT/predict.json"
+    # The uncompiled model's forward alone and beside predict's writer threads: what the GIL costs predict.
+    stage writer_contention 60 python3 benchmarks/writer_contention.py "$DATA/train/label" --model "$MODEL" \
+        --side "$SIZE" --batch "$INFER_BATCH" --writers "$IO_WRITERS" "${DEVICE[@]}" --json "$OUT/writer_contention.json"
     ;;
 *)
     echo "usage: $0 wheels|models|training" >&2

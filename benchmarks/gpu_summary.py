@@ -54,6 +54,12 @@ def main(folder: Path) -> None:
             f"\ncloudseg predict, end to end: {predict['images']} images in {predict['seconds']:.1f} s, "
             f"{predict['images_per_s']:.0f} img/s ({predict['tile_batch']} at a time)"
         )
+    if contention := result("writer_contention"):
+        print(
+            f"\n{contention['model']} forward, batch {contention['batch']} of {contention['side']}², uncompiled: "
+            f"{contention['forward_ms_alone']:.1f} ms alone, {contention['forward_ms_beside_writers']:.1f} ms beside "
+            f"{contention['writers']} writer threads ({contention['masks_per_s']:.0f} masks/s)"
+        )
 
 
 if __name__ == "__main__":

@@ -26,6 +26,28 @@ def test_round_trip_over_random_masks(seed):
     assert np.array_equal(rle_decode(rle_encode(colour), height, width), colour)
 
 
+def reference_rle(colour: np.ndarray) -> str:
+    """The competition's encoding written the plain way, one run at a time."""
+    flat = np.concatenate(([0], colour.transpose(2, 1, 0).ravel() != 0, [0]))
+    pairs, start = [], None
+    for position in range(1, len(flat)):
+        if flat[position] and not flat[position - 1]:
+            start = position
+        elif not flat[position] and flat[position - 1]:
+            pairs.append(f"{start} {position - start}")
+    return " ".join(pairs)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 3), (200, 300)])
+def test_encoding_matches_the_plain_one_run_at_a_time(shape):
+    # run starts and lengths of one to six digits; long runs and single pixels
+    rng = np.random.default_rng(sum(shape))
+    ids = rng.integers(0, 4, shape).astype(np.uint8)
+    ids[: shape[0] // 2] = rng.integers(0, 2)  # a long run of one class across columns
+    colour = index_to_colour(ids)
+    assert rle_encode(colour) == reference_rle(colour)
+
+
 def test_empty_mask_encodes_as_nothing_and_bad_runs_are_errors():
     assert rle_encode(np.zeros((3, 4, 3), np.uint8)) == ""
     with pytest.raises(DataError, match="reach outside the 2x2x3 = 12 encoded values"):
