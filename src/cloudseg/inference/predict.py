@@ -166,8 +166,9 @@ def _write_outputs(
 @dataclass
 class Prediction:
     """What `predict` wrote, and where its wall time went: `seconds` in all; `times` the parts the main thread
-    spent loading the model, waiting for images to be read, running the model (the host copies, forward pass and
-    class ids back: it waits for the device) and waiting for outputs to be written."""
+    spent loading the model, waiting for images to be read, running the model on the first batch and on the rest
+    (the host copies, forward pass and class ids back: it waits for the device) and waiting for outputs to be
+    written."""
 
     masks: list[Path]
     seconds: float = 0.0
@@ -224,7 +225,9 @@ def predict(
         task = progress.add_task("predicting", total=len(pairs))
         images = _in_order(pool, lambda files: read_sample(files)[:2], pairs, ahead=2 * cfg.tile_batch)
         for run in result.timed(_same_size_runs(images, cfg.tile_batch, cfg.tile), "waiting for images"):
-            with result.timing("model"):
+            # The first batch also pays for the device's lazy start (kernels loaded, libraries set up) and for any
+            # compilation: apart, so that the rest shows the steady pace.
+            with result.timing("model, first batch" if "model, first batch" not in result.times else "model"):
                 rgb = stack_chw([rgb for _, (rgb, _) in run])
                 aux = stack_chw([nir for _, (_, nir) in run])
                 logits = _logits(predictor, rgb, aux, cfg, device)
