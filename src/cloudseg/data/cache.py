@@ -6,6 +6,7 @@ each source file's size and modification time and the label rule, so a stale cac
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +23,17 @@ def _stamp(files: SampleFiles) -> list[list[int]]:
 def build_cache(samples: list[SampleFiles], folder: str | Path, unknown_colours: str = "error") -> Path:
     """Decodes every sample into `folder`; returns the folder."""
     folder = Path(folder)
-    index = {"unknown_colours": unknown_colours, "samples": {}}
-    for files in samples:
+
+    def cache_one(files: SampleFiles) -> list[list[int]]:
         rgb, nir, mask = read_sample(files, unknown_colours)
         with atomic_path(folder / f"{files.name}.npy") as temporary, temporary.open("wb") as handle:
             np.save(handle, np.dstack((rgb, nir, mask)))
-        index["samples"][files.name] = _stamp(files)
+        return _stamp(files)
+
+    # Threads: OpenCV releases the GIL while it decodes, and so does writing.
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        stamps = list(pool.map(cache_one, samples))
+    index = {"unknown_colours": unknown_colours, "samples": {f.name: s for f, s in zip(samples, stamps, strict=True)}}
     with atomic_path(folder / "index.json") as temporary:
         temporary.write_text(json.dumps(index))
     return folder

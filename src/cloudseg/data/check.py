@@ -1,6 +1,8 @@
 """`cloudseg check-data`: every problem of a dataset folder in one report, and a summary of what it holds."""
 
+import os
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,28 +72,40 @@ def split_folders(root: Path) -> dict[str, Path | None]:
     return splits
 
 
-def _check_sample(files: SampleFiles, summary: SplitSummary, report: DataReport, unknown_colours: str) -> None:
-    arrays = []
+@dataclass
+class _SampleCheck:
+    """What reading one sample found, merged into the report in the samples' order."""
+
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    class_pixels: np.ndarray | None = None
+    ignored_pixels: int = 0
+    size: tuple[int, int] | None = None  # (width, height)
+
+
+def _check_sample(files: SampleFiles, unknown_colours: str) -> _SampleCheck:
+    found, arrays = _SampleCheck(), []
     for path, load in ((files.rgb, load_rgb), (files.ngr, load_nir)):
         try:
-            arrays.append((path, load(path, report.notes)))
+            arrays.append((path, load(path, found.notes)))
         except DataError as error:
-            report.problems.append(str(error))
+            found.problems.append(str(error))
     if files.label is not None:
         try:
-            ids = load_label(files.label, unknown_colours, report.notes)
+            ids = load_label(files.label, unknown_colours, found.notes)
             arrays.append((files.label, ids))
-            summary.class_pixels += class_pixels(ids)
-            summary.ignored_pixels += int((ids == IGNORE_INDEX).sum())
+            found.class_pixels = class_pixels(ids)
+            found.ignored_pixels = int((ids == IGNORE_INDEX).sum())
         except DataError as error:
-            report.problems.append(str(error))
+            found.problems.append(str(error))
     shapes = {path: array.shape for path, array in arrays}
     problem = size_problem(files.name, shapes)
     if problem:
-        report.problems.append(problem)
+        found.problems.append(problem)
     elif shapes:
         h, w = next(iter(shapes.values()))[:2]
-        summary.sizes[(w, h)] += 1
+        found.size = (w, h)
+    return found
 
 
 def check_dataset(
@@ -111,6 +125,14 @@ def check_dataset(
         samples, problems = pair_files(root / name, label_dir)
         report.problems += problems
         summary = report.splits[name] = SplitSummary(samples=len(samples), labelled=label_dir is not None)
-        for files in samples:
-            _check_sample(files, summary, report, unknown_colours)
+        # Threads: decoding is most of the work and OpenCV releases the GIL while it decodes.
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+            for found in pool.map(lambda files: _check_sample(files, unknown_colours), samples):
+                report.problems += found.problems
+                report.notes += found.notes
+                if found.class_pixels is not None:
+                    summary.class_pixels += found.class_pixels
+                summary.ignored_pixels += found.ignored_pixels
+                if found.size is not None:
+                    summary.sizes[found.size] += 1
     return report
