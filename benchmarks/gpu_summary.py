@@ -8,6 +8,26 @@ from pathlib import Path
 from cloudseg.benchmark import format_profile, format_rows
 
 
+def recipe_summary(recipe: dict, rows: list[dict]) -> str:
+    """The 100-epoch run in a few lines, from its recipe100.json and metrics.csv rows."""
+    epochs = [float(r["time/epoch_s"]) for r in rows if r.get("time/epoch_s")]
+    steady = [float(r["train/images_per_s"]) for r in rows if r.get("train/images_per_s")][1:]  # after compiling
+    validations = [float(r["time/validation_s"]) for r in rows if r.get("time/validation_s")]
+    scores = [float(r["val/mIoU"]) for r in rows if r.get("val/mIoU")]
+    lines = [
+        f"the {recipe['epochs']}-epoch recipe: {'finished' if recipe['finished'] else 'stopped'} after "
+        f"{recipe['seconds']:.0f} s, process start to exit; {len(epochs)} epochs logged"
+    ]
+    if epochs:
+        lines.append(f"  first epoch (compilation included) {epochs[0]:.0f} s; all epochs {sum(epochs):.0f} s")
+    if steady:
+        lines.append(f"  training batches after the first epoch: {sum(steady) / len(steady):.0f} img/s on average")
+    if validations:
+        lines.append(f"  {len(validations)} validations, {sum(validations) / len(validations):.1f} s each; last mIoU "
+                     f"{scores[-1]:.3f}")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main(folder: Path) -> None:
     def result(name: str) -> dict | None:
         path = folder / f"{name}.json"
@@ -46,6 +66,8 @@ def main(folder: Path) -> None:
         print("  seconds, whole epoch:", per_epoch("time/epoch_s", ".1f"))
         print("  seconds of validation:", per_epoch("time/validation_s", ".1f"))
         print("  validation mIoU:", per_epoch("val/mIoU", ".3f"))
+    if recipe := result("recipe100"):
+        print("\n" + recipe_summary(recipe, list(csv.DictReader((folder / "recipe100_metrics.csv").open()))))
     profile = folder / "train_recipe_profile.txt"
     if profile.is_file():  # Lightning's SimpleProfiler: the costliest loop actions of the recipe run
         print("\nrecipe run, loop actions by total time:\n" + "\n".join(profile.read_text().splitlines()[5:17]))

@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
                 "writer_contention.json",
             },
         ),
+        ("recipe", {"recipe100.json", "recipe100_metrics.csv"}),
     ],
 )
 def test_every_stage_of_the_suite_runs_and_leaves_its_result(part, files, tmp_path):
@@ -40,7 +41,10 @@ def test_every_stage_of_the_suite_runs_and_leaves_its_result(part, files, tmp_pa
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     exits = re.findall(r"exit (\d+) after", result.stdout)
-    assert len(exits) == {"models": 5, "training": 7}[part] and set(exits) == {"0"}, result.stdout[-3000:]
+    assert len(exits) == {"models": 5, "training": 7, "recipe": 3}[part] and set(exits) == {"0"}, result.stdout[-3000:]
     assert files | {"suite.log"} == {p.name for p in out.iterdir()}  # the device tool returns at most 8 files
     for name in {name for name in files if name.endswith(".json")}:
         json.loads((out / name).read_text())
+    if part == "recipe":  # the smoke recipe runs its 2 epochs to the end, and the summary says so
+        assert json.loads((out / "recipe100.json").read_text())["finished"] is True
+        assert "the 2-epoch recipe: finished after" in result.stdout and "2 epochs logged" in result.stdout
