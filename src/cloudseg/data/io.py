@@ -25,6 +25,12 @@ _PALETTE_LUT[: len(CLASSES), 0] = PALETTE_BGR
 PALETTE_DISPLAY_RGB = np.array([c.display_rgb for c in CLASSES], dtype=np.uint8)
 
 
+def codec_threads() -> int:
+    """Threads for decoding or encoding many images at once: a core each, up to 8 (OpenCV's codecs release the
+    GIL)."""
+    return min(8, os.cpu_count() or 1)
+
+
 def _pack(bgr: np.ndarray) -> np.ndarray:
     """(..., 3) uint8 BGR -> (...) uint32, one code per colour (BGRA bytes read as one little-endian word)."""
     bgra = cv2.cvtColor(np.ascontiguousarray(bgr.reshape(-1, 1, 3)), cv2.COLOR_BGR2BGRA)

@@ -1,7 +1,6 @@
 """`cloudseg predict`: colour masks (and optionally index, probability and uncertainty maps) for image pairs."""
 
 import math
-import os
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -17,7 +16,7 @@ from rich.progress import Progress
 
 from cloudseg.config import PredictConfig
 from cloudseg.data.dataset import SampleFiles, model_inputs, pair_files, read_sample, stack_chw
-from cloudseg.data.io import IMAGE_SUFFIXES, index_to_colour, write_image
+from cloudseg.data.io import IMAGE_SUFFIXES, codec_threads, index_to_colour, write_image
 from cloudseg.errors import DataError
 from cloudseg.inference.rle import rle_encode, write_submission
 from cloudseg.inference.sliding import Predictor, class_ids, fits_one_tile, sliding_logits, with_tta
@@ -220,7 +219,7 @@ def predict(
     output = Path(output)
     wants_probabilities = cfg.probabilities or cfg.uncertainty != "none"
     rows, writes = [], deque()
-    threads = cfg.io_threads or min(8, os.cpu_count() or 1)
+    threads = cfg.io_threads or codec_threads()
     with ThreadPoolExecutor(threads) as pool, Progress(transient=True) as progress:
         task = progress.add_task("predicting", total=len(pairs))
         images = _in_order(pool, lambda files: read_sample(files)[:2], pairs, ahead=2 * cfg.tile_batch)
