@@ -93,7 +93,8 @@ training | recipe)
     RECIPE=("${CLOUDSEG[@]}" train --config cmx_b2 --model.name "$MODEL" --data.root "$DATA" --data.cache "$CACHE"
         --data.batch_size "$BATCH" --trainer.accumulate_grad_batches 1 --data.num_workers "$WORKERS"
         --trainer.channels_last true --data.augment.crop_size "$SIZE" --run.output_dir "$RUNS" "${TRAIN_DEVICE[@]}")
-    ;;&
+    ;;&  # on to the branch of the part itself
+
 recipe)
     # Issue 7's goal, end to end: all 100 epochs in one call, or as many as its time limit allows (it is killed
     # then, and recipe100.json says how far it got). Process start to exit, as a user would time it.

@@ -17,22 +17,25 @@ from pathlib import Path
 
 import torch
 
-from cloudseg.benchmark import _synchronize
 from cloudseg.config import PredictConfig
 from cloudseg.data.dataset import SampleFiles
 from cloudseg.data.io import load_label
-from cloudseg.inference.predict import _write_outputs, model_predictor
+from cloudseg.inference.predict import model_predictor, write_outputs
 from cloudseg.models.checkpoint import default_device
 from cloudseg.models.registry import build_model
 
 
 def forward_ms(predict, rgb, aux, device, repeats: int = 10) -> float:
+    def synchronize() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     predict(rgb, aux)
-    _synchronize(device)
+    synchronize()
     started = time.perf_counter()
     for _ in range(repeats):
         predict(rgb, aux)
-    _synchronize(device)
+    synchronize()
     return 1000 * (time.perf_counter() - started) / repeats
 
 
@@ -59,7 +62,7 @@ def main() -> None:
     def keep_writing(writers: ThreadPoolExecutor) -> None:
         while not stop.is_set():
             for ids in masks:
-                writers.submit(_write_outputs, SampleFiles("mask", None, None), ids, None, output, cfg).result()
+                writers.submit(write_outputs, SampleFiles("mask", None, None), ids, None, output, cfg).result()
                 written[0] += 1
 
     alone = forward_ms(predict, rgb, aux, device)

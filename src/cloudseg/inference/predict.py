@@ -145,7 +145,7 @@ def _logits(
     return predictor(*(torch.cat((t, t[-1:].expand(padding, -1, -1, -1))) for t in (rgb, aux)))[: len(rgb)]
 
 
-def _write_outputs(
+def write_outputs(
     files: SampleFiles, ids: np.ndarray, probabilities: torch.Tensor | None, output: Path, cfg: PredictConfig
 ) -> tuple[str, str]:
     """Writes one image's colour mask and the maps `cfg` asks for; returns its submission row."""
@@ -233,7 +233,7 @@ def predict(
                 ids = class_ids(logits).byte().cpu().numpy()
                 probabilities = logits.float().softmax(1).cpu() if wants_probabilities else [None] * len(run)
             for (files, _), image_ids, image_probabilities in zip(run, ids, probabilities, strict=True):
-                writes.append(pool.submit(_write_outputs, files, image_ids, image_probabilities, output, cfg))
+                writes.append(pool.submit(write_outputs, files, image_ids, image_probabilities, output, cfg))
             # Finished writes are collected as they come (an error stops the run at once), and at most a few
             # batches' outputs wait in memory.
             with result.timing("waiting for writes"):
