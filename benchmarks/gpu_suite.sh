@@ -79,7 +79,7 @@ models)
     stage infer_scene 70 "${CLOUDSEG[@]}" benchmark infer --model "$MODEL" --size "$SIZE" --batch "$INFER_BATCH" \
         --scene "$SCENE" --overlap "$OVERLAP" --batches 3 --warmup 1 "${COMPILE[@]}" "${DEVICE[@]}" \
         --json "$OUT/infer_scene.json"
-    stage train_profile 120 "${CLOUDSEG[@]}" benchmark train --model "$MODEL" --size "$SIZE" --batch "$BATCH" --profile \
+    stage train_profile 170 "${CLOUDSEG[@]}" benchmark train --model "$MODEL" --size "$SIZE" --batch "$BATCH" --profile \
         --batches 3 "${COMPILE[@]}" "${DEVICE[@]}" --json "$OUT/train_profile.json"
     ;;
 training | recipe)
