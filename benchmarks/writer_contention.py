@@ -1,7 +1,7 @@
 """How `predict`'s writer threads slow the thread that runs the model: an eager model's forward time alone, then
 beside threads that write outputs as `predict` does (colour mask, PNG, submission row) non-stop, for the label
-masks of a dataset folder. Each operation the model launches takes the GIL again, which the writers' Python work
-holds, so a launch-bound model (a small one on a CPU, any on a GPU) feels it most.
+masks of a dataset folder. The model's thread needs the GIL between its operations, and the writers' Python work
+holds it, so a launch-bound model (a small one on a CPU, an uncompiled one on a GPU) feels it most.
 
     python benchmarks/writer_contention.py <root>/train/label                   # cmx_b0, 32², on the CPU
     python benchmarks/writer_contention.py <root>/train/label --model cmx_b2 --side 512 --batch 64 --writers 8

@@ -296,8 +296,9 @@ def benchmark_scene(
     device: str | torch.device | None = None,
 ) -> dict:
     """Sliding-window prediction of one random scene x scene pair the way `cloudseg predict` runs it: the
-    predictor with the recipe's precision and compilation, `recipe.batch` tiles at a time, blended, back on the
-    CPU. The scene starts on the CPU as uint8 pixels, as a read image does."""
+    predictor with the recipe's precision and compilation (which brings cudnn.benchmark on a GPU), `recipe.batch`
+    tiles at a time, blended, back on the CPU. The scene starts on the CPU as uint8 pixels, as a read image
+    does."""
     from cloudseg.inference.predict import model_predictor, pixel_predictor
     from cloudseg.inference.sliding import sliding_logits, tile_starts
     from cloudseg.models.checkpoint import default_device
@@ -305,7 +306,6 @@ def benchmark_scene(
 
     dev = default_device(device)
     torch.manual_seed(0)
-    torch.backends.cudnn.benchmark = recipe.cudnn_benchmark
     model = build_model(model_name).to(dev).eval()
     model.decoder.fold = recipe.folded_decoder
     predictor = model_predictor(model, dev, "bf16" if recipe.bf16 else "32", compile=bool(recipe.compile))

@@ -61,6 +61,10 @@ def model_predictor(
     model = model.to(memory_format=torch.channels_last)
     if compile:
         model.compile(dynamic=False)
+        # A compiled model sees one shape (tile or image size, padded batches), so cuDNN's search for its fastest
+        # convolution algorithms is made once and pays over every batch; uncompiled, images of many sizes would
+        # each pay for a search.
+        torch.backends.cudnn.benchmark = device.type == "cuda"
     bf16 = runs_bf16(precision, device)
 
     @torch.no_grad()
