@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from cloudseg.benchmark import timed_steps
 from cloudseg.config import PredictConfig
 from cloudseg.data.dataset import SampleFiles
 from cloudseg.data.io import load_label
@@ -26,17 +27,8 @@ from cloudseg.models.registry import build_model
 
 
 def forward_ms(predict, rgb, aux, device, repeats: int = 10) -> float:
-    def synchronize() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    predict(rgb, aux)
-    synchronize()
-    started = time.perf_counter()
-    for _ in range(repeats):
-        predict(rgb, aux)
-    synchronize()
-    return 1000 * (time.perf_counter() - started) / repeats
+    _, seconds = timed_steps(lambda: predict(rgb, aux), repeats, warmup=1, dev=device)
+    return 1000 * seconds
 
 
 def main() -> None:

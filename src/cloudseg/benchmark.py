@@ -183,7 +183,7 @@ def _build_step(target: str, model_name: str, size: int, recipe: Recipe, dev: to
     return model, step
 
 
-def _timed(step, steps: int, warmup: int, dev: torch.device) -> tuple[float, float]:
+def timed_steps(step, steps: int, warmup: int, dev: torch.device) -> tuple[float, float]:
     """(seconds of the warm-up, compilation included; seconds per timed step), the device synchronised."""
     started = time.perf_counter()
     for _ in range(warmup):
@@ -222,7 +222,7 @@ def benchmark_model(
     dev = default_device(device)
     flops = flops or _count_model_flops(model_name, size, recipe.folded_decoder, dev)
     model, step = _build_step(target, model_name, size, recipe, dev)
-    warmup_seconds, seconds = _timed(step, steps, warmup, dev)
+    warmup_seconds, seconds = timed_steps(step, steps, warmup, dev)
     images_per_s = recipe.batch / seconds
     per_image = flops["flops_train_per_image" if target == "train" else "flops_forward_per_image"]
     environment = _environment(dev)
@@ -316,7 +316,7 @@ def benchmark_scene(
     def step(predict=predictor) -> None:
         sliding_logits(predict, rgb, aux, tile, overlap, recipe.batch, device=dev, fixed_batch=bool(recipe.compile))
 
-    warmup_seconds, seconds = _timed(step, repeats, warmup, dev)
+    warmup_seconds, seconds = timed_steps(step, repeats, warmup, dev)
     result = {
         "benchmark": "scene", "model": model_name, "mode": recipe.name, "scene": scene, "tile": tile,
         "overlap": overlap, "tile_batch": recipe.batch, "tiles": tiles, "seconds_per_scene": seconds,
