@@ -227,10 +227,11 @@ def predict(
     with ThreadPoolExecutor(threads) as pool, Progress(transient=True) as progress:
         task = progress.add_task("predicting", total=len(pairs))
         images = _in_order(pool, lambda files: read_sample(files)[:2], pairs, ahead=2 * cfg.tile_batch)
-        for run in result.timed(_same_size_runs(images, cfg.tile_batch, cfg.tile), "waiting for images"):
+        runs = result.timed(_same_size_runs(images, cfg.tile_batch, cfg.tile), "waiting for images")
+        for index, run in enumerate(runs):
             # The first batch also pays for the device's lazy start (kernels loaded, libraries set up) and for any
             # compilation: apart, so that the rest shows the steady pace.
-            with result.timing("model, first batch" if "model, first batch" not in result.times else "model"):
+            with result.timing("model" if index else "model, first batch"):
                 rgb = stack_chw([rgb for _, (rgb, _) in run])
                 aux = stack_chw([nir for _, (_, nir) in run])
                 logits = _logits(predictor, rgb, aux, cfg, device)
