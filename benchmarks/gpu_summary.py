@@ -79,8 +79,10 @@ def main(folder: Path) -> None:
     if contention := result("writer_contention"):
         print(
             f"\n{contention['model']} forward, batch {contention['batch']} of {contention['side']}², uncompiled: "
-            f"{contention['forward_ms_alone']:.1f} ms alone, {contention['forward_ms_beside_writers']:.1f} ms beside "
-            f"{contention['writers']} writer threads ({contention['masks_per_s']:.0f} masks/s)"
+            f"{contention['forward_ms_alone']:.1f} ms alone; beside {contention['writers']} writer threads "
+            f"{contention['forward_ms_beside_threads']:.1f} ms ({contention['masks_per_s_threads']:.0f} masks/s), "
+            f"beside as many writer processes {contention['forward_ms_beside_processes']:.1f} ms "
+            f"({contention['masks_per_s_processes']:.0f} masks/s)"
         )
 
 

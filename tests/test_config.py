@@ -37,3 +37,10 @@ def test_command_line_overrides_take_both_spellings():
     assert config_overrides(["--data.root", "a", "--data.batch_size=2"]) == ["data.root=a", "data.batch_size=2"]
     with pytest.raises(ConfigError, match="unrecognised argument '--verbose'"):
         config_overrides(["--verbose"])
+
+
+def test_a_saved_config_with_a_renamed_key_still_loads_under_the_new_name():
+    saved = to_dict(Config())
+    saved["predict"]["io_threads"] = saved["predict"].pop("io_workers") + 3  # as checkpoints before the rename
+    assert from_dict(Config, saved).predict.io_workers == 3
+    assert "io_threads" not in to_dict(from_dict(Config, saved))["predict"]  # saved again under the new name

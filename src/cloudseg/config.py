@@ -5,7 +5,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 
@@ -150,10 +150,12 @@ class TrainerConfig:
 class PredictConfig:
     """How `cloudseg predict` runs the model and what it writes besides the colour masks."""
 
+    renamed_keys: ClassVar[dict[str, str]] = {"io_threads": "io_workers"}  # in configs saved before 2026-11-26
+
     tile: int = 512  # images larger than one tile are predicted in overlapping tiles
     overlap: int = 128
     tile_batch: int = 4  # tiles, or whole images of one size, per forward pass (raise it on a GPU)
-    io_threads: int = 0  # threads that read images and write outputs while the model runs; 0: a core each, up to 8
+    io_workers: int = 0  # processes that read images, and as many that write outputs; 0: a core each, up to 8
     window: Literal["gaussian", "ramp"] = "gaussian"  # how overlapping tiles are blended
     tta: Literal["none", "flips", "d4"] = "none"  # d4: flips, 90° rotations and transposes
     precision: Literal["auto", "32", "bf16"] = "auto"  # auto: bf16 on GPUs, fp32 on CPUs
@@ -241,7 +243,10 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
 
 
 def from_dict(cls: type, data: dict, where: str = "config") -> Any:
-    """Builds dataclass `cls` from a mapping; unknown keys and wrongly typed values are errors."""
+    """Builds dataclass `cls` from a mapping; unknown keys and wrongly typed values are errors. Keys a class has
+    renamed (its `renamed_keys`) are read under their new names, so that saved configs keep loading."""
+    renamed = getattr(cls, "renamed_keys", {})
+    data = {renamed.get(key, key): value for key, value in data.items()}
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:

@@ -102,22 +102,54 @@ def write_pairs(folder, sizes, seed=0):
             cv2.imwrite(str(folder / modality / f"{name}.png"), pixels)
 
 
-def test_batched_threaded_prediction_writes_what_one_image_at_a_time_writes(checkpoint, tmp_path):
+def test_batched_prediction_with_io_processes_writes_what_one_image_at_a_time_writes(checkpoint, tmp_path):
     sizes = {"a": (48, 48), "b": (48, 48), "c": (48, 48), "d": (40, 70), "e": (48, 48), "f": (30, 20)}
     write_pairs(tmp_path / "in", sizes)
     outputs = {}
-    for batch, threads in ((1, 1), (2, 3)):
+    for batch, workers in ((1, 0), (2, 3)):  # 0 resolves to a process per core
         output = tmp_path / f"out_{batch}"
         assert main(["predict", "--checkpoint", str(checkpoint), "--input", str(tmp_path / "in"), "--output",
                      str(output), "--submission", str(output / "sub.csv"), "--predict.tile", "48",
-                     "--predict.overlap", "16", "--predict.tile_batch", str(batch), "--predict.io_threads",
-                     str(threads), "--predict.uncertainty", "max_probability"]) == 0  # fmt: skip
+                     "--predict.overlap", "16", "--predict.tile_batch", str(batch), "--predict.io_workers",
+                     str(workers), "--predict.uncertainty", "max_probability"]) == 0  # fmt: skip
         outputs[batch] = {name: load_label(output / f"{name}.png") for name in sizes}
         assert {name: ids.shape for name, ids in outputs[batch].items()} == sizes
         rows = (output / "sub.csv").read_text().splitlines()
         assert [row.split(",")[0] for row in rows[1:]] == [f"{name}.png" for name in sizes]
         assert len(list((output / "uncertainty").glob("*.png"))) == len(sizes)
     assert all(np.array_equal(outputs[1][name], outputs[2][name]) for name in sizes)
+
+
+def test_reader_items_are_runs_of_one_size_and_an_unreadable_pair_is_its_error(tmp_path):
+    from cloudseg.inference.predict import PairRuns, find_pairs
+
+    write_pairs(tmp_path, {"a": (32, 32), "b": (32, 32), "c": (40, 70), "d": (32, 32), "e": (32, 32)})
+    runs = PairRuns(find_pairs(tmp_path), batch_size=3, tile=48)
+    assert len(runs) == 2
+    first = runs[0]  # a, b, then c: larger than a tile, alone
+    assert [(names, tuple(rgb.shape), tuple(aux.shape)) for names, rgb, aux in first] == [
+        (["a", "b"], (2, 3, 32, 32), (2, 1, 32, 32)),
+        (["c"], (1, 3, 40, 70), (1, 1, 40, 70)),
+    ]
+    rgb = first[0][1]
+    assert rgb.dtype == torch.uint8 and rgb.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(rgb[1], to_chw(cv2.imread(str(tmp_path / "rgb" / "b.png"))[..., ::-1]))  # RGB order
+    (tmp_path / "rgb" / "e.png").write_bytes(b"not a png")
+    assert "e.png" in runs[1]
+
+
+def test_uncertainty_of_a_batch_is_the_uncertainty_of_each_image():
+    from cloudseg.inference.predict import uncertainty_map
+
+    probabilities = torch.rand(3, 4, 5, 6).softmax(1)
+    for kind in ("entropy", "max_probability"):
+        batch = uncertainty_map(probabilities, kind)
+        assert batch.dtype == torch.uint8 and batch.shape == (3, 5, 6)
+        assert torch.equal(batch, torch.stack([uncertainty_map(p, kind) for p in probabilities]))
+    certain = torch.zeros(1, 4, 2, 2).index_fill(1, torch.tensor([2]), 1.0)
+    even = torch.full((1, 4, 2, 2), 0.25)
+    assert uncertainty_map(certain, "entropy").max() == 0 and uncertainty_map(even, "entropy").min() == 255
+    assert uncertainty_map(even, "max_probability").unique().tolist() == [191]  # (1 - 0.25) * 255, rounded
 
 
 def test_an_unreadable_image_among_others_is_an_error_naming_it(checkpoint, tmp_path, capsys):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from cloudseg.data.dataset import SampleFiles, read_sample
-from cloudseg.data.io import codec_threads
+from cloudseg.data.io import codec_workers
 from cloudseg.errors import DataError
 from cloudseg.files import atomic_path
 
@@ -32,7 +32,7 @@ def build_cache(samples: list[SampleFiles], folder: str | Path, unknown_colours:
         return _stamp(files)
 
     # Threads: OpenCV releases the GIL while it decodes, and so does writing.
-    with ThreadPoolExecutor(codec_threads()) as pool:
+    with ThreadPoolExecutor(codec_workers()) as pool:
         stamps = list(pool.map(cache_one, samples))
     index = {"unknown_colours": unknown_colours, "samples": {f.name: s for f, s in zip(samples, stamps, strict=True)}}
     with atomic_path(folder / "index.json") as temporary:

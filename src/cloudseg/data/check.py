@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from cloudseg.data.dataset import SampleFiles, pair_files, size_problem
-from cloudseg.data.io import class_pixels, codec_threads, load_label, load_nir, load_rgb
+from cloudseg.data.io import class_pixels, codec_workers, load_label, load_nir, load_rgb
 from cloudseg.errors import DataError
 from cloudseg.schema import CLASSES, IGNORE_INDEX
 
@@ -125,7 +125,7 @@ def check_dataset(
         report.problems += problems
         summary = report.splits[name] = SplitSummary(samples=len(samples), labelled=label_dir is not None)
         # Threads: decoding is most of the work and OpenCV releases the GIL while it decodes.
-        with ThreadPoolExecutor(codec_threads()) as pool:
+        with ThreadPoolExecutor(codec_workers()) as pool:
             for found in pool.map(lambda files: _check_sample(files, unknown_colours), samples):
                 report.problems += found.problems
                 report.notes += found.notes

@@ -78,10 +78,10 @@ def to_chw(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
 
 
-def stack_chw(images: list[np.ndarray]) -> torch.Tensor:
-    """(H, W, C) uint8 arrays of one shape -> (B, C, H, W) uint8 tensor in channels_last memory: one plain copy,
-    where stacking (C, H, W) views would transpose every image on the host."""
-    return torch.stack([torch.from_numpy(image) for image in images]).permute(0, 3, 1, 2)
+def stack_chw(images: list[np.ndarray | torch.Tensor]) -> torch.Tensor:
+    """(H, W, C) uint8 arrays or tensors of one shape -> (B, C, H, W) uint8 tensor in channels_last memory: one
+    plain copy, where stacking (C, H, W) views would transpose every image on the host."""
+    return torch.stack([torch.as_tensor(image) for image in images]).permute(0, 3, 1, 2)
 
 
 @functools.cache

@@ -25,9 +25,9 @@ _PALETTE_LUT[: len(CLASSES), 0] = PALETTE_BGR
 PALETTE_DISPLAY_RGB = np.array([c.display_rgb for c in CLASSES], dtype=np.uint8)
 
 
-def codec_threads() -> int:
-    """Threads for decoding or encoding many images at once: a core each, up to 8 (OpenCV's codecs release the
-    GIL)."""
+def codec_workers() -> int:
+    """Threads (OpenCV's codecs release the GIL) or processes that decode or encode many images at once: a core
+    each, up to 8."""
     return min(8, os.cpu_count() or 1)
 
 

@@ -2,26 +2,25 @@
 
 import math
 import time
-from collections import defaultdict, deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.progress import Progress
+from torch.utils.data import DataLoader, Dataset
 
 from cloudseg.config import PredictConfig
 from cloudseg.data.dataset import SampleFiles, model_inputs, pair_files, read_sample, stack_chw
-from cloudseg.data.io import IMAGE_SUFFIXES, codec_threads, index_to_colour, write_image
+from cloudseg.data.io import IMAGE_SUFFIXES, codec_workers
 from cloudseg.errors import DataError
-from cloudseg.inference.rle import rle_encode, write_submission
+from cloudseg.inference.outputs import ImageOutputs, OutputWriters
+from cloudseg.inference.rle import write_submission
 from cloudseg.inference.sliding import Predictor, class_ids, fits_one_tile, sliding_logits, with_tta
 from cloudseg.models.checkpoint import default_device, load_model
-from cloudseg.schema import CLASS_NAMES
 
 
 def find_pairs(source: str | Path) -> list[SampleFiles]:
@@ -102,25 +101,15 @@ def checkpoint_predictor(
     return pixel_predictor(with_tta(model_on_device, cfg.tta, cfg.scales), device)
 
 
-def uncertainty_map(probabilities: torch.Tensor, kind: str) -> np.ndarray:
-    """(K, H, W) probabilities -> (H, W) uint8: normalised entropy, or 1 - max probability, scaled to 0..255."""
+def uncertainty_map(probabilities: torch.Tensor, kind: str) -> torch.Tensor:
+    """(..., K, H, W) probabilities -> (..., H, W) uint8: normalised entropy, or 1 - max probability, scaled to
+    0..255."""
     if kind == "entropy":
-        value = -(probabilities * probabilities.clamp_min(1e-12).log()).sum(0) / math.log(probabilities.shape[0])
+        entropy = -(probabilities * probabilities.clamp_min(1e-12).log()).sum(-3)
+        value = entropy / math.log(probabilities.shape[-3])
     else:
-        value = 1.0 - probabilities.max(0).values
-    return (value.clamp(0, 1) * 255).round().byte().numpy()
-
-
-def _in_order(pool: ThreadPoolExecutor, work: Callable, items: Iterable, ahead: int) -> Iterator[tuple]:
-    """(item, work(item)) in the order of `items`, run in the pool's threads up to `ahead` items in advance."""
-    pending = deque()
-    for item in items:
-        pending.append((item, pool.submit(work, item)))
-        if len(pending) > ahead:
-            item, future = pending.popleft()
-            yield item, future.result()
-    for item, future in pending:
-        yield item, future.result()
+        value = 1.0 - probabilities.max(-3).values
+    return (value.clamp(0, 1) * 255).round().byte()
 
 
 def _same_size_runs(images: Iterable[tuple], batch_size: int, tile: int) -> Iterator[list[tuple]]:
@@ -137,6 +126,44 @@ def _same_size_runs(images: Iterable[tuple], batch_size: int, tile: int) -> Iter
         yield run
 
 
+class PairRuns(Dataset):
+    """Image pairs, `batch_size` consecutive ones to an item, read in a DataLoader's worker process: the item is
+    their runs (names, RGB (B, 3, H, W), NIR (B, 1, H, W)), uint8 and channels_last, each either images of one
+    size that fit in a tile, stacked, or a larger image alone. One transfer a batch, not one an image, and the
+    stacking done in the worker: the process that runs the model only receives. A pair that cannot be read
+    makes the item its error message, which `read_runs` raises."""
+
+    def __init__(self, pairs: list[SampleFiles], batch_size: int, tile: int):
+        self.pairs, self.batch_size, self.tile = pairs, batch_size, tile
+
+    def __len__(self) -> int:
+        return -(-len(self.pairs) // self.batch_size)
+
+    def __getitem__(self, index: int) -> list[tuple[list[str], torch.Tensor, torch.Tensor]] | str:
+        chunk = self.pairs[index * self.batch_size : (index + 1) * self.batch_size]
+        try:
+            images = [(files, read_sample(files)[:2]) for files in chunk]
+        except DataError as error:
+            return str(error)
+        return [
+            (
+                [files.name for files, _ in run],
+                stack_chw([rgb for _, (rgb, _) in run]),
+                stack_chw([nir for _, (_, nir) in run]),
+            )
+            for run in _same_size_runs(images, self.batch_size, self.tile)
+        ]
+
+
+def read_runs(pairs: list[SampleFiles], cfg: PredictConfig, workers: int) -> Iterator[tuple]:
+    """The runs of `PairRuns`, in order, read by `workers` processes (0: this one), each a batch ahead."""
+    dataset = PairRuns(pairs, cfg.tile_batch, cfg.tile)
+    for item in DataLoader(dataset, batch_size=None, num_workers=workers, prefetch_factor=1 if workers else None):
+        if isinstance(item, str):
+            raise DataError(item)
+        yield from item
+
+
 def _logits(
     predictor: Predictor, rgb: torch.Tensor, aux: torch.Tensor, cfg: PredictConfig, device: torch.device
 ) -> torch.Tensor:
@@ -149,21 +176,17 @@ def _logits(
     return predictor(*(torch.cat((t, t[-1:].expand(padding, -1, -1, -1))) for t in (rgb, aux)))[: len(rgb)]
 
 
-def write_outputs(
-    files: SampleFiles, ids: np.ndarray, probabilities: torch.Tensor | None, output: Path, cfg: PredictConfig
-) -> tuple[str, str]:
-    """Writes one image's colour mask and the maps `cfg` asks for; returns its submission row."""
-    colour = index_to_colour(ids)
-    path = output / f"{files.name}.png"
-    write_image(path, colour)
-    if cfg.index_masks:
-        write_image(output / "index" / f"{files.name}.png", ids)
-    if cfg.probabilities:
-        for name, plane in zip(CLASS_NAMES, probabilities, strict=False):
-            write_image(output / "probabilities" / f"{files.name}_{name}.png", (plane * 255).round().byte().numpy())
-    if cfg.uncertainty != "none":
-        write_image(output / "uncertainty" / f"{files.name}.png", uncertainty_map(probabilities, cfg.uncertainty))
-    return path.name, rle_encode(colour)
+def image_outputs(names: list[str], logits: torch.Tensor, cfg: PredictConfig) -> ImageOutputs:
+    """What to write of a batch's logits, made on their device: class ids, and the probability and uncertainty
+    maps `cfg` asks for, as uint8 arrays (the host receives a quarter of float32's bytes and does no arithmetic)."""
+    probabilities = uncertainty = None
+    if cfg.probabilities or cfg.uncertainty != "none":
+        softmax = logits.float().softmax(1)
+        if cfg.probabilities:
+            probabilities = (softmax * 255).round().byte().cpu().numpy()
+        if cfg.uncertainty != "none":
+            uncertainty = uncertainty_map(softmax, cfg.uncertainty).cpu().numpy()
+    return ImageOutputs(names, class_ids(logits).byte().cpu().numpy(), probabilities, uncertainty)
 
 
 @dataclass
@@ -210,9 +233,10 @@ def predict(
 ) -> Prediction:
     """Writes `<output>/<name>.png` colour masks (label colours, BGR) of every pair; returns their paths and times.
 
-    `cfg.io_threads` threads read the next images and write the last ones' outputs while the model runs (OpenCV's
-    codecs release the GIL). Images of one size that fit in a tile go through the model `cfg.tile_batch` at a
-    time, and only class ids (and probabilities, where asked for) come back from the device.
+    `cfg.io_workers` processes read the next images, and as many write the last ones' outputs, while the model
+    runs; threads would hold the GIL that the model's thread needs to launch each operation. Images of one size
+    that fit in a tile go through the model `cfg.tile_batch` at a time, and only uint8 class ids (and maps, where
+    asked for) come back from the device.
     """
     started = time.perf_counter()
     result = Prediction([])
@@ -221,34 +245,27 @@ def predict(
     with result.timing("loading the model"):
         predictor = checkpoint_predictor(checkpoint, cfg, device)
     output = Path(output)
-    wants_probabilities = cfg.probabilities or cfg.uncertainty != "none"
-    rows, writes = [], deque()
-    threads = cfg.io_threads or codec_threads()
-    with ThreadPoolExecutor(threads) as pool, Progress(transient=True) as progress:
+    rows = []
+    workers = cfg.io_workers or codec_workers()
+    with (
+        OutputWriters(output, cfg, workers, pending=2 * cfg.tile_batch) as writers,
+        Progress(transient=True) as progress,
+    ):
         task = progress.add_task("predicting", total=len(pairs))
-        images = _in_order(pool, lambda files: read_sample(files)[:2], pairs, ahead=2 * cfg.tile_batch)
-        runs = result.timed(_same_size_runs(images, cfg.tile_batch, cfg.tile), "waiting for images")
-        for index, run in enumerate(runs):
+        runs = result.timed(read_runs(pairs, cfg, workers), "waiting for images")
+        for index, (names, rgb, aux) in enumerate(runs):
             # The first batch also pays for the device's lazy start (kernels loaded, libraries set up) and for any
             # compilation: apart, so that the rest shows the steady pace.
             with result.timing("model" if index else "model, first batch"):
-                rgb = stack_chw([rgb for _, (rgb, _) in run])
-                aux = stack_chw([nir for _, (_, nir) in run])
-                logits = _logits(predictor, rgb, aux, cfg, device)
-                ids = class_ids(logits).byte().cpu().numpy()
-                probabilities = logits.float().softmax(1).cpu() if wants_probabilities else [None] * len(run)
-            for (files, _), image_ids, image_probabilities in zip(run, ids, probabilities, strict=True):
-                writes.append(pool.submit(write_outputs, files, image_ids, image_probabilities, output, cfg))
-            # Finished writes are collected as they come (an error stops the run at once), and at most a few
-            # batches' outputs wait in memory.
+                outputs = image_outputs(names, _logits(predictor, rgb, aux, cfg, device), cfg)
             with result.timing("waiting for writes"):
-                while writes and (writes[0].done() or len(writes) > 2 * cfg.tile_batch):
-                    rows.append(writes.popleft().result())
-                    progress.advance(task)
+                finished = writers.submit(outputs)
+            rows += finished
+            progress.advance(task, len(finished))
         with result.timing("waiting for writes"):
-            for write in writes:
-                rows.append(write.result())
-                progress.advance(task)
+            for finished in writers.remaining():
+                rows += finished
+                progress.advance(task, len(finished))
     if submission:
         write_submission(rows, submission)
     result.masks = [output / name for name, _ in rows]

@@ -1,0 +1,103 @@
+"""What `predict` writes for each image, written in worker processes.
+
+The process that runs the model needs the GIL between every two operations it launches. Writer threads beside
+it (PNG encoding, RLE, file handling) kept taking it: on a GPU, where each operation is short, that waiting
+made `predict` several times slower than its model. Writer processes take nothing from it. This module imports
+no torch, so that a worker starts in a fraction of a second.
+"""
+
+import multiprocessing
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cloudseg.config import PredictConfig
+from cloudseg.data.io import index_to_colour, write_image
+from cloudseg.inference.rle import rle_encode
+from cloudseg.schema import CLASS_NAMES
+
+
+@dataclass
+class ImageOutputs:
+    """One batch's arrays to write, all uint8: class ids (B, H, W); where asked for, probabilities scaled to
+    0..255 (B, K, H, W) and an uncertainty map (B, H, W)."""
+
+    names: list[str]
+    ids: np.ndarray
+    probabilities: np.ndarray | None = None
+    uncertainty: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def chunks(self, count: int) -> Iterator["ImageOutputs"]:
+        """The batch in at most `count` consecutive parts, each of ceil(B / count) images but the last."""
+        size = -(-len(self) // count)
+        for start in range(0, len(self), size):
+            part = slice(start, start + size)
+            yield ImageOutputs(
+                self.names[part],
+                self.ids[part],
+                None if self.probabilities is None else self.probabilities[part],
+                None if self.uncertainty is None else self.uncertainty[part],
+            )
+
+
+def write_batch(batch: ImageOutputs, output: Path, cfg: PredictConfig) -> list[tuple[str, str]]:
+    """Writes each image's colour mask and the maps `cfg` asks for; returns their submission rows."""
+    rows = []
+    for i, name in enumerate(batch.names):
+        colour = index_to_colour(batch.ids[i])
+        write_image(output / f"{name}.png", colour)
+        if cfg.index_masks:
+            write_image(output / "index" / f"{name}.png", batch.ids[i])
+        if batch.probabilities is not None:
+            for class_name, plane in zip(CLASS_NAMES, batch.probabilities[i], strict=False):
+                write_image(output / "probabilities" / f"{name}_{class_name}.png", plane)
+        if batch.uncertainty is not None:
+            write_image(output / "uncertainty" / f"{name}.png", batch.uncertainty[i])
+        rows.append((f"{name}.png", rle_encode(colour)))
+    return rows
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    # Not fork: the parent runs CUDA and threads, and forking such a process may hang the child.
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+class OutputWriters:
+    """`workers` processes that write each batch in parts, one per worker; rows come back in submission order.
+
+    At most `pending` images wait to be written (their arrays held in memory) before `submit` waits for the
+    oldest part; an error in a worker is raised by the `submit` or `remaining` that collects its part.
+    """
+
+    def __init__(self, output: Path, cfg: PredictConfig, workers: int, pending: int):
+        self.output, self.cfg, self.workers, self.pending = output, cfg, workers, pending
+        self.pool = ProcessPoolExecutor(workers, mp_context=_context())
+        self.parts: deque[tuple[int, Future]] = deque()  # (images, rows to come)
+
+    def __enter__(self) -> "OutputWriters":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=exc_info[0] is not None)
+
+    def submit(self, batch: ImageOutputs) -> list[tuple[str, str]]:
+        """Queues the batch's parts; returns the rows of the oldest parts that have finished meanwhile."""
+        for part in batch.chunks(self.workers):
+            self.parts.append((len(part), self.pool.submit(write_batch, part, self.output, self.cfg)))
+        rows = []
+        while self.parts and (self.parts[0][1].done() or sum(size for size, _ in self.parts) > self.pending):
+            rows += self.parts.popleft()[1].result()
+        return rows
+
+    def remaining(self) -> Iterator[list[tuple[str, str]]]:
+        """The rows of each part still queued, in order, as it finishes."""
+        while self.parts:
+            yield self.parts.popleft()[1].result()

@@ -1,0 +1,68 @@
+"""`predict`'s writer processes: what they write, in what order, and their errors."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cloudseg.config import PredictConfig
+from cloudseg.data.io import colour_to_index, load_label
+from cloudseg.errors import CloudsegError
+from cloudseg.inference.outputs import ImageOutputs, OutputWriters, write_batch
+from cloudseg.inference.rle import rle_decode
+
+
+def random_outputs(count: int, maps: bool = False) -> ImageOutputs:
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 4, (count, 9, 13), dtype=np.uint8)
+    planes = rng.integers(0, 256, (count, 4, 9, 13), dtype=np.uint8) if maps else None
+    uncertainty = rng.integers(0, 256, (count, 9, 13), dtype=np.uint8) if maps else None
+    return ImageOutputs([f"img{i}" for i in range(count)], ids, planes, uncertainty)
+
+
+def test_parts_are_consecutive_and_cover_the_batch_once():
+    batch = random_outputs(7, maps=True)
+    parts = list(batch.chunks(3))
+    assert [len(part) for part in parts] == [3, 3, 1]
+    assert [name for part in parts for name in part.names] == batch.names
+    for field in ("ids", "probabilities", "uncertainty"):
+        assert np.array_equal(np.concatenate([getattr(part, field) for part in parts]), getattr(batch, field))
+    assert [len(part) for part in random_outputs(2).chunks(8)] == [1, 1]
+
+
+def test_writer_processes_write_each_image_and_return_rows_in_submission_order(tmp_path):
+    cfg = PredictConfig(index_masks=True, probabilities=True, uncertainty="entropy")
+    batches = [random_outputs(5, maps=True), random_outputs(3, maps=True)]
+    batches[1].names = [f"late{i}" for i in range(3)]
+    rows = []
+    with OutputWriters(tmp_path, cfg, workers=3, pending=2) as writers:  # `pending` below a batch: submit waits
+        for batch in batches:
+            rows += writers.submit(batch)
+        for finished in writers.remaining():
+            rows += finished
+    names = batches[0].names + batches[1].names
+    assert [name for name, _ in rows] == [f"{name}.png" for name in names]
+    ids = np.concatenate([batch.ids for batch in batches])
+    for (name, encoded), expected in zip(rows, ids, strict=True):
+        stem = name.removesuffix(".png")
+        assert np.array_equal(load_label(tmp_path / name), expected)
+        assert np.array_equal(load_label(tmp_path / "index" / name), expected)
+        assert np.array_equal(colour_to_index(rle_decode(encoded, 9, 13), name), expected)  # the row
+        assert (tmp_path / "probabilities" / f"{stem}_cloud_shadow.png").is_file()
+        assert (tmp_path / "uncertainty" / name).is_file()
+    assert rows[:5] == write_batch(batches[0], tmp_path / "again", cfg)  # the same rows as written in-process
+
+
+def test_a_write_that_fails_in_a_worker_is_an_error_naming_the_file(tmp_path):
+    (tmp_path / "index").write_text("a file where the index/ folder should be")
+    writers = OutputWriters(tmp_path, PredictConfig(index_masks=True), workers=2, pending=8)
+    with pytest.raises(CloudsegError, match=r"index/img0\.png: cannot write here"), writers:
+        writers.submit(random_outputs(2))
+        list(writers.remaining())
+
+
+def test_the_writers_module_imports_no_torch():
+    # Each writer process imports it: without torch it starts in a fraction of a second.
+    code = "import sys, cloudseg.inference.outputs; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
