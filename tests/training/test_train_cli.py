@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +79,9 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_exactly_like_an_uninterrupted_o
     for item in ("config.yaml", "split.json", "metrics.csv", "curves.png", "panels/epoch_002.png",
                  "checkpoints/best_ema.safetensors", "train.log"):  # fmt: skip
         assert (reference / item).is_file(), item
+    log = (reference / "train.log").read_text()  # where the time outside the epochs went
+    fit, whole = map(float, re.search(r"fit took ([\d.]+) s, train\(\) ([\d.]+) s in all", log).groups())
+    assert "start-up: dataset checked in" in log and 0 < fit <= whole
 
     evaluated = cloudseg(
         "evaluate", "--checkpoint", str(reference / "checkpoints" / "best.safetensors"), "--root", str(synth_root),
