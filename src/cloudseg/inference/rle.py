@@ -23,22 +23,7 @@ def rle_encode(colour_bgr: np.ndarray) -> str:
     flat = colour_bgr.transpose(2, 1, 0).ravel() != 0
     edges = np.flatnonzero(np.diff(np.concatenate(([False], flat, [False])))) + 1  # 1-based run starts, ends
     starts, ends = edges[::2], edges[1::2]
-    return _joined_decimals(np.column_stack((starts, ends - starts)).ravel())
-
-
-def _joined_decimals(numbers: np.ndarray) -> str:
-    """Non-negative integers as one space-separated decimal string, formatted by array operations. `predict`
-    encodes rows in threads beside the one that runs the model, and a Python loop over a mask's thousands of
-    runs would hold the GIL that thread needs to launch every operation."""
-    if not numbers.size:
-        return ""
-    width = len(str(int(numbers.max())))
-    powers = 10 ** np.arange(width - 1, -1, -1, dtype=np.int64)
-    text = np.full((len(numbers), width + 1), ord(" "), dtype=np.uint8)  # each number right-aligned, then a space
-    text[:, :width] = (numbers[:, None] // powers) % 10 + ord("0")
-    keep = np.ones(text.shape, dtype=bool)
-    keep[:, :width] = (numbers[:, None] >= powers) | (powers == 1)  # no leading zeros; 0 keeps its one digit
-    return text[keep][:-1].tobytes().decode("ascii")
+    return " ".join(map(str, np.column_stack((starts, ends - starts)).ravel().tolist()))
 
 
 def rle_decode(encoded: str, height: int, width: int, where: str = "submission") -> np.ndarray:
