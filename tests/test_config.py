@@ -1,9 +1,10 @@
 """Typed configs: YAML and overrides in, checked dataclasses out, and back again."""
 
 import pytest
+import torch
 
 from cloudseg.cli.main import config_overrides
-from cloudseg.config import Config, from_dict, load_config, to_dict
+from cloudseg.config import Config, PredictConfig, from_dict, load_config, to_dict
 from cloudseg.errors import ConfigError
 
 
@@ -44,3 +45,10 @@ def test_a_saved_config_with_a_renamed_key_still_loads_under_the_new_name():
     saved["predict"]["io_threads"] = saved["predict"].pop("io_workers") + 3  # as checkpoints before the rename
     assert from_dict(Config, saved).predict.io_workers == 3
     assert "io_threads" not in to_dict(from_dict(Config, saved))["predict"]  # saved again under the new name
+
+
+def test_an_automatic_tile_batch_is_made_concrete_for_the_device():
+    assert PredictConfig().tile_batch == 0
+    assert PredictConfig().for_device(torch.device("cpu")).tile_batch == 4
+    assert PredictConfig().for_device(torch.device("cuda")).tile_batch == 16
+    assert PredictConfig(tile_batch=7).for_device(torch.device("cuda")) == PredictConfig(tile_batch=7)

@@ -154,7 +154,7 @@ class PredictConfig:
 
     tile: int = 512  # images larger than one tile are predicted in overlapping tiles
     overlap: int = 128
-    tile_batch: int = 4  # tiles, or whole images of one size, per forward pass (raise it on a GPU)
+    tile_batch: int = 0  # tiles, or whole images of one size, per forward pass; 0: 16 on a GPU, 4 on a CPU
     io_workers: int = 0  # processes that read images, and as many that write outputs; 0: a core each, up to 8
     window: Literal["gaussian", "ramp"] = "gaussian"  # how overlapping tiles are blended
     tta: Literal["none", "flips", "d4"] = "none"  # d4: flips, 90° rotations and transposes
@@ -164,6 +164,12 @@ class PredictConfig:
     index_masks: bool = False  # also index/<name>.png with class ids 0..3
     probabilities: bool = False  # also probabilities/<name>_<class>.png, 0..255
     uncertainty: Literal["none", "entropy", "max_probability"] = "none"  # also uncertainty/<name>.png
+
+    def for_device(self, device: Any) -> "PredictConfig":
+        """The config to run on `device` (a torch.device): an automatic `tile_batch` made concrete. A GPU wants
+        many images a pass, and 16 fit a small one: CMX-B2 took 1.5 GB for 4 of 512² uncompiled in fp32 on the
+        H100 (docs/PERFORMANCE.md), bf16 halves the activations."""
+        return dataclasses.replace(self, tile_batch=self.tile_batch or (16 if device.type == "cuda" else 4))
 
 
 @dataclass(frozen=True)

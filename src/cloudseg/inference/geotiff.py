@@ -116,6 +116,7 @@ def predict_scene_from_checkpoint(
 ):
     """`cloudseg predict --input scene.tif`: a checkpoint's model on a whole scene."""
     from cloudseg.inference.predict import checkpoint_predictor
+    from cloudseg.models.checkpoint import default_device
 
     preset = SENSORS[sensor] if sensor else None
     bands = bands or (preset.bands if preset else None)
@@ -123,6 +124,8 @@ def predict_scene_from_checkpoint(
         raise CloudsegError(f"{source}: say which bands are R, G, B and NIR: --bands 4,3,2,5 or --sensor landsat8")
     scale = scale if scale is not None else (preset.scale if preset else 1.0)
     offset = offset if offset is not None else (preset.offset if preset else 0.0)
+    device = default_device(device)
+    cfg = cfg.for_device(device)
     predictor = checkpoint_predictor(checkpoint, cfg, device)
     return predict_scene(
         predictor, source, output, tuple(bands), scale, offset, cfg.tile, cfg.overlap, cfg.tile_batch, window=cfg.window

@@ -242,6 +242,7 @@ def predict(
     result = Prediction([])
     pairs = find_pairs(source)
     device = default_device(device)
+    cfg = cfg.for_device(device)
     with result.timing("loading the model"):
         predictor = checkpoint_predictor(checkpoint, cfg, device)
     output = Path(output)
