@@ -1,5 +1,6 @@
 """`predict`'s writer processes: what they write, in what order, and their errors."""
 
+import signal
 import subprocess
 import sys
 
@@ -66,3 +67,9 @@ def test_the_writers_module_imports_no_torch():
     # Each writer process imports it: without torch it starts in a fraction of a second.
     code = "import sys, cloudseg.inference.outputs; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_writer_processes_leave_ctrl_c_to_the_parent(tmp_path):
+    # Ctrl-C reaches the whole process group: the workers ignore it and finish writing the part in hand.
+    with OutputWriters(tmp_path, PredictConfig(), workers=1, pending=1) as writers:
+        assert writers.pool.submit(signal.getsignal, signal.SIGINT).result() == signal.SIG_IGN

@@ -218,3 +218,17 @@ def test_fast_demo_runs_the_whole_path(tmp_path, capsys):
     assert "test mean IoU" in out
     for item in ("submission.csv", "evaluation/metrics.json", "evaluation/confusion.png", "masks/synth_0000.png"):
         assert (tmp_path / "demo" / item).is_file(), item
+
+
+def test_an_interrupted_command_says_so_in_one_line(checkpoint, synth_root, tmp_path, capsys, monkeypatch):
+    import cloudseg.inference.predict
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cloudseg.inference.predict, "predict", interrupted)
+    arguments = ["predict", "--checkpoint", str(checkpoint), "--input", str(synth_root), "--output", str(tmp_path)]
+    assert main(arguments) == 130
+    assert capsys.readouterr().err == "cloudseg: interrupted; the files written so far are complete\n"
+    with pytest.raises(KeyboardInterrupt):
+        main(["--debug", *arguments])

@@ -360,3 +360,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"cloudseg: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        # Every file cloudseg writes appears whole or not at all, so what was written stays usable.
+        print("cloudseg: interrupted; the files written so far are complete", file=sys.stderr)
+        return 130
