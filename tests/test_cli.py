@@ -1,4 +1,4 @@
-"""The `cloudseg` command line: version, help and the model summary."""
+"""The `cloudseg` command line: version, help, the model summary and the printed config."""
 
 import subprocess
 
@@ -33,3 +33,16 @@ def test_public_api_is_importable_from_the_package():
     from cloudseg.models.registry import build_model
 
     assert cloudseg.build_model is build_model and cloudseg.load_model is load_model
+
+
+def test_the_printed_config_is_a_file_that_loads_back_to_the_same_config(capsys, tmp_path):
+    from cloudseg.config import Config, load_config
+
+    assert main(["config", "--config", "cmx_b2", "--data.batch_size", "8", "--predict.tta", "d4"]) == 0
+    (tmp_path / "run.yaml").write_text(capsys.readouterr().out)
+    printed = load_config(tmp_path / "run.yaml")
+    assert printed == load_config("cmx_b2", ["data.batch_size=8", "predict.tta=d4"])
+    assert printed.data.batch_size == 8 and printed.model.name == "cmx_b2"
+    assert main(["config"]) == 0  # without --config: the one `train` starts from
+    (tmp_path / "default.yaml").write_text(capsys.readouterr().out)
+    assert load_config(tmp_path / "default.yaml") == load_config("cmx_b0") != Config()

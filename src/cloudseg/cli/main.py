@@ -87,6 +87,18 @@ def run_cache(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def run_config(args: argparse.Namespace, extra: list[str]) -> int:
+    import yaml
+
+    from cloudseg.config import to_dict
+
+    print(yaml.safe_dump(to_dict(resolved_config(args, extra)), sort_keys=False), end="")
+    return 0
+
+
+DEFAULT_CONFIG = "cmx_b0"  # what `train` (and `config`) start from without --config
+
+
 def run_train(args: argparse.Namespace, extra: list[str]) -> int:
     from cloudseg.training.run import train
 
@@ -95,7 +107,7 @@ def run_train(args: argparse.Namespace, extra: list[str]) -> int:
             raise ConfigError("--resume continues a run exactly, with the config saved in it; drop the other options")
         run_dir = train(resume=args.resume)
     else:
-        args.config = args.config or "cmx_b0"
+        args.config = args.config or DEFAULT_CONFIG
         run_dir = train(resolved_config(args, extra))
     print(f"run folder: {run_dir}")
     return 0
@@ -262,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("root", help="dataset folder with train/{rgb,ngr,label}")
     cache.add_argument("-o", "--output", required=True, help="cache folder (then: --data.cache <folder>)")
     cache.add_argument("--unknown-colours", choices=("error", "ignore"), default="error")
+
+    config = command("config", run_config, "print a config with its overrides applied: every key, as YAML")
+    config.add_argument("--config", default=DEFAULT_CONFIG, help="YAML file or shipped config (default: cmx_b0)")
 
     train = command("train", run_train, "train a model (Lightning) and write a run folder")
     train.add_argument(
