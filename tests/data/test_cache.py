@@ -50,3 +50,25 @@ def test_a_stale_or_missing_cache_is_refused(synth_root, tmp_path):
         CloudDataset(samples, cache=tmp_path / "cache")
     with pytest.raises(DataError, match="no readable cache index"):
         CloudDataset(samples, cache=tmp_path / "nowhere")
+
+
+def test_a_valid_cache_stands_for_the_full_check_of_the_folder(synth_root, tmp_path, monkeypatch):
+    import cloudseg.data.datamodule as datamodule
+    from cloudseg.config import DataConfig
+
+    assert main(["cache", str(synth_root), "-o", str(tmp_path / "cache")]) == 0
+    checked = datamodule.CloudDataModule(DataConfig(root=str(synth_root), num_workers=0))
+    checked.setup("fit")
+    pixels = checked.train_class_pixels()
+
+    def decode_everything(*args, **kwargs):
+        raise AssertionError("the dataset was checked again, decoding every image")
+
+    monkeypatch.setattr(datamodule, "check_dataset", decode_everything)
+    monkeypatch.setattr(datamodule, "load_label", decode_everything)
+    cached = datamodule.CloudDataModule(DataConfig(root=str(synth_root), num_workers=0, cache=str(tmp_path / "cache")))
+    cached.setup("fit")
+    assert cached.uniform_size is checked.uniform_size is True
+    assert cached.split == checked.split
+    assert (cached.train_class_pixels() == pixels).all()
+    assert pixels.sum() == 6 * 64 * 64  # the 6 training scenes' pixels, each counted once

@@ -54,6 +54,10 @@ class SampleCache:
             reason = f"{len(stale)} scenes changed or are missing, e.g. {stale[0]}" if stale else "another label rule"
             raise DataError(f"{self.folder}: the cache is out of date ({reason}); rebuild it with `cloudseg cache`")
 
+    def size(self, name: str) -> tuple[int, int]:
+        """(height, width) of a cached scene, from its file's header."""
+        return np.load(self.folder / f"{name}.npy", mmap_mode="r").shape[:2]
+
     def read(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         # Views of the mapped file, not copies: the first step that needs the pixels (the augmentation) reads them.
         stack = np.load(self.folder / f"{name}.npy", mmap_mode="r")

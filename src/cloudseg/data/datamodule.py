@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cloudseg.config import DataConfig
+from cloudseg.data.cache import SampleCache
 from cloudseg.data.check import check_dataset
 from cloudseg.data.dataset import CloudDataset, EpochSampler, find_samples, prepare_batch
 from cloudseg.data.io import class_pixels, load_label
@@ -33,10 +34,16 @@ class CloudDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.split is not None:
             return
-        report = check_dataset(self.root, self.cfg.unknown_colours, splits=("train",))
-        report.raise_if_problems()
-        self.uniform_size = len(report.splits["train"].sizes) == 1
+        if self.cfg.cache is None:
+            report = check_dataset(self.root, self.cfg.unknown_colours, splits=("train",))
+            report.raise_if_problems()
+            self.uniform_size = len(report.splits["train"].sizes) == 1
         samples = find_samples(self.root / "train", self.root / "train" / "label")
+        if self.cfg.cache is not None:
+            # A cache was made by reading every file by the same rules and is refused once any file changes, so a
+            # valid one stands for the check, which would decode every image again.
+            cache = SampleCache(self.cfg.cache, samples, self.cfg.unknown_colours)
+            self.uniform_size = len({cache.size(files.name) for files in samples}) == 1
         names = [s.name for s in samples]
         if self.cfg.split_file:
             self.split = load_split(self.cfg.split_file, names)
@@ -57,10 +64,12 @@ class CloudDataModule(L.LightningDataModule):
         )
 
     def train_class_pixels(self) -> np.ndarray:
-        """Pixels of each class over the training split's labels (validation excluded)."""
+        """Pixels of each class over the training split's labels (validation excluded), from the cache if any."""
         counts = np.zeros(len(CLASSES), dtype=np.int64)
+        cache = self.train_set.cache
         for files in self.train_set.samples:
-            counts += class_pixels(load_label(files.label, self.cfg.unknown_colours))
+            ids = cache.read(files.name)[2] if cache else load_label(files.label, self.cfg.unknown_colours)
+            counts += class_pixels(ids)
         return counts
 
     def _loader(self, dataset: CloudDataset, batch_size: int, train: bool) -> DataLoader:
