@@ -102,7 +102,7 @@ def train(cfg: Config | None = None, resume: str | None = None) -> Path:
     started = time.perf_counter()
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     datamodule = CloudDataModule(cfg.data, seed=cfg.trainer.seed)
-    datamodule.setup("fit")  # checks the whole folder before anything is built
+    datamodule.setup("fit")  # checks the whole folder (or its cache) before anything is built
     if cfg.loss.class_weights == "sqrt_inverse":
         weights = sqrt_inverse_weights(datamodule.train_class_pixels())
         cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, class_weights=weights))
