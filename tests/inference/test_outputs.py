@@ -1,5 +1,6 @@
 """`predict`'s writer processes: what they write, in what order, and their errors."""
 
+import multiprocessing
 import signal
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import pytest
 from cloudseg.config import PredictConfig
 from cloudseg.data.io import colour_to_index, load_label
 from cloudseg.errors import CloudsegError
+from cloudseg.inference import outputs
 from cloudseg.inference.outputs import ImageOutputs, OutputWriters, write_batch
 from cloudseg.inference.rle import rle_decode
 
@@ -32,7 +34,9 @@ def test_parts_are_consecutive_and_cover_the_batch_once():
     assert [len(part) for part in random_outputs(2).chunks(8)] == [1, 1]
 
 
-def test_writer_processes_write_each_image_and_return_rows_in_submission_order(tmp_path):
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])  # Linux's, and macOS's and Windows'
+def test_writer_processes_write_each_image_and_return_rows_in_submission_order(tmp_path, monkeypatch, start_method):
+    monkeypatch.setattr(outputs, "_context", lambda: multiprocessing.get_context(start_method))
     cfg = PredictConfig(index_masks=True, probabilities=True, uncertainty="entropy")
     batches = [random_outputs(5, maps=True), random_outputs(3, maps=True)]
     batches[1].names = [f"late{i}" for i in range(3)]
