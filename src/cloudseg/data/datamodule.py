@@ -9,7 +9,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from cloudseg.config import DataConfig
-from cloudseg.data.cache import SampleCache
 from cloudseg.data.check import check_dataset
 from cloudseg.data.dataset import CloudDataset, EpochSampler, find_samples, prepare_batch
 from cloudseg.data.io import class_pixels, load_label
@@ -39,11 +38,6 @@ class CloudDataModule(L.LightningDataModule):
             report.raise_if_problems()
             self.uniform_size = len(report.splits["train"].sizes) == 1
         samples = find_samples(self.root / "train", self.root / "train" / "label")
-        if self.cfg.cache is not None:
-            # A cache was made by reading every file by the same rules and is refused once any file changes, so a
-            # valid one stands for the check, which would decode every image again.
-            cache = SampleCache(self.cfg.cache, samples, self.cfg.unknown_colours)
-            self.uniform_size = len({cache.size(files.name) for files in samples}) == 1
         names = [s.name for s in samples]
         if self.cfg.split_file:
             self.split = load_split(self.cfg.split_file, names)
@@ -62,6 +56,11 @@ class CloudDataModule(L.LightningDataModule):
             if self.split.val
             else None
         )
+        if self.cfg.cache is not None:
+            # The datasets have checked that the cache holds every scene (one folder for both), newer than its files.
+            # It was made by reading every file by the same rules, so it stands for the check, which would decode
+            # them all again.
+            self.uniform_size = len({self.train_set.cache.size(files.name) for files in samples}) == 1
 
     def train_class_pixels(self) -> np.ndarray:
         """Pixels of each class over the training split's labels (validation excluded), from the cache if any."""
