@@ -52,7 +52,8 @@ def main(folder: Path) -> None:
             print(
                 f"\nloader from {source}, {data['num_workers']} workers, batch {data['batch_size']}, crop "
                 f"{data['crop_size']}: {data['images_per_s']:.0f} img/s "
-                f"({data['images_per_s_per_worker']:.1f} per worker)"
+                f"({data['images_per_s_per_worker']:.1f} per worker); an epoch's first batch after a pause: "
+                f"{data['epoch_start_wait_s']:.3f} s"
             )
     metrics = folder / "train_recipe_metrics.csv"
     if metrics.is_file():

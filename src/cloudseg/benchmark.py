@@ -460,12 +460,14 @@ def benchmark_data(cfg: DataConfig, batches: int = 20, warmup: int = 3) -> dict:
     module = CloudDataModule(cfg)
     module.setup("fit")
     loader = module.train_dataloader()
-    images, started = 0, None
+    images, started, epoch = 0, None, 0
     iterator = iter(loader)
     for step in range(warmup + batches):
         try:
             batch = next(iterator)
-        except StopIteration:  # a small dataset: start another epoch
+        except StopIteration:  # a small dataset: start another epoch, as Lightning does
+            epoch += 1
+            loader.sampler.set_epoch(epoch)
             iterator = iter(loader)
             batch = next(iterator)
         if step == warmup - 1:
@@ -473,12 +475,22 @@ def benchmark_data(cfg: DataConfig, batches: int = 20, warmup: int = 3) -> dict:
         elif step >= warmup:
             images += batch["rgb"].shape[0]
     seconds = time.perf_counter() - started
+    # Training's wait for an epoch's first batch: the rest of this epoch, a pause for what ends an epoch
+    # (validation, checkpoints), then the next epoch's first batch.
+    for _ in iterator:
+        pass
+    time.sleep(0.5)
+    loader.sampler.set_epoch(epoch + 1)
+    waited = time.perf_counter()
+    next(iter(loader))
+    epoch_start_wait = time.perf_counter() - waited
     workers = cfg.num_workers
     return {
         "benchmark": "data",
         "images_per_s": images / seconds,
         "images_per_s_per_worker": images / seconds / max(workers, 1),
         "ms_per_batch": 1000 * seconds / batches,
+        "epoch_start_wait_s": epoch_start_wait,
         "batch_size": cfg.batch_size,
         "crop_size": cfg.augment.crop_size,
         "num_workers": workers,

@@ -65,6 +65,27 @@ def test_datamodule_serves_augmented_crops_and_whole_validation_images(synth_roo
     assert val["rgb"].shape == (2, 3, 64, 64) and set(val["name"]) == set(module.split.val)
 
 
+def test_the_training_loader_begins_the_next_epoch_early_and_serves_the_same_batches(synth_root):
+    def module(workers: int) -> CloudDataModule:
+        cfg = DataConfig(root=str(synth_root), batch_size=2, num_workers=workers, augment=AugmentConfig(crop_size=32))
+        m = CloudDataModule(cfg)
+        m.setup("fit")
+        return m
+
+    def epoch(loader, number: int) -> list[torch.Tensor]:
+        batches = iter(loader)  # as Lightning: the iterator first, then set_epoch, then the batches
+        loader.sampler.set_epoch(number)
+        return [torch.cat((b["rgb"].flatten(), b["mask"].flatten())) for b in batches]
+
+    plain, ahead = module(0).train_dataloader(), module(2).train_dataloader()
+    for number in (0, 1, 2, 7):  # 7: a resumed run, not the epoch begun
+        expected = epoch(plain, number)
+        assert len(expected) == 3
+        assert all(torch.equal(a, b) for a, b in zip(epoch(ahead, number), expected, strict=True))
+        assert ahead._ahead == number + 1  # the workers are on the next epoch before it is asked for
+    assert not all(torch.equal(a, b) for a, b in zip(epoch(plain, 0), epoch(plain, 1), strict=True))
+
+
 def test_each_ddp_process_validates_its_own_share_and_together_every_image_once(synth_root):
     from types import SimpleNamespace
 
@@ -144,6 +165,7 @@ def test_benchmark_data_writes_well_formed_json(synth_root, tmp_path, capsys):
     )
     result = json.loads(out.read_text())
     assert result["images_per_s"] > 0 and result["timed_batches"] == 2 and result["crop_size"] == 32
+    assert result["epoch_start_wait_s"] > 0
 
 
 def test_files_pair_by_name_across_png_jpg_and_tif(tmp_path):

@@ -18,6 +18,42 @@ from cloudseg.errors import ConfigError
 from cloudseg.schema import CLASSES
 
 
+class EpochAheadLoader(DataLoader):
+    """The training loader: as it hands out an epoch's last batch, its workers start on the next epoch's batches.
+
+    With persistent workers the next epoch would begin only when Lightning asks for it, after the last step,
+    validation and the checkpoints, and its first batch is made by one worker alone while the GPU waits: about
+    0.26 s an epoch in the 5-epoch H100 recipe (docs/PERFORMANCE.md). `EpochSampler`'s keys are a function of
+    (seed, epoch), so the batches are the same either way; a next epoch other than the one begun (a resumed run)
+    is begun afresh.
+    """
+
+    _ahead: int | None = None  # the epoch the workers were started on, if any
+
+    def __iter__(self):
+        if not (self.persistent_workers and isinstance(self.sampler, EpochSampler)):
+            return super().__iter__()
+        return self._epoch()
+
+    def _epoch(self):
+        # A generator: it starts at the first batch, after Lightning's set_epoch, not at iter().
+        ahead, self._ahead = self._ahead, None
+        batches = self._iterator if ahead == self.sampler.epoch else super().__iter__()
+        for count, batch in enumerate(batches, 1):
+            if count == len(self):
+                # Every batch of the epoch is in: the persistent iterator can be reset for the next one. The reset
+                # draws the next epoch's keys at once (its workers are sent their first batches); the sampler
+                # is then left at this epoch for Lightning's set_epoch.
+                epoch = self.sampler.epoch
+                self.sampler.set_epoch(epoch + 1)
+                super().__iter__()
+                self.sampler.set_epoch(epoch)
+                self._ahead = epoch + 1
+                yield batch
+                return
+            yield batch
+
+
 class CloudDataModule(L.LightningDataModule):
     def __init__(self, cfg: DataConfig, seed: int = 0):
         super().__init__()
@@ -82,7 +118,7 @@ class CloudDataModule(L.LightningDataModule):
         # Each process validates its own share, every image once (the confusion matrix sums across processes);
         # with fewer images than processes all validate all, as a process with none would log nothing to reduce.
         validation = range(rank, len(dataset), world) if len(dataset) >= world else None
-        return DataLoader(
+        return (EpochAheadLoader if train else DataLoader)(
             dataset,
             batch_size=batch_size,
             sampler=EpochSampler(len(dataset), self.seed, rank, world, self.start_epoch) if train else validation,
