@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from cloudseg.benchmark import known_peak
+from cloudseg.benchmark import kernel_family, known_peak
 from cloudseg.cli.main import main
 
 TINY = ["--model", "cmx_b0", "--size", "64", "--batch", "2", "--batches", "1", "--warmup", "1", "--device", "cpu"]
@@ -69,6 +69,31 @@ def test_profile_splits_the_forward_into_blocks_and_ranks_operators(tmp_path, ca
     assert all(ms > 0 for name, ms in regions.items() if not name.startswith("other"))
     shares = [op["share"] for op in result["operators"]]
     assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1
+    families = result["families_ms_per_step"]
+    assert sum(families.values()) == pytest.approx(result["operators_total_ms_per_step"])
+    assert {"matmul", "convolution", "attention"} <= families.keys()  # CMX's operators on a CPU
+    assert result["step_ms_profiled"] > 0
+
+
+@pytest.mark.parametrize(
+    ("name", "family"),
+    [  # kernel names from the CMX-B2 profiles on an H200 (docs/PERFORMANCE.md) and CPU operator names
+        ("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_3_64x64x64", "attention"),
+        ("sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc", "convolution"),
+        ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64_warpgroupsize1x1x1", "matmul"),
+        ("triton_poi_fused__native_batch_norm_legit_functional__to_copy_add_mul_0", "inductor pointwise"),
+        ("triton_red_fused_native_layer_norm_backward_12", "inductor reduction"),
+        ("triton_poi_fused_convolution_backward_gelu_3", "inductor pointwise"),
+        ("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<FusedAdamMathFunctor>", "optimizer"),
+        ("aten::_scaled_dot_product_flash_attention_for_cpu", "attention"),
+        ("aten::mkldnn_convolution", "convolution"),
+        ("aten::addmm", "matmul"),
+        ("Memcpy HtoD (Pageable -> Device)", "copies"),
+        ("aten::gelu", "other"),
+    ],
+)
+def test_kernels_are_grouped_by_kind(name, family):
+    assert kernel_family(name) == family
 
 
 def test_scene_is_for_inference_only(tmp_path, capsys):

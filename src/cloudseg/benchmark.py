@@ -414,15 +414,20 @@ def profile_model(
     _synchronize(dev)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
     with profile(activities=activities) as profiler:
+        started = time.perf_counter()
         for _ in range(steps):
             step()
         _synchronize(dev)
+        step_ms = 1000 * (time.perf_counter() - started) / steps
     # On a GPU only the kernels (and copies) count: an operator's self device time is its kernels' time again.
     gpu = dev.type == "cuda"
     key = "self_device_time_total" if gpu else "self_cpu_time_total"
     kept = [e for e in profiler.key_averages() if not gpu or e.device_type == torch.autograd.DeviceType.CUDA]
     events = sorted(kept, key=lambda e: -getattr(e, key))
     busy = sum(getattr(e, key) for e in events)
+    families: dict[str, float] = {}
+    for e in events:
+        families[kernel_family(e.key)] = families.get(kernel_family(e.key), 0.0) + getattr(e, key) / 1000 / steps
     operators = [
         {"name": e.key, "calls_per_step": e.count / steps, "ms_per_step": getattr(e, key) / 1000 / steps,
          "share": getattr(e, key) / busy if busy else None}
@@ -434,9 +439,29 @@ def profile_model(
         "benchmark": "profile", "target": target, "model": model_name, "size": size, "batch": recipe.batch,
         "recipe": dataclasses.asdict(recipe), "forward_ms_eager": forward_ms, "forward_regions_ms": regions,
         "operators_by": "kernel device time" if gpu else "operator CPU time",
-        "operators_total_ms_per_step": busy / 1000 / steps, "operators": operators,
+        "operators_total_ms_per_step": busy / 1000 / steps, "step_ms_profiled": step_ms,
+        "families_ms_per_step": dict(sorted(families.items(), key=lambda kv: -kv[1])), "operators": operators,
         **_environment(dev),
     }  # fmt: skip
+
+
+# Kinds of kernel (on a CPU, of operator), by name, first match. The order matters: inductor's kernels are named
+# after the operations they fuse (a convolution's bias gradient, say), and cuDNN's implicit-GEMM convolutions
+# also say "gemm".
+KERNEL_FAMILIES = (
+    ("inductor pointwise", ("triton_poi",)),
+    ("inductor reduction", ("triton_red", "triton_per")),
+    ("attention", ("sdpa", "flash", "fmha", "attention")),
+    ("convolution", ("conv", "fprop", "dgrad", "wgrad")),
+    ("matmul", ("gemm", "nvjet", "cutlass", "cublas", "xmma", "triton_tem", "aten::mm", "aten::addmm", "aten::bmm")),
+    ("optimizer", ("adam",)),
+    ("copies", ("memcpy", "memset", "copy")),
+)
+
+
+def kernel_family(name: str) -> str:
+    lowered = name.lower()
+    return next((family for family, keys in KERNEL_FAMILIES if any(k in lowered for k in keys)), "other")
 
 
 def format_profile(result: dict) -> str:
@@ -445,7 +470,10 @@ def format_profile(result: dict) -> str:
     lines = [f"forward, eager, per kind of block ({forward:.1f} ms per batch of {result['batch']}):"]
     regions = result["forward_regions_ms"].items()
     lines += [f"  {name:<40} {ms:>9.2f} ms {100 * ms / forward:>5.1f}%" for name, ms in regions]
-    lines.append(f"operators by {result['operators_by']} ({result['operators_total_ms_per_step']:.1f} ms per step):")
+    busy, step = result["operators_total_ms_per_step"], result["step_ms_profiled"]
+    lines.append(f"{result['operators_by']} by kind ({busy:.1f} ms of a {step:.1f}-ms step, profiled):")
+    lines += [f"  {name:<40} {ms:>9.2f} ms {100 * ms / busy:>5.1f}%" for name, ms in result["families_ms_per_step"].items()]
+    lines.append(f"operators by {result['operators_by']} ({busy:.1f} ms per step):")
     lines += [
         f"  {op['name'][:60]:<60} {op['calls_per_step']:>6.0f} {op['ms_per_step']:>9.2f} ms {100 * op['share']:>5.1f}%"
         for op in result["operators"]
