@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The GPU figures of docs/PERFORMANCE.md (issue 7), sized for one lent H100 session (15 minutes of device time,
-# 10 minutes a command): two device calls, each writing JSON and logs under $OUT and printing a summary last.
+# The GPU figures of docs/PERFORMANCE.md (issue 7), sized for lent H100 sessions (15 minutes of device time,
+# 10 minutes a command): device calls, each writing JSON and logs under $OUT and printing a summary last. Every
+# call carries .whl; calls in one session follow at once (the machine stays warm for 30 s only).
 #
-#   here, once:            bash benchmarks/gpu_suite.sh wheels     (albumentations and its needs, into .whl/)
-#   device call 1 (~7 min): bash benchmarks/gpu_suite.sh models    (carry .whl; 6.8 min on an H200, 2026-11-26)
-#   device call 2 (~5 min): bash benchmarks/gpu_suite.sh training  (carry .whl), at once (warm for 30 s only)
+#   here, once:             bash benchmarks/gpu_suite.sh wheels    (albumentations and its needs, into .whl/)
+#   device call (~9 min):   bash benchmarks/gpu_suite.sh models    (parity, training ladder, inference; 8.3 on an H100)
+#   device call (~7 min):   bash benchmarks/gpu_suite.sh profile   (the compiled step's kernels; CUDA graphs)
+#   device call (~5 min):   bash benchmarks/gpu_suite.sh training  (loader, 5-epoch recipe, predict)
 #   or, in a session of its own (~13 min): bash benchmarks/gpu_suite.sh recipe   (the 100-epoch recipe), and at
 #                           once, while it says the run goes on: bash benchmarks/gpu_suite.sh recipe-wait
 #
@@ -35,10 +37,11 @@ if [[ ${SUITE_SMOKE:-} == 1 ]]; then
     MODEL=cmx_b0 SIZE=64 OVERLAP=16 BATCH=2 INFER_BATCH=2 SCENE=160 STEPS=1 N_TRAIN=10 WORKERS=2 EPOCHS=1
     SCALE=0.1 IO_WRITERS=2 RECIPE_EPOCHS=2 RECIPE_LIMIT=520 CALL_LIMIT=${SUITE_CALL_S:-520}
     DEVICE=(--device cpu) COMPILE=(--compile none) PARITY=(--no-compile) TRAIN_DEVICE=(--trainer.accelerator cpu)
+    CUDA_GRAPHS=(--compile none)
 else
     MODEL=cmx_b2 SIZE=512 OVERLAP=128 BATCH=16 INFER_BATCH=64 SCENE=4096 STEPS=20 N_TRAIN=1036 WORKERS=14 EPOCHS=5
     SCALE=1 IO_WRITERS=8 RECIPE_EPOCHS=100 RECIPE_LIMIT=1500 CALL_LIMIT=${SUITE_CALL_S:-565}
-    DEVICE=() COMPILE=() PARITY=() TRAIN_DEVICE=(--trainer.compile true)
+    DEVICE=() COMPILE=() PARITY=() TRAIN_DEVICE=(--trainer.compile true) CUDA_GRAPHS=(--compile reduce-overhead)
 fi
 
 stage() {  # stage NAME SECONDS COMMAND...: runs COMMAND under a time limit, its output appended to suite.log
@@ -86,8 +89,16 @@ models)
     stage infer_scene 70 "${CLOUDSEG[@]}" benchmark infer --model "$MODEL" --size "$SIZE" --batch "$INFER_BATCH" \
         --scene "$SCENE" --overlap "$OVERLAP" --batches 3 --warmup 1 "${COMPILE[@]}" "${DEVICE[@]}" \
         --json "$OUT/infer_scene.json"
+    ;;
+profile)
     stage train_profile 170 "${CLOUDSEG[@]}" benchmark train --model "$MODEL" --size "$SIZE" --batch "$BATCH" --profile \
         --batches 3 "${COMPILE[@]}" "${DEVICE[@]}" --json "$OUT/train_profile.json"
+    # The fast training step compiled, then with CUDA graphs as well (torch.compile's reduce-overhead mode), side
+    # by side: whether replaying the step's launches pays. The first finds inductor's cache warm from the profile.
+    stage train_compiled 120 "${CLOUDSEG[@]}" benchmark train --model "$MODEL" --size "$SIZE" --batch "$BATCH" \
+        --batches "$STEPS" --warmup 3 "${COMPILE[@]}" "${DEVICE[@]}" --json "$OUT/train_compiled.json"
+    stage train_cuda_graphs 170 "${CLOUDSEG[@]}" benchmark train --model "$MODEL" --size "$SIZE" --batch "$BATCH" \
+        --batches "$STEPS" --warmup 3 "${CUDA_GRAPHS[@]}" "${DEVICE[@]}" --json "$OUT/train_cuda_graphs.json"
     ;;
 training | recipe)
     rm -rf "$DATA" "$CACHE" "$RUNS" "$STATE" "$WORK/suite-masks"
@@ -158,7 +169,7 @@ training)
         --side "$SIZE" --batch "$INFER_BATCH" --writers "$IO_WRITERS" "${DEVICE[@]}" --json "$OUT/writer_contention.json"
     ;;
 *)
-    echo "usage: $0 wheels|models|training|recipe|recipe-wait" >&2
+    echo "usage: $0 wheels|models|profile|training|recipe|recipe-wait" >&2
     exit 2
     ;;
 esac

@@ -47,6 +47,10 @@ def main(folder: Path) -> None:
         )
     if profile := result("train_profile"):
         print(f"\nprofile, training step:\n{format_profile(profile)}")
+    modes = [{**row, "mode": f"compile mode {row['recipe']['compile']}"}
+             for row in (result("train_compiled"), result("train_cuda_graphs")) if row]  # fmt: skip
+    if modes:
+        print(f"\ntraining step, compiled, without and with CUDA graphs:\n{format_rows(modes)}")
     for source in ("png", "cache"):
         if data := result(f"data_{source}"):
             print(
