@@ -42,7 +42,9 @@ def test_every_stage_of_the_suite_runs_and_leaves_its_result(part, files, tmp_pa
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     exits = re.findall(r"exit (\d+) after", result.stdout)
-    assert len(exits) == {"models": 4, "profile": 3, "training": 7, "recipe": 3}[part] and set(exits) == {"0"}, result.stdout[-3000:]
+    assert len(exits) == {"models": 4, "profile": 3, "training": 7, "recipe": 3}[part] and set(exits) == {"0"}, (
+        result.stdout[-3000:]
+    )
     assert files | {"suite.log"} == {p.name for p in out.iterdir()}  # the device tool returns at most 8 files
     for name in {name for name in files if name.endswith(".json")}:
         json.loads((out / name).read_text())

@@ -465,14 +465,17 @@ def kernel_family(name: str) -> str:
 
 
 def format_profile(result: dict) -> str:
-    """The profile's two tables as plain text."""
+    """The profile's three tables as plain text."""
+
+    def shares(times: dict[str, float], total: float) -> list[str]:
+        return [f"  {name:<40} {ms:>9.2f} ms {100 * ms / total:>5.1f}%" for name, ms in times.items()]
+
     forward = result["forward_ms_eager"]
     lines = [f"forward, eager, per kind of block ({forward:.1f} ms per batch of {result['batch']}):"]
-    regions = result["forward_regions_ms"].items()
-    lines += [f"  {name:<40} {ms:>9.2f} ms {100 * ms / forward:>5.1f}%" for name, ms in regions]
+    lines += shares(result["forward_regions_ms"], forward)
     busy, step = result["operators_total_ms_per_step"], result["step_ms_profiled"]
     lines.append(f"{result['operators_by']} by kind ({busy:.1f} ms of a {step:.1f}-ms step, profiled):")
-    lines += [f"  {name:<40} {ms:>9.2f} ms {100 * ms / busy:>5.1f}%" for name, ms in result["families_ms_per_step"].items()]
+    lines += shares(result["families_ms_per_step"], busy)
     lines.append(f"operators by {result['operators_by']} ({busy:.1f} ms per step):")
     lines += [
         f"  {op['name'][:60]:<60} {op['calls_per_step']:>6.0f} {op['ms_per_step']:>9.2f} ms {100 * op['share']:>5.1f}%"
