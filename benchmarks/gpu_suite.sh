@@ -136,13 +136,13 @@ recipe | recipe-wait)
         exit 0
     fi
     code=$(cat "$STATE/exit")
+    seconds=$(awk -v s="$(cat "$STATE/started")" -v e="$(cat "$STATE/finished")" 'BEGIN { printf "%.1f", e - s }')
     cat "$STATE/train.log" >>"$OUT/suite.log"
-    awk -v s="$(cat "$STATE/started")" -v e="$(cat "$STATE/finished")" -v code="$code" 'BEGIN {
-        printf "   exit %d after %.0fs\n", code, e - s }' | tee -a "$OUT/suite.log"
+    echo "   exit $code after ${seconds}s" | tee -a "$OUT/suite.log"
     grep -v -e '^\s*$' -e '^ *[{}"]' "$STATE/train.log" | tail -n 4 | sed 's/^/   | /'
-    awk -v s="$(cat "$STATE/started")" -v e="$(cat "$STATE/finished")" -v n="$RECIPE_EPOCHS" -v code="$code" \
-        'BEGIN { printf "{\"benchmark\": \"recipe\", \"epochs\": %d, \"seconds\": %.1f, \"finished\": %s}\n", n,
-        e - s, (code == 0 ? "true" : "false") }' >"$OUT/recipe100.json"
+    finished=$([[ $code == 0 ]] && echo true || echo false)
+    echo "{\"benchmark\": \"recipe\", \"epochs\": $RECIPE_EPOCHS, \"seconds\": $seconds, \"finished\": $finished}" \
+        >"$OUT/recipe100.json"
     ;;
 training)
     for source in png cache; do

@@ -427,7 +427,8 @@ def profile_model(
     busy = sum(getattr(e, key) for e in events)
     families: dict[str, float] = {}
     for e in events:
-        families[kernel_family(e.key)] = families.get(kernel_family(e.key), 0.0) + getattr(e, key) / 1000 / steps
+        family = kernel_family(e.key)
+        families[family] = families.get(family, 0.0) + getattr(e, key) / 1000 / steps
     operators = [
         {"name": e.key, "calls_per_step": e.count / steps, "ms_per_step": getattr(e, key) / 1000 / steps,
          "share": getattr(e, key) / busy if busy else None}
