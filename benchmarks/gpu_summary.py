@@ -74,10 +74,11 @@ def main(folder: Path) -> None:
     if recipe := result("recipe100"):
         print("\n" + recipe_summary(recipe, list(csv.DictReader((folder / "recipe100_metrics.csv").open()))))
     log = folder / "suite.log"
-    if log.is_file():  # train()'s own account of its time outside the epochs, one pair of lines per run
-        lines = [line for line in log.read_text().splitlines() if line.startswith(("start-up:", "fit took"))]
+    if log.is_file():  # train()'s own account of its start-up, compilation and fit, a few lines per run
+        timed = ("start-up:", "first training batch, compilation included:", "fit took")
+        lines = [line for line in log.read_text().splitlines() if line.startswith(timed)]
         if lines:
-            print("\ntraining runs, time outside the epochs:\n  " + "\n  ".join(lines))
+            print("\ntraining runs, from their logs:\n  " + "\n  ".join(lines))
     profile = folder / "train_recipe_profile.txt"
     if profile.is_file():  # Lightning's SimpleProfiler: the costliest loop actions of the recipe run
         print("\nrecipe run, loop actions by total time:\n" + "\n".join(profile.read_text().splitlines()[5:17]))

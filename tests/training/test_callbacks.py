@@ -3,7 +3,7 @@
 from types import SimpleNamespace
 
 from cloudseg.training import callbacks
-from cloudseg.training.callbacks import LastCheckpoint
+from cloudseg.training.callbacks import CompilationNotice, LastCheckpoint
 
 
 class Clock:
@@ -71,3 +71,18 @@ def test_validation_panels_run_the_model_uncompiled(tmp_path):
     )
     ValidationPanels(tmp_path, count=1).on_validation_end(trainer, task)
     assert (tmp_path / "panels" / "epoch_002.png").is_file()
+
+
+def test_the_compilation_notice_comes_before_the_first_batch_and_its_time_after_it(monkeypatch, caplog):
+    clock = Clock()
+    monkeypatch.setattr(callbacks.time, "perf_counter", clock)
+    trainer, notice = SimpleNamespace(is_global_zero=True), CompilationNotice()
+    with caplog.at_level("INFO", logger="cloudseg"):
+        for batch_index, seconds in enumerate([143.25, 0.1, 0.1]):
+            notice.on_train_batch_start(trainer, None, None, batch_index)
+            clock.now += seconds
+            notice.on_train_batch_end(trainer, None, None, None, batch_index)
+    assert caplog.messages == [
+        "compiling the model and the loss during the first training batch, a minute or more",
+        "first training batch, compilation included: 143.2 s",
+    ]

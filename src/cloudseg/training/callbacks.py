@@ -30,6 +30,28 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, temporary)
 
 
+class CompilationNotice(L.Callback):
+    """Says that torch.compile works during the first training batch, which would otherwise look like a hang
+    (145 s for CMX-B2 on a fresh H100 machine, docs/PERFORMANCE.md), and then how long that batch took: its
+    host time is the compilation's, as nothing in it waits for the device."""
+
+    def __init__(self):
+        self.started: float | None = None
+        self.reported = False
+
+    def on_train_batch_start(self, trainer: L.Trainer, task: L.LightningModule, batch, batch_index: int) -> None:
+        if self.started is None:
+            self.started = time.perf_counter()
+            if trainer.is_global_zero:
+                log.info("compiling the model and the loss during the first training batch, a minute or more")
+
+    def on_train_batch_end(self, trainer: L.Trainer, task: L.LightningModule, outputs, batch, batch_index: int):
+        if not self.reported:
+            self.reported = True
+            if trainer.is_global_zero:
+                log.info("first training batch, compilation included: %.1f s", time.perf_counter() - self.started)
+
+
 class LastCheckpoint(L.Callback):
     """`checkpoints/last.ckpt`: the whole training state at the end of an epoch, validation included, for
     --resume. Written after the first and the last epoch, and after any other once `every_s` seconds have passed

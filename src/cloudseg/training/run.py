@@ -31,6 +31,7 @@ from cloudseg.training.callbacks import (
     PANEL_TITLES,
     AtomicCheckpointIO,
     BestRelease,
+    CompilationNotice,
     LastCheckpoint,
     TrainingProgress,
     ValidationPanels,
@@ -133,6 +134,7 @@ def train(cfg: Config | None = None, resume: str | None = None) -> Path:
             ValidationReport(run_dir),
             ValidationPanels(run_dir, cfg.trainer.panels),
             TrainingProgress(),
+            *([CompilationNotice()] if cfg.trainer.compile else []),
             LearningRateMonitor(logging_interval="step"),
             *_extra_callbacks(cfg.trainer.callbacks),
             LastCheckpoint(run_dir, cfg.trainer.checkpoint_every_s),  # last: it saves the others' state too
