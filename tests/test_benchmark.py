@@ -1,10 +1,12 @@
 """`cloudseg benchmark train|infer` in a tiny smoke configuration: well-formed results, never a speed."""
 
 import json
+import types
 
 import pytest
+import torch
 
-from cloudseg.benchmark import kernel_family, known_peak
+from cloudseg.benchmark import kernel_family, known_peak, timed_events
 from cloudseg.cli.main import main
 
 TINY = ["--model", "cmx_b0", "--size", "64", "--batch", "2", "--batches", "1", "--warmup", "1", "--device", "cpu"]
@@ -89,11 +91,28 @@ def test_profile_splits_the_forward_into_blocks_and_ranks_operators(tmp_path, ca
         ("aten::mkldnn_convolution", "convolution"),
         ("aten::addmm", "matmul"),
         ("Memcpy HtoD (Pageable -> Device)", "copies"),
+        ("dgrad2d_c1_k1_nhwc_specialized", "convolution"),  # the H100's (2026-11-26)
+        ("nvjet_sm90_tst_64x512_64x2_1x2_h_bz_coopB_NNT", "matmul"),
         ("aten::gelu", "other"),
     ],
 )
 def test_kernels_are_grouped_by_kind(name, family):
     assert kernel_family(name) == family
+
+
+def test_a_gpu_profile_counts_kernels_once_and_not_the_ranges_marked_around_them():
+    def event(name, device, annotation=False):
+        device_type = getattr(torch.autograd.DeviceType, device)
+        return types.SimpleNamespace(key=name, device_type=device_type, is_user_annotation=annotation)
+
+    events = [
+        event("multi_tensor_apply_kernel<FusedAdamMathFunctor>", "CUDA"),
+        event("Optimizer.step#AdamW.step", "CUDA", annotation=True),  # spans the kernel above on the GPU's timeline
+        event("aten::_fused_adamw_", "CPU"),
+        event("Memcpy HtoD (Pageable -> Device)", "CUDA"),
+    ]
+    assert [e.key for e in timed_events(events, gpu=True)] == [events[0].key, events[3].key]
+    assert timed_events(events, gpu=False) == events
 
 
 def test_scene_is_for_inference_only(tmp_path, capsys):

@@ -58,6 +58,12 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the process's peak resident set
 
 
+def _peak_reserved_mb(device: torch.device) -> float | None:
+    """The allocator's peak reserve on a GPU. It holds the memory pool of CUDA graphs, which is filled while they
+    are recorded, in the warm-up, and so is missing from the timed steps' peak allocation."""
+    return torch.cuda.max_memory_reserved(device) / 2**20 if device.type == "cuda" else None
+
+
 def count_flops(model: torch.nn.Module, rgb: torch.Tensor, aux: torch.Tensor, loss=None) -> dict:
     """FLOPs per image of the forward pass (FlopCounterMode) and of a training step.
 
@@ -231,6 +237,7 @@ def benchmark_model(
     result = {
         "benchmark": target, "model": model_name, "mode": recipe.name, "size": size, "batch": recipe.batch,
         "images_per_s": images_per_s, "ms_per_step": 1000 * seconds, "peak_memory_mb": _peak_memory_mb(dev),
+        "peak_reserved_mb": _peak_reserved_mb(dev),
         **flops, "achieved_tflops": achieved, "peak_tflops": peak, "mfu": achieved / peak if peak else None,
         "steps": steps, "warmup": warmup, "warmup_s": warmup_seconds, "recipe": dataclasses.asdict(recipe),
         **environment,
@@ -419,11 +426,9 @@ def profile_model(
             step()
         _synchronize(dev)
         step_ms = 1000 * (time.perf_counter() - started) / steps
-    # On a GPU only the kernels (and copies) count: an operator's self device time is its kernels' time again.
     gpu = dev.type == "cuda"
     key = "self_device_time_total" if gpu else "self_cpu_time_total"
-    kept = [e for e in profiler.key_averages() if not gpu or e.device_type == torch.autograd.DeviceType.CUDA]
-    events = sorted(kept, key=lambda e: -getattr(e, key))
+    events = sorted(timed_events(profiler.key_averages(), gpu), key=lambda e: -getattr(e, key))
     busy = sum(getattr(e, key) for e in events)
     families: dict[str, float] = {}
     for e in events:
@@ -444,6 +449,15 @@ def profile_model(
         "families_ms_per_step": dict(sorted(families.items(), key=lambda kv: -kv[1])), "operators": operators,
         **_environment(dev),
     }  # fmt: skip
+
+
+def timed_events(events, gpu: bool) -> list:
+    """The profiler's events whose own times add up to the device's (on a GPU) or the host's busy time. On a GPU
+    only kernels and copies count: an operator's self device time is its kernels' time again, and a marked range
+    (the optimiser's `Optimizer.step#AdamW.step`, say) spans kernels that are counted already."""
+    if not gpu:
+        return list(events)
+    return [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA and not e.is_user_annotation]
 
 
 # Kinds of kernel (on a CPU, of operator), by name, first match. The order matters: inductor's kernels are named

@@ -11,7 +11,7 @@ import torch
 from cloudseg.config import Config, LossConfig, OptimConfig, from_dict, to_dict
 from cloudseg.data.dataset import normalise, to_chw
 from cloudseg.data.synth import make_scene
-from cloudseg.errors import WeightsError
+from cloudseg.errors import ConfigError, WeightsError
 from cloudseg.models import MIT_VARIANTS, build_from_spec
 from cloudseg.models.checkpoint import load_model, save_release
 from cloudseg.schema import AUX_NORM, RGB_NORM, encode_reflectance
@@ -134,6 +134,25 @@ def test_compiling_keeps_the_checkpoint_keys_and_stores_each_weight_once():
     old = {"state_dict": {**{f"network.{k[6:]}": 0 for k in keys}, **dict.fromkeys(keys, 0)}}
     compiled.on_load_checkpoint(old)
     assert list(old["state_dict"]) == keys
+
+
+@pytest.mark.parametrize(("mode", "loss_mode"), [("reduce-overhead", "default"), ("default", "default")])
+def test_cuda_graphs_are_recorded_for_the_model_alone(monkeypatch, mode, loss_mode):
+    modes = {}
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda module, **kw: modes.setdefault(type(module), kw["mode"]))
+    config = to_dict(Config())
+    config["trainer"] |= {"compile": True, "compile_mode": mode}
+    task = SegmentationTask(config)
+    assert modes == {type(task.model): mode, SegmentationLoss: loss_mode}
+
+
+def test_cuda_graphs_with_accumulated_gradients_are_refused_before_training():
+    config = to_dict(Config())
+    config["trainer"] |= {"compile": True, "compile_mode": "max-autotune", "accumulate_grad_batches": 4}
+    with pytest.raises(ConfigError, match=r"'max-autotune' records CUDA graphs.*'max-autotune-no-cudagraphs'"):
+        SegmentationTask(config)
+    config["trainer"]["compile_mode"] = "max-autotune-no-cudagraphs"
+    SegmentationTask(config)
 
 
 class _GradientNorms(L.Callback):
