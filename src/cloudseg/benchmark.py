@@ -158,6 +158,7 @@ def _build_step(target: str, model_name: str, size: int, recipe: Recipe, dev: to
     """The model and one training step or inference batch of it on fixed random inputs, run as `recipe` says."""
     from cloudseg.models.registry import build_model
     from cloudseg.training.losses import SegmentationLoss
+    from cloudseg.training.task import WITHOUT_CUDA_GRAPHS
 
     torch.manual_seed(0)
     memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
@@ -169,7 +170,9 @@ def _build_step(target: str, model_name: str, size: int, recipe: Recipe, dev: to
     torch._dynamo.reset()  # each recipe compiles afresh, not against the last one's guards
     torch.backends.cudnn.benchmark = recipe.cudnn_benchmark  # process-wide: every recipe sets its own
     network = torch.compile(model, mode=recipe.compile, dynamic=False) if recipe.compile else model
-    criterion = torch.compile(loss_fn, dynamic=False) if recipe.compile else loss_fn
+    # as training compiles them: the loss without CUDA graphs
+    loss_mode = WITHOUT_CUDA_GRAPHS.get(recipe.compile, recipe.compile)
+    criterion = torch.compile(loss_fn, mode=loss_mode, dynamic=False) if recipe.compile else loss_fn
     autocast = torch.autocast(dev.type, torch.bfloat16, enabled=recipe.bf16)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=1e-4, fused=recipe.fused_adamw, foreach=None if recipe.fused_adamw else False

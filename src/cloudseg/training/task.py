@@ -120,7 +120,7 @@ class SegmentationTask(L.LightningModule):
                 )
             self.model.compile(dynamic=False, mode=mode)
             # The loss without CUDA graphs: it launches few kernels, and a graphed function fed by another one's
-            # outputs has failed (pytorch/pytorch#160281). The benchmark's reduce-overhead step runs it so too.
+            # outputs has failed (pytorch/pytorch#160281). The benchmark compiles its step so too.
             self.loss.compile(dynamic=False, mode=WITHOUT_CUDA_GRAPHS.get(mode, mode))
         self.val_scores: dict[str, dict[str, torch.Tensor]] = {}
 
