@@ -10,11 +10,13 @@ import torch
 
 
 class KillAtStep(L.Callback):
-    """SIGKILLs the training process when it reaches optimiser step $CLOUDSEG_TEST_KILL_STEP (mid-epoch); does
-    nothing where the variable is unset, as in the resumed run, which restores this callback from its config."""
+    """SIGKILLs the training process when it reaches optimiser step $CLOUDSEG_TEST_KILL_STEP (mid-epoch), once the
+    last checkpoint written in the background is on disk; does nothing where the variable is unset, as in the
+    resumed run, which restores this callback from its config."""
 
     def on_train_batch_start(self, trainer: L.Trainer, task, batch, batch_index: int) -> None:
         if str(trainer.global_step) == os.environ.get("CLOUDSEG_TEST_KILL_STEP"):
+            trainer.strategy.checkpoint_io.wait()
             os.kill(os.getpid(), signal.SIGKILL)
 
 

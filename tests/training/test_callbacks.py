@@ -1,9 +1,14 @@
 """Callbacks on their own, with a stand-in trainer."""
 
+import threading
 from types import SimpleNamespace
 
+import pytest
+import torch
+
+from cloudseg.errors import CloudsegError
 from cloudseg.training import callbacks
-from cloudseg.training.callbacks import CompilationNotice, LastCheckpoint
+from cloudseg.training.callbacks import AtomicCheckpointIO, CompilationNotice, LastCheckpoint
 
 
 class Clock:
@@ -86,3 +91,29 @@ def test_the_compilation_notice_comes_before_the_first_batch_and_its_time_after_
         "compiling the model and the loss during the first training batch, a minute or more",
         "first training batch, compilation included: 143.2 s",
     ]
+
+
+def test_checkpoints_are_written_as_they_were_when_saved_while_training_goes_on(tmp_path, monkeypatch):
+    release = threading.Event()
+    write = callbacks._write_atomically
+    monkeypatch.setattr(callbacks, "_write_atomically", lambda *args: (release.wait(10), write(*args)))
+    weights = torch.zeros(4)
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"state_dict": {"w": weights}, "epoch": 3}, tmp_path / "last.ckpt")
+    weights += 1  # the next optimiser step, while the write waits
+    assert not (tmp_path / "last.ckpt").exists()
+    release.set()
+    io.teardown()
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert saved["epoch"] == 3 and torch.equal(saved["state_dict"]["w"], torch.zeros(4))
+
+
+def test_a_failed_checkpoint_write_is_raised_at_the_next_save_and_leaves_no_file(tmp_path):
+    (tmp_path / "checkpoints").write_text("a file where the folder should be")
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"epoch": 0}, tmp_path / "checkpoints" / "last.ckpt")
+    with pytest.raises(CloudsegError, match=r"checkpoints/last\.ckpt: cannot write here"):
+        io.save_checkpoint({"epoch": 1}, tmp_path / "last.ckpt")
+    io.save_checkpoint({"epoch": 2}, tmp_path / "last.ckpt")
+    io.teardown()
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True) == {"epoch": 2}
