@@ -32,7 +32,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     on errors too) wait for a write in progress, and raise its error."""
 
     def __init__(self):
-        self._writer: ThreadPoolExecutor | None = None
+        super().__init__()
+        self._writer: ThreadPoolExecutor | None = None  # made at the first save: a spawned process gets none
         self._pending: Future | None = None
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
