@@ -6,7 +6,7 @@ import types
 import pytest
 import torch
 
-from cloudseg.benchmark import kernel_family, known_peak, timed_events
+from cloudseg.benchmark import format_rows, kernel_family, known_peak, timed_events
 from cloudseg.cli.main import main
 
 TINY = ["--model", "cmx_b0", "--size", "64", "--batch", "2", "--batches", "1", "--warmup", "1", "--device", "cpu"]
@@ -113,6 +113,14 @@ def test_a_gpu_profile_counts_kernels_once_and_not_the_ranges_marked_around_them
     ]
     assert [e.key for e in timed_events(events, gpu=True)] == [events[0].key, events[3].key]
     assert timed_events(events, gpu=False) == events
+
+
+def test_the_table_shows_the_reserve_that_holds_cuda_graphs_where_there_is_one():
+    row = {"mode": "fast", "batch": 16, "images_per_s": 255.7, "ms_per_step": 62.6, "achieved_tflops": 73.8,
+           "mfu": 0.0746, "peak_memory_mb": 1063.9, "peak_reserved_mb": 15360.0}  # fmt: skip
+    gpu, cpu = format_rows([row, {**row, "mfu": None, "peak_reserved_mb": None}]).splitlines()[1:]
+    assert gpu.split() == ["fast", "16", "255.70", "62.6", "73.80", "7.5%", "1064", "15360", "1.00"]
+    assert cpu.split()[5:8] == ["-", "1064", "-"]
 
 
 def test_scene_is_for_inference_only(tmp_path, capsys):

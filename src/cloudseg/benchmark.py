@@ -284,13 +284,16 @@ def compare(target: str, fast: Recipe, **options) -> dict:
 
 def format_rows(rows: list[dict]) -> str:
     """A plain-text table of benchmark rows, for people (the JSON is for programs)."""
-    header = ("recipe", "batch", "img/s", "ms/step", "TFLOP/s", "MFU", "mem MB", "x")
-    lines = ["{:<24} {:>5} {:>9} {:>9} {:>8} {:>6} {:>8} {:>6}".format(*header)]
+    # memory: the peak allocated in the timed steps, and the allocator's peak reserve (GPU), which holds CUDA graphs
+    header = ("recipe", "batch", "img/s", "ms/step", "TFLOP/s", "MFU", "mem MB", "rsv MB", "x")
+    lines = ["{:<24} {:>5} {:>9} {:>9} {:>8} {:>6} {:>8} {:>8} {:>6}".format(*header)]
     for row in rows:
         mfu = f"{100 * row['mfu']:.1f}%" if row.get("mfu") is not None else "-"
+        reserved = f"{row['peak_reserved_mb']:.0f}" if row.get("peak_reserved_mb") is not None else "-"
         lines.append(
             f"{row['mode']:<24} {row['batch']:>5} {row['images_per_s']:>9.2f} {row['ms_per_step']:>9.1f} "
-            f"{row['achieved_tflops']:>8.2f} {mfu:>6} {row['peak_memory_mb']:>8.0f} {row.get('speedup', 1.0):>6.2f}"
+            f"{row['achieved_tflops']:>8.2f} {mfu:>6} {row['peak_memory_mb']:>8.0f} {reserved:>8} "
+            f"{row.get('speedup', 1.0):>6.2f}"
         )
     return "\n".join(lines)
 
