@@ -67,7 +67,9 @@ class DataConfig:
     root: str | None = None
     val_fraction: float = 0.2
     split_seed: int = 0
-    split_file: str | None = None  # JSON {"train": [...], "val": [...]} of names; overrides the ratio
+    folds: int = 0  # k >= 2: validate on fold `fold` of a seeded k-fold partition instead of val_fraction
+    fold: int = 0
+    split_file: str | None = None  # JSON {"train": [...], "val": [...]} of names; overrides the ratio and folds
     unknown_colours: Literal["error", "ignore"] = "error"  # "ignore": unknown label colours -> ignore index
     batch_size: int = 4
     num_workers: int = 4

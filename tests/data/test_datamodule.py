@@ -10,8 +10,8 @@ from cloudseg.cli.main import main
 from cloudseg.config import AugmentConfig, DataConfig
 from cloudseg.data.datamodule import CloudDataModule
 from cloudseg.data.dataset import CloudDataset, find_samples, prepare_sample, read_sample
-from cloudseg.data.split import load_split, make_split
-from cloudseg.errors import DataError
+from cloudseg.data.split import fold_split, load_split, make_split
+from cloudseg.errors import ConfigError, DataError
 from cloudseg.inference.predict import pixel_predictor
 from cloudseg.schema import AUX_NORM, RGB_NORM
 
@@ -21,6 +21,31 @@ def test_split_is_deterministic_disjoint_and_complete():
     split = make_split(names, 0.2, seed=7)
     assert split == make_split(names, 0.2, seed=7) and split != make_split(names, 0.2, seed=8)
     assert len(split.val) == 10 and sorted(split.train + split.val) == sorted(names)
+
+
+def test_folds_validate_every_name_once_in_balanced_seeded_parts():
+    names = [f"n{i}" for i in range(23)]
+    splits = [fold_split(names, 5, fold, seed=3) for fold in range(5)]
+    validated = [name for split in splits for name in split.val]
+    assert sorted(validated) == sorted(names)  # each name in exactly one fold's validation
+    assert sorted(len(split.val) for split in splits) == [4, 4, 5, 5, 5]
+    for split in splits:
+        assert sorted(split.train + split.val) == sorted(names) and not set(split.train) & set(split.val)
+    assert fold_split(names, 5, 2, seed=3) == splits[2] and fold_split(names, 5, 2, seed=4) != splits[2]
+    for folds, fold in ((1, 0), (5, 5), (5, -1), (24, 0)):
+        with pytest.raises(DataError, match=r"data\.fold"):
+            fold_split(names, folds, fold, seed=0)
+
+
+def test_datamodule_takes_its_validation_from_the_fold_and_refuses_contradictions(synth_root, tmp_path):
+    module = CloudDataModule(DataConfig(root=str(synth_root), num_workers=0, folds=4, fold=1, split_seed=2))
+    module.setup("fit")
+    names = sorted(module.split.train + module.split.val)
+    assert module.split == fold_split(names, 4, 1, seed=2) and len(module.split.val) == 2
+    with pytest.raises(ConfigError, match=r"data\.fold 1 needs data\.folds"):
+        CloudDataModule(DataConfig(root=str(synth_root), fold=1))
+    with pytest.raises(ConfigError, match="set one of them"):
+        CloudDataModule(DataConfig(root=str(synth_root), folds=4, split_file=str(tmp_path / "split.json")))
 
 
 def test_split_file_round_trip_and_errors(tmp_path):

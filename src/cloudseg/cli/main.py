@@ -97,6 +97,7 @@ def run_config(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 DEFAULT_CONFIG = "cmx_b0"  # what `train` (and `config`) start from without --config
+CHECKPOINTS_HELP = "checkpoints/best.safetensors of a run; several: the mean of their logits (an ensemble)"
 
 
 def run_train(args: argparse.Namespace, extra: list[str]) -> int:
@@ -285,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", help="run folder or last.ckpt to continue exactly where it stopped")
 
     evaluate = command("evaluate", run_evaluate, "score a checkpoint: per-class table, metrics.json, confusion.png")
-    evaluate.add_argument("--checkpoint", required=True, help="checkpoints/best.safetensors of a run")
+    evaluate.add_argument("--checkpoint", required=True, nargs="+", help=CHECKPOINTS_HELP)
     evaluate.add_argument("--root", help="dataset folder (or --data.root)")
     evaluate.add_argument(
         "--split", default="val", help="val or train (the run's split), test, or a JSON list of names"
@@ -295,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--tta", default="none", help="test-time augmentation: none, flips or d4 (8 symmetries)")
 
     predict = command("predict", run_predict, "write colour masks (and optionally a Kaggle submission)")
-    predict.add_argument("--checkpoint", required=True, help="checkpoints/best.safetensors of a run")
+    predict.add_argument("--checkpoint", required=True, nargs="+", help=CHECKPOINTS_HELP)
     predict.add_argument(
         "--input", required=True, help="dataset root (its test/), folder with rgb/ + ngr/, or rgb/<name>"
     )

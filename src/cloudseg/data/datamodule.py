@@ -12,7 +12,7 @@ from cloudseg.config import DataConfig
 from cloudseg.data.check import check_dataset
 from cloudseg.data.dataset import CloudDataset, EpochSampler, find_samples, prepare_batch
 from cloudseg.data.io import class_pixels, load_label
-from cloudseg.data.split import Split, load_split, make_split
+from cloudseg.data.split import Split, fold_split, load_split, make_split
 from cloudseg.data.transforms import CopyPaste, TrainTransform
 from cloudseg.errors import ConfigError
 from cloudseg.schema import CLASSES
@@ -60,6 +60,10 @@ class CloudDataModule(L.LightningDataModule):
         self.seed = seed
         if cfg.root is None:
             raise ConfigError("data.root is not set; pass --data.root <folder with train/{rgb,ngr,label}>")
+        if cfg.fold and not cfg.folds:
+            raise ConfigError(f"data.fold {cfg.fold} needs data.folds, the number of folds (e.g. --data.folds 5)")
+        if cfg.folds and cfg.split_file:
+            raise ConfigError("data.folds and data.split_file both choose the validation split: set one of them")
         self.cfg = cfg
         self.root = Path(cfg.root)
         self.split: Split | None = None
@@ -77,6 +81,8 @@ class CloudDataModule(L.LightningDataModule):
         names = [s.name for s in samples]
         if self.cfg.split_file:
             self.split = load_split(self.cfg.split_file, names)
+        elif self.cfg.folds:
+            self.split = fold_split(names, self.cfg.folds, self.cfg.fold, self.cfg.split_seed)
         else:
             self.split = make_split(names, self.cfg.val_fraction, self.cfg.split_seed)
         by_name = {s.name: s for s in samples}

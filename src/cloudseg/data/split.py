@@ -1,4 +1,5 @@
-"""Train/validation split of a labelled folder: seeded from a ratio, or read from a list file; saved with a run."""
+"""Train/validation split of a labelled folder: seeded from a ratio or as one fold of k, or read from a list file;
+saved with a run."""
 
 import json
 from dataclasses import dataclass
@@ -27,6 +28,18 @@ def make_split(names: list[str], val_fraction: float, seed: int) -> Split:
     order = np.random.default_rng(seed).permutation(len(names))
     n_val = max(1, round(len(names) * val_fraction)) if val_fraction > 0 and len(names) > 1 else 0
     chosen = {names[i] for i in order[:n_val]}
+    return Split(tuple(n for n in names if n not in chosen), tuple(n for n in names if n in chosen))
+
+
+def fold_split(names: list[str], folds: int, fold: int, seed: int) -> Split:
+    """Fold `fold` of a seeded k-fold partition as the validation split: over folds 0..k-1 every name is validated
+    exactly once, and fold sizes differ by at most one."""
+    if folds < 2 or not 0 <= fold < folds:
+        raise DataError(f"data.fold {fold} of data.folds {folds}: expected folds >= 2 and 0 <= fold < folds")
+    if folds > len(names):
+        raise DataError(f"data.folds {folds}: only {len(names)} labelled images to divide")
+    order = np.random.default_rng(seed).permutation(len(names))
+    chosen = {names[i] for i in np.array_split(order, folds)[fold]}
     return Split(tuple(n for n in names if n not in chosen), tuple(n for n in names if n in chosen))
 
 

@@ -3,7 +3,7 @@
 import math
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +19,8 @@ from cloudseg.data.io import IMAGE_SUFFIXES, codec_workers
 from cloudseg.errors import DataError
 from cloudseg.inference.outputs import ImageOutputs, OutputWriters
 from cloudseg.inference.rle import write_submission
-from cloudseg.inference.sliding import Predictor, class_ids, fits_one_tile, sliding_logits, with_tta
-from cloudseg.models.checkpoint import default_device, load_model
+from cloudseg.inference.sliding import Predictor, class_ids, ensemble, fits_one_tile, sliding_logits, with_tta
+from cloudseg.models.checkpoint import default_device, load_models
 
 
 def find_pairs(source: str | Path) -> list[SampleFiles]:
@@ -91,14 +91,14 @@ def pixel_predictor(predict: Predictor, device: torch.device) -> Predictor:
 
 
 def checkpoint_predictor(
-    checkpoint: str | Path, cfg: PredictConfig, device: str | torch.device | None = None
+    checkpoints: str | Path | Sequence[str | Path], cfg: PredictConfig, device: str | torch.device | None = None
 ) -> Predictor:
-    """A release checkpoint's model as a predictor of uint8 pixels, with the precision and TTA of `cfg`, on
-    `device` (default: GPU if any)."""
+    """A release checkpoint's model, or the average of several (an ensemble), as a predictor of uint8 pixels, with
+    the precision and TTA of `cfg`, on `device` (default: GPU if any)."""
     device = default_device(device)
-    model, _ = load_model(checkpoint, device)
-    model_on_device = model_predictor(model, device, cfg.precision, cfg.compile)
-    return pixel_predictor(with_tta(model_on_device, cfg.tta, cfg.scales), device)
+    models, _ = load_models(checkpoints, device)
+    on_device = [model_predictor(model, device, cfg.precision, cfg.compile) for model in models]
+    return pixel_predictor(with_tta(ensemble(on_device), cfg.tta, cfg.scales), device)
 
 
 def uncertainty_map(probabilities: torch.Tensor, kind: str) -> torch.Tensor:
@@ -224,14 +224,15 @@ class Prediction:
 
 
 def predict(
-    checkpoint: str | Path,
+    checkpoints: str | Path | Sequence[str | Path],
     source: str | Path,
     output: str | Path,
     cfg: PredictConfig,
     submission: str | Path | None = None,
     device: str | None = None,
 ) -> Prediction:
-    """Writes `<output>/<name>.png` colour masks (label colours, BGR) of every pair; returns their paths and times.
+    """Writes `<output>/<name>.png` colour masks (label colours, BGR) of every pair, from one checkpoint or the
+    average of several; returns their paths and times.
 
     `cfg.io_workers` processes read the next images, and as many write the last ones' outputs, while the model
     runs; threads would hold the GIL that the model's thread needs to launch each operation. Images of one size
@@ -244,7 +245,7 @@ def predict(
     device = default_device(device)
     cfg = cfg.for_device(device)
     with result.timing("loading the model"):
-        predictor = checkpoint_predictor(checkpoint, cfg, device)
+        predictor = checkpoint_predictor(checkpoints, cfg, device)
     output = Path(output)
     rows = []
     workers = cfg.io_workers or codec_workers()

@@ -3,6 +3,7 @@ normalisation (so `load_model` needs no other file), and a `<name>.json` beside 
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -97,3 +98,27 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         raise WeightsError(f"{path}: weights do not match its own config ({cfg.name}): {'; '.join(problems[:5])}")
     model.load_state_dict(state)
     return model.to(map_location).eval(), header
+
+
+def load_models(
+    paths: str | os.PathLike | Sequence[str | os.PathLike], map_location: str | torch.device = "cpu"
+) -> tuple[list[nn.Module], list[dict]]:
+    """One release checkpoint or several to average (an ensemble): their models, in eval mode, and headers. The
+    models may differ in builder and size but must agree on what their outputs mean: the same classes, inputs
+    and normalisation."""
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if not paths:
+        raise WeightsError("no checkpoint given")
+    models, headers = zip(*(load_model(path, map_location) for path in paths), strict=True)
+
+    def meaning(header: dict) -> tuple:
+        model = header["config"]["model"]
+        return model["num_classes"], model["aux_channels"], json.dumps([header["classes"], header["normalisation"]])
+
+    for path, header in zip(paths[1:], headers[1:], strict=True):
+        if meaning(header) != meaning(headers[0]):
+            raise WeightsError(
+                f"{path}: its classes, aux channels or normalisation differ from those of {paths[0]}; an ensemble "
+                "averages models that predict the same classes from the same inputs"
+            )
+    return list(models), list(headers)

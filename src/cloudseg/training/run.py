@@ -24,8 +24,8 @@ from cloudseg.data.dataset import CloudDataset, find_samples, prepare_sample
 from cloudseg.data.split import load_split
 from cloudseg.errors import ConfigError, DataError
 from cloudseg.files import atomic_path
-from cloudseg.inference.sliding import TTA_SETS, class_ids, with_tta
-from cloudseg.models.checkpoint import default_device, load_model
+from cloudseg.inference.sliding import TTA_SETS, class_ids, ensemble, with_tta
+from cloudseg.models.checkpoint import default_device, load_models
 from cloudseg.panels import grid, save_rgb
 from cloudseg.training.callbacks import (
     PANEL_TITLES,
@@ -178,17 +178,25 @@ def _log_to_file(path: Path) -> None:
         logging.getLogger(name).addHandler(handler)
 
 
-def evaluation_samples(checkpoint: Path, root: Path, split: str) -> list:
-    """The samples of `split`: val or train (the run's saved split), test (test/ with test_labels/), or a JSON
-    list file of names from train/."""
+def evaluation_samples(checkpoints: list[Path], root: Path, split: str) -> list:
+    """The samples of `split`: val or train (the runs' saved split, which must be one split for all the
+    checkpoints), test (test/ with test_labels/), or a JSON list file of names from train/."""
     if split == "test":
         return find_samples(root / "test", root / "test_labels")
     samples = find_samples(root / "train", root / "train" / "label")
     if split in ("val", "train"):
-        split_file = checkpoint.parent.parent / "split.json"
-        if not split_file.is_file():
-            raise DataError(f"{split_file}: the run's split is missing; pass a list file with --split <file.json>")
-        names = set(getattr(load_split(split_file, [s.name for s in samples]), split))
+        splits = set()
+        for checkpoint in checkpoints:
+            split_file = checkpoint.parent.parent / "split.json"
+            if not split_file.is_file():
+                raise DataError(f"{split_file}: the run's split is missing; pass a list file with --split <file.json>")
+            splits.add(getattr(load_split(split_file, [s.name for s in samples]), split))
+        if len(splits) > 1:
+            raise DataError(
+                f"the checkpoints come from runs with different {split} splits (k folds?), so there is no one "
+                f"{split} split to score them on: use --split test or a JSON list file of names"
+            )
+        names = set(splits.pop())
     else:
         path = Path(split)
         try:
@@ -203,26 +211,30 @@ def evaluation_samples(checkpoint: Path, root: Path, split: str) -> list:
 
 @torch.no_grad()
 def evaluate(
-    checkpoint: str | Path,
+    checkpoints: str | Path | list[str | Path],
     root: str | Path,
     split: str = "val",
     output: str | Path | None = None,
     panels: int = 0,
     tta: str = "none",
 ) -> dict:
-    """Scores a release checkpoint on a split, optionally averaging over the flips or all 8 symmetries (`tta`);
-    writes metrics.json, confusion.png (and panels) to `output`."""
+    """Scores a release checkpoint, or the average of several (an ensemble), on a split, optionally averaging
+    over the flips or all 8 symmetries (`tta`); writes metrics.json, confusion.png (and panels) to `output`
+    (default: beside the run, or for an ensemble in the first run's parent folder)."""
     if tta not in TTA_SETS:
         raise ConfigError(f"tta {tta!r}: expected one of {', '.join(TTA_SETS)}")
-    checkpoint, root = Path(checkpoint), Path(root)
+    checkpoints = [Path(c) for c in ([checkpoints] if isinstance(checkpoints, (str, Path)) else checkpoints)]
+    root = Path(root)
     device = default_device()
-    model, header = load_model(checkpoint, device)
-    predict = with_tta(model, tta)
-    num_classes = from_dict(Config, header["config"]).model.num_classes
+    models, headers = load_models(checkpoints, device)
+    predict = with_tta(ensemble(models), tta)
+    num_classes = from_dict(Config, headers[0]["config"]).model.num_classes
     names = class_names(num_classes)
-    suffix = "" if tta == "none" else f"_tta-{tta}"
-    output = Path(output) if output else checkpoint.parent.parent / f"eval_{Path(split).stem}{suffix}"
-    dataset = CloudDataset(evaluation_samples(checkpoint, root, split))
+    scored = Path(split).stem + ("" if tta == "none" else f"_tta-{tta}")
+    run = checkpoints[0].parent.parent
+    default = run / f"eval_{scored}" if len(checkpoints) == 1 else run.parent / f"eval_ensemble_{scored}"
+    output = Path(output or default)
+    dataset = CloudDataset(evaluation_samples(checkpoints, root, split))
     confusion = confusion_metric(num_classes).to(device)
     rows, row_names = [], []
     for i in range(len(dataset)):
@@ -236,7 +248,7 @@ def evaluate(
     matrix = confusion.compute().cpu()
     scores = confusion_scores(matrix)
     result = {
-        "checkpoint": str(checkpoint),
+        "checkpoints": [str(c) for c in checkpoints],
         "root": str(root),
         "split": split,
         "tta": tta,
@@ -250,6 +262,7 @@ def evaluate(
     plot_confusion(matrix.numpy(), names, output / "confusion.png")
     if rows:
         save_rgb(output / "panels.png", grid(rows, PANEL_TITLES, row_names))
-    log.info("%s on %d images of %s\n%s", checkpoint.name, len(dataset), split, format_table(scores, names))
+    what = checkpoints[0].name if len(checkpoints) == 1 else f"the mean of {len(checkpoints)} checkpoints"
+    log.info("%s on %d images of %s\n%s", what, len(dataset), split, format_table(scores, names))
     log.info("wrote %s and %s", output / "metrics.json", output / "confusion.png")
     return result

@@ -1,0 +1,81 @@
+"""Several checkpoints as one model (e.g. the k runs of a cross-validation): `predict` and `evaluate`."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from cloudseg.cli.main import main
+from cloudseg.config import Config, ModelConfig, PredictConfig, to_dict
+from cloudseg.data.dataset import find_samples, read_sample, stack_chw
+from cloudseg.data.split import Split
+from cloudseg.errors import DataError, WeightsError
+from cloudseg.inference.predict import checkpoint_predictor
+from cloudseg.inference.sliding import ensemble
+from cloudseg.models import build_model
+from cloudseg.models.checkpoint import save_release
+from cloudseg.training.run import evaluate
+
+
+def release(folder, name: str, seed: int, num_classes: int = 4):
+    """A run folder holding an untrained `name` model as checkpoints/best.safetensors."""
+    torch.manual_seed(seed)
+    config = to_dict(Config(model=ModelConfig(name=name, num_classes=num_classes)))
+    return save_release(build_model(name, num_classes).eval(), config, folder / "checkpoints" / "best.safetensors")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return [release(root / "cmx", "cmx_b0", 0), release(root / "segformer", "segformer_b0", 1)]
+
+
+def test_an_ensemble_averages_logits_so_it_predicts_the_mean_log_probability():
+    generator = torch.Generator().manual_seed(0)
+    outputs = [torch.randn(2, 4, 5, 6, generator=generator) * scale for scale in (1.0, 3.0, 0.5)]
+    predictors = [lambda rgb, aux, out=out: out.bfloat16() if out is outputs[0] else out for out in outputs]
+    averaged = ensemble(predictors)(None, None)
+    assert averaged.dtype == torch.float32
+    torch.testing.assert_close(averaged, (outputs[0].bfloat16().float() + outputs[1] + outputs[2]) / 3)
+    log_probabilities = torch.stack([o.log_softmax(1) for o in (outputs[0].bfloat16().float(), *outputs[1:])]).mean(0)
+    torch.testing.assert_close(averaged.softmax(1), log_probabilities.softmax(1))
+    assert ensemble(predictors[:1]) is predictors[0]
+
+
+def test_predict_with_several_checkpoints_writes_the_classes_of_their_mean(runs, synth_root, tmp_path):
+    output = tmp_path / "masks"
+    code = main(["predict", "--checkpoint", *map(str, runs), "--input", str(synth_root), "--output", str(output),
+                 "--device", "cpu", "--predict.index_masks", "true"])  # fmt: skip
+    assert code == 0
+    samples = find_samples(synth_root / "test", None)
+    images = [read_sample(s)[:2] for s in samples]
+    rgb, nir = stack_chw([i[0] for i in images]), stack_chw([i[1] for i in images])
+    cfg = PredictConfig()
+    each = [checkpoint_predictor(run, cfg, "cpu")(rgb, nir) for run in runs]
+    expected = ((each[0] + each[1]) / 2).argmax(1).byte().numpy()
+    written = np.stack([cv2.imread(str(output / "index" / f"{s.name}.png"), 0) for s in samples])
+    assert np.array_equal(written, expected)
+    # a real mixture: each model alone disagrees with the mean somewhere
+    assert all((e.argmax(1).numpy() != expected).any() for e in each)
+
+
+def test_an_ensemble_refuses_checkpoints_that_predict_different_classes(runs, tmp_path):
+    three = release(tmp_path / "three", "cmx_b0", 2, num_classes=3)
+    with pytest.raises(WeightsError, match=rf"{three}: its classes.*differ from those of {runs[0]}"):
+        checkpoint_predictor([runs[0], three], PredictConfig(), "cpu")
+
+
+def test_evaluate_scores_an_ensemble_on_test_and_refuses_a_val_split_it_trained_on(runs, synth_root):
+    names = [s.name for s in find_samples(synth_root / "train", None)]
+    for fold, run in enumerate(runs):  # two folds: each run validated on the half the other trained on
+        Split(tuple(names[1 - fold :: 2]), tuple(names[fold::2])).save(run.parent.parent / "split.json")
+    result = evaluate(runs, synth_root, "test")
+    output = runs[0].parent.parent.parent / "eval_ensemble_test"
+    assert json.loads((output / "metrics.json").read_text()) == result
+    assert result["checkpoints"] == [str(r) for r in runs] and result["images"] == 2
+    with pytest.raises(DataError, match="different val splits"):
+        evaluate(runs, synth_root, "val")
+    single = evaluate(runs[1:], synth_root, "val")  # one run: its own validation half
+    assert single["images"] == 4 and (runs[1].parent.parent / "eval_val" / "metrics.json").is_file()
