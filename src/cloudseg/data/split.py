@@ -27,8 +27,7 @@ def make_split(names: list[str], val_fraction: float, seed: int) -> Split:
         raise DataError(f"val_fraction must lie in [0, 1), got {val_fraction}")
     order = np.random.default_rng(seed).permutation(len(names))
     n_val = max(1, round(len(names) * val_fraction)) if val_fraction > 0 and len(names) > 1 else 0
-    chosen = {names[i] for i in order[:n_val]}
-    return Split(tuple(n for n in names if n not in chosen), tuple(n for n in names if n in chosen))
+    return _validating(names, {names[i] for i in order[:n_val]})
 
 
 def fold_split(names: list[str], folds: int, fold: int, seed: int) -> Split:
@@ -39,8 +38,12 @@ def fold_split(names: list[str], folds: int, fold: int, seed: int) -> Split:
     if folds > len(names):
         raise DataError(f"data.folds {folds}: only {len(names)} labelled images to divide")
     order = np.random.default_rng(seed).permutation(len(names))
-    chosen = {names[i] for i in np.array_split(order, folds)[fold]}
-    return Split(tuple(n for n in names if n not in chosen), tuple(n for n in names if n in chosen))
+    return _validating(names, {names[i] for i in np.array_split(order, folds)[fold]})
+
+
+def _validating(names: list[str], val: set[str]) -> Split:
+    """`val` as the validation split and every other name for training, both in the order of `names`."""
+    return Split(tuple(n for n in names if n not in val), tuple(n for n in names if n in val))
 
 
 def load_split(path: str | Path, names: list[str]) -> Split:
