@@ -13,9 +13,8 @@ from cloudseg.data.dataset import find_samples, read_sample, stack_chw
 from cloudseg.data.split import Split
 from cloudseg.errors import DataError, WeightsError
 from cloudseg.inference.predict import checkpoint_predictor
-from cloudseg.inference.sliding import ensemble
 from cloudseg.models import build_model
-from cloudseg.models.checkpoint import save_release
+from cloudseg.models.checkpoint import Ensemble, load_ensemble, save_release
 from cloudseg.training.run import evaluate
 
 
@@ -32,16 +31,27 @@ def runs(tmp_path_factory):
     return [release(root / "cmx", "cmx_b0", 0), release(root / "segformer", "segformer_b0", 1)]
 
 
+class Fixed(torch.nn.Module):
+    """A model whose logits are given."""
+
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, rgb, aux):
+        return self.logits
+
+
 def test_an_ensemble_averages_logits_so_it_predicts_the_mean_log_probability():
     generator = torch.Generator().manual_seed(0)
     outputs = [torch.randn(2, 4, 5, 6, generator=generator) * scale for scale in (1.0, 3.0, 0.5)]
-    predictors = [lambda rgb, aux, out=out: out.bfloat16() if out is outputs[0] else out for out in outputs]
-    averaged = ensemble(predictors)(None, None)
+    outputs[0] = outputs[0].bfloat16()  # as under autocast: averaged in float32
+    averaged = Ensemble([Fixed(o) for o in outputs])(None, None)
     assert averaged.dtype == torch.float32
-    torch.testing.assert_close(averaged, (outputs[0].bfloat16().float() + outputs[1] + outputs[2]) / 3)
-    log_probabilities = torch.stack([o.log_softmax(1) for o in (outputs[0].bfloat16().float(), *outputs[1:])]).mean(0)
-    torch.testing.assert_close(averaged.softmax(1), log_probabilities.softmax(1))
-    assert ensemble(predictors[:1]) is predictors[0]
+    floats = [o.float() for o in outputs]
+    torch.testing.assert_close(averaged, (floats[0] + floats[1] + floats[2]) / 3)
+    mean_log_probability = torch.stack([o.log_softmax(1) for o in floats]).mean(0)
+    torch.testing.assert_close(averaged.softmax(1), mean_log_probability.softmax(1))
 
 
 def test_predict_with_several_checkpoints_writes_the_classes_of_their_mean(runs, synth_root, tmp_path):
@@ -79,3 +89,16 @@ def test_evaluate_scores_an_ensemble_on_test_and_refuses_a_val_split_it_trained_
         evaluate(runs, synth_root, "val")
     single = evaluate(runs[1:], synth_root, "val")  # one run: its own validation half
     assert single["images"] == 4 and (runs[1].parent.parent / "eval_val" / "metrics.json").is_file()
+
+
+def test_an_exported_ensemble_computes_the_mean_of_its_models(runs, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    assert main(["export", "--checkpoint", *map(str, runs), "--output", str(tmp_path / "ensemble.onnx")]) == 0
+    session = ort.InferenceSession(str(tmp_path / "ensemble.onnx"), providers=["CPUExecutionProvider"])
+    models = [load_ensemble(run)[0] for run in runs]
+    rgb, aux = torch.randn(2, 3, 64, 96), torch.randn(2, 1, 64, 96)
+    (logits,) = session.run(None, {"rgb": rgb.numpy(), "aux": aux.numpy()})
+    with torch.no_grad():
+        reference = (models[0](rgb, aux) + models[1](rgb, aux)) / 2
+    assert logits.shape == (2, 4, 64, 96) and np.abs(logits - reference.numpy()).max() < 1e-3

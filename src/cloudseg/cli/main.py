@@ -319,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--labels", required=True, help="folder of colour label images")
 
     export = command("export", run_export, "export a checkpoint to ONNX (dynamic batch, height, width)")
-    export.add_argument("--checkpoint", required=True)
+    export.add_argument("--checkpoint", required=True, nargs="+", help=CHECKPOINTS_HELP)
     export.add_argument("--output", required=True, help="model.onnx")
     export.add_argument("--opset", type=int, default=17)
 

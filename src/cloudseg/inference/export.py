@@ -1,5 +1,6 @@
 """`cloudseg export`: a trained model as ONNX with dynamic batch, height and width."""
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -7,14 +8,14 @@ import torch
 from cloudseg.config import Config, from_dict
 from cloudseg.errors import CloudsegError
 from cloudseg.files import atomic_path
-from cloudseg.models.checkpoint import load_model
+from cloudseg.models.checkpoint import load_ensemble
 
 
-def export_onnx(checkpoint: str | Path, output: str | Path, opset: int = 17) -> Path:
+def export_onnx(checkpoints: str | Path | Sequence[str | Path], output: str | Path, opset: int = 17) -> Path:
     """Writes `output` (inputs `rgb` (B, 3, H, W) and `aux` (B, A, H, W), normalised as in training; output
-    `logits` (B, K, H, W))."""
-    model, header = load_model(checkpoint)
-    aux_channels = from_dict(Config, header["config"]).model.aux_channels
+    `logits` (B, K, H, W)) of one checkpoint, or of several as one graph that averages their logits."""
+    model, headers = load_ensemble(checkpoints)
+    aux_channels = from_dict(Config, headers[0]["config"]).model.aux_channels
     example = (torch.randn(1, 3, 256, 256), torch.randn(1, aux_channels, 256, 256))
     dynamic = {0: "batch", 2: "height", 3: "width"}
     try:

@@ -19,8 +19,8 @@ from cloudseg.data.io import IMAGE_SUFFIXES, codec_workers
 from cloudseg.errors import DataError
 from cloudseg.inference.outputs import ImageOutputs, OutputWriters
 from cloudseg.inference.rle import write_submission
-from cloudseg.inference.sliding import Predictor, class_ids, ensemble, fits_one_tile, sliding_logits, with_tta
-from cloudseg.models.checkpoint import default_device, load_models
+from cloudseg.inference.sliding import Predictor, class_ids, fits_one_tile, sliding_logits, with_tta
+from cloudseg.models.checkpoint import default_device, load_ensemble
 
 
 def find_pairs(source: str | Path) -> list[SampleFiles]:
@@ -96,9 +96,9 @@ def checkpoint_predictor(
     """A release checkpoint's model, or the average of several (an ensemble), as a predictor of uint8 pixels, with
     the precision and TTA of `cfg`, on `device` (default: GPU if any)."""
     device = default_device(device)
-    models, _ = load_models(checkpoints, device)
-    on_device = [model_predictor(model, device, cfg.precision, cfg.compile) for model in models]
-    return pixel_predictor(with_tta(ensemble(on_device), cfg.tta, cfg.scales), device)
+    model, _ = load_ensemble(checkpoints, device)
+    model_on_device = model_predictor(model, device, cfg.precision, cfg.compile)
+    return pixel_predictor(with_tta(model_on_device, cfg.tta, cfg.scales), device)
 
 
 def uncertainty_map(probabilities: torch.Tensor, kind: str) -> torch.Tensor:

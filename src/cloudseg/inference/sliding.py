@@ -1,6 +1,6 @@
 """Logits for images of any size: whole-image or sliding windows blended with a smooth weight, and TTA."""
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -111,21 +111,13 @@ TTA_SETS = {
 _ALL = {**_FLIPS, **_ROTATIONS, **_TRANSPOSED}
 
 
-def mean_logits(logits: Iterable[torch.Tensor]) -> torch.Tensor:
-    """The float32 mean of logits computed one after the other, so only one of them is held besides the sum."""
-    total, count = None, 0
-    for item in logits:
-        total = item.float() if total is None else total + item.float()
-        count += 1
-    return total / count
-
-
 def with_tta(predict: Predictor, tta: str = "none", scales: tuple[float, ...] = (1.0,)) -> Predictor:
     """A predictor that averages logits over the flips/rotations of `tta` and the resize factors `scales`."""
     names = TTA_SETS[tta]
 
-    def each_view(rgb: torch.Tensor, aux: torch.Tensor) -> Iterable[torch.Tensor]:
+    def averaged(rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
         size = rgb.shape[-2:]
+        total = None
         for scale in scales:
             if scale != 1.0:
                 scaled = [
@@ -138,15 +130,7 @@ def with_tta(predict: Predictor, tta: str = "none", scales: tuple[float, ...] = 
                 logits = inverse(predict(forward(scaled[0]), forward(scaled[1])).float())
                 if scale != 1.0:
                     logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-                yield logits
+                total = logits if total is None else total + logits
+        return total / (len(names) * len(scales))
 
-    return lambda rgb, aux: mean_logits(each_view(rgb, aux))
-
-
-def ensemble(predictors: Sequence[Predictor]) -> Predictor:
-    """A predictor that averages the logits of several models (e.g. the k models of a cross-validation). A softmax
-    ignores any per-pixel offset of a model's logits, so this is the same as averaging their log-probabilities:
-    the classes of the normalised geometric mean of the models' probabilities."""
-    if len(predictors) == 1:
-        return predictors[0]
-    return lambda rgb, aux: mean_logits(predict(rgb, aux) for predict in predictors)
+    return averaged

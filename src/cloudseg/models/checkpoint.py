@@ -100,12 +100,25 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     return model.to(map_location).eval(), header
 
 
-def load_models(
+class Ensemble(nn.Module):
+    """Several models of the same classes as one, e.g. the k models of a cross-validation: the mean of their
+    logits. A softmax ignores any per-pixel offset of a model's logits, so this picks the classes that the mean
+    of their log-probabilities would (the normalised geometric mean of their probabilities)."""
+
+    def __init__(self, members: Sequence[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+        return torch.stack([member(rgb, aux).float() for member in self.members]).mean(0)
+
+
+def load_ensemble(
     paths: str | os.PathLike | Sequence[str | os.PathLike], map_location: str | torch.device = "cpu"
-) -> tuple[list[nn.Module], list[dict]]:
-    """One release checkpoint or several to average (an ensemble): their models, in eval mode, and headers. The
-    models may differ in builder and size but must agree on what their outputs mean: the same classes, inputs
-    and normalisation."""
+) -> tuple[nn.Module, list[dict]]:
+    """One release checkpoint's model, or several as an `Ensemble`, in eval mode, and their headers. The models
+    may differ in builder and size but must agree on what their outputs mean: the same classes, inputs and
+    normalisation."""
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if not paths:
         raise WeightsError("no checkpoint given")
@@ -121,4 +134,4 @@ def load_models(
                 f"{path}: its classes, aux channels or normalisation differ from those of {paths[0]}; an ensemble "
                 "averages models that predict the same classes from the same inputs"
             )
-    return list(models), list(headers)
+    return (models[0] if len(models) == 1 else Ensemble(models).eval()), list(headers)

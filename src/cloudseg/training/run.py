@@ -24,8 +24,8 @@ from cloudseg.data.dataset import CloudDataset, find_samples, prepare_sample
 from cloudseg.data.split import load_split
 from cloudseg.errors import ConfigError, DataError
 from cloudseg.files import atomic_path
-from cloudseg.inference.sliding import TTA_SETS, class_ids, ensemble, with_tta
-from cloudseg.models.checkpoint import default_device, load_models
+from cloudseg.inference.sliding import TTA_SETS, class_ids, with_tta
+from cloudseg.models.checkpoint import default_device, load_ensemble
 from cloudseg.panels import grid, save_rgb
 from cloudseg.training.callbacks import (
     PANEL_TITLES,
@@ -226,8 +226,8 @@ def evaluate(
     checkpoints = [Path(c) for c in ([checkpoints] if isinstance(checkpoints, (str, Path)) else checkpoints)]
     root = Path(root)
     device = default_device()
-    models, headers = load_models(checkpoints, device)
-    predict = with_tta(ensemble(models), tta)
+    model, headers = load_ensemble(checkpoints, device)
+    predict = with_tta(model, tta)
     num_classes = from_dict(Config, headers[0]["config"]).model.num_classes
     names = class_names(num_classes)
     scored = Path(split).stem + ("" if tta == "none" else f"_tta-{tta}")
