@@ -89,6 +89,10 @@ def test_evaluate_scores_an_ensemble_on_test_and_refuses_a_val_split_it_trained_
         evaluate(runs, synth_root, "val")
     single = evaluate(runs[1:], synth_root, "val")  # one run: its own validation half
     assert single["images"] == 4 and (runs[1].parent.parent / "eval_val" / "metrics.json").is_file()
+    shared = Split(tuple(names[2:]), tuple(names[:2]))  # runs of one split (seeds): its val scores the ensemble
+    for run in runs:
+        shared.save(run.parent.parent / "split.json")
+    assert evaluate(runs, synth_root, "val")["images"] == 2
 
 
 def test_an_exported_ensemble_computes_the_mean_of_its_models(runs, tmp_path):
