@@ -3,7 +3,7 @@
     pip install "ukis-csmask[cpu]==1.0.0"
     python benchmarks/compare_ukis.py speed --checkpoint runs/.../best.safetensors [--onnx model.onnx]
     python benchmarks/compare_ukis.py accuracy --root ../shared/data/l8biome --model cmx_b0 <seed0 ckpt> <seed1 ckpt> \
-        [--model segformer_b0 <ckpt> ...]
+        [--model segformer_b0 <ckpt> ...] [--ensemble folds <fold0 ckpt> <fold1 ckpt> ...]
     python benchmarks/compare_ukis.py panels --root ../shared/data/l8biome --model cmx_b0 <ckpt> --model rgb <ckpt> \
         -o docs/panels.png
 
@@ -26,7 +26,7 @@ import torch
 from cloudseg.data.dataset import find_samples, model_inputs, read_sample, to_chw
 from cloudseg.data.synth import make_scene
 from cloudseg.inference.predict import model_predictor
-from cloudseg.models.checkpoint import load_model
+from cloudseg.models.checkpoint import load_ensemble, load_model
 from cloudseg.panels import colourise, grid, save_rgb
 from cloudseg.schema import encode_reflectance
 from cloudseg.training.metrics import confusion_scores
@@ -99,11 +99,18 @@ def ukis_on_patch(rgb: np.ndarray, nir: np.ndarray) -> np.ndarray:
     return ukis_mask(reflectance)
 
 
-def cloudseg_on_patches(checkpoint: str, patches: list) -> list[np.ndarray]:
-    """Four-class id maps of each patch."""
-    model, _ = load_model(checkpoint)
+def cloudseg_on_patches(checkpoints: str | list[str], patches: list) -> list[np.ndarray]:
+    """Four-class id maps of each patch, by one checkpoint or the mean of several."""
+    model, _ = load_ensemble(checkpoints)
     predict = model_predictor(model, torch.device("cpu"))
     return [predict(*tensors(rgb, nir))[0].argmax(0).numpy().astype(np.uint8) for _, rgb, nir, _ in patches]
+
+
+def model_runs(args: argparse.Namespace) -> dict[str, list]:
+    """Each --model's checkpoints as runs of their own (seeds); each --ensemble's checkpoints as one run, their
+    mean."""
+    runs = {name: checkpoints for name, *checkpoints in args.model or []}
+    return runs | {name: [checkpoints] for name, *checkpoints in args.ensemble or []}
 
 
 def accuracy(args: argparse.Namespace) -> dict:
@@ -113,7 +120,7 @@ def accuracy(args: argparse.Namespace) -> dict:
     truths = [CLOUDSEG_TO_MERGED[ids] for *_, ids in patches]
     ukis = sum(merged_confusion(CLOUDSEG_TO_MERGED[ids], ukis_on_patch(rgb, nir)) for _, rgb, nir, ids in patches)
     report = {"images": len(patches), "classes": list(MERGED), "ukis_csmask": scores(ukis)}
-    for name, *checkpoints in args.model:
+    for name, checkpoints in model_runs(args).items():
         runs = []
         for checkpoint in checkpoints:
             predictions = cloudseg_on_patches(checkpoint, patches)
@@ -130,11 +137,11 @@ def accuracy(args: argparse.Namespace) -> dict:
 
 
 def panels(args: argparse.Namespace) -> dict:
-    """RGB | NIR | label | each model's first checkpoint | ukis-csmask, one row per test patch; ukis-csmask's
-    cloud is drawn in the thick-cloud colour, as it has one cloud class."""
+    """RGB | NIR | label | each model's first checkpoint (an ensemble's mean) | ukis-csmask, one row per test patch;
+    ukis-csmask's cloud is drawn in the thick-cloud colour, as it has one cloud class."""
     patches = test_patches(Path(args.root))
     chosen = [p for p in patches if not args.names or p[0] in args.names]
-    predictions = {name: cloudseg_on_patches(checkpoints[0], chosen) for name, *checkpoints in args.model}
+    predictions = {name: cloudseg_on_patches(checkpoints[0], chosen) for name, checkpoints in model_runs(args).items()}
     ukis_to_ids = np.array([0, 1, 3], dtype=np.uint8)  # clear, cloud, shadow -> display ids
     rows = []
     for i, (_, rgb, nir, ids) in enumerate(chosen):
@@ -152,6 +159,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", help="(speed) a cloudseg best.safetensors")
     parser.add_argument("--model", nargs="+", action="append", metavar=("NAME", "CHECKPOINT"),
                         help="(accuracy, panels) a name, then one or more checkpoints (seeds); repeatable")  # fmt: skip
+    parser.add_argument("--ensemble", nargs="+", action="append", metavar=("NAME", "CHECKPOINT"),
+                        help="(accuracy, panels) a name, then checkpoints scored as one model, their mean")  # fmt: skip
     parser.add_argument("--onnx", help="(speed) the same model exported with `cloudseg export`")
     parser.add_argument("--root", help="(accuracy) dataset root with test/ and test_labels/")
     parser.add_argument("--repeats", type=int, default=5)
@@ -160,8 +169,10 @@ def main() -> None:
     parser.add_argument("-o", "--output", default="panels.png", help="(panels) the PNG to write")
     args = parser.parse_args()
     task = {"speed": speed, "accuracy": accuracy, "panels": panels}[args.task]
-    if (args.task == "speed") != bool(args.checkpoint) or (args.task != "speed" and not (args.model and args.root)):
-        parser.error("speed needs --checkpoint; accuracy and panels need --root and at least one --model")
+    if (args.task == "speed") != bool(args.checkpoint) or (
+        args.task != "speed" and not ((args.model or args.ensemble) and args.root)
+    ):
+        parser.error("speed needs --checkpoint; accuracy and panels need --root and a --model or --ensemble")
     print(json.dumps(task(args), indent=2))
 
 

@@ -69,3 +69,9 @@ def test_ukis_comparison_merges_thick_and_thin_into_cloud():
     confusion = compare.merged_confusion(truth, np.array([[0, 1], [2, 2]]))
     assert confusion.tolist() == [[1, 0, 0], [0, 1, 1], [0, 0, 1]]  # rows: truth; columns: prediction
     assert compare.scores(confusion)["iou/cloud"] == pytest.approx(0.5)
+
+
+def test_ukis_comparison_scores_each_seed_alone_and_an_ensemble_as_one_model():
+    compare = script("compare_ukis")
+    args = compare.argparse.Namespace(model=[["cmx", "s0", "s1"]], ensemble=[["folds", "f0", "f1", "f2"]])
+    assert compare.model_runs(args) == {"cmx": ["s0", "s1"], "folds": [["f0", "f1", "f2"]]}
