@@ -57,7 +57,7 @@ class CrossAttention(nn.Module):
 
     def _context(self, kv: nn.Linear, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
-        k, v = kv(x).view(B, N, 2, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)  # (B, heads, N, d)
+        k, v = kv(x).view(B, N, 2, self.heads, C // self.heads).permute(2, 0, 3, 1, 4).unbind(0)  # (B, heads, N, d)
         return (k.transpose(-2, -1) @ v * self.scale).softmax(dim=-2)  # (B, heads, d, d)
 
     def _read(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:

@@ -78,7 +78,8 @@ class EfficientSelfAttention(nn.Module):
         q = self.q(x).view(B, N, self.heads, -1).transpose(1, 2)  # (B, heads, N, d)
         if self.sr is not None:
             x = self.sr_norm(map_to_tokens(self.sr(tokens_to_map(x, h, w))))  # (B, M, C), M = N / sr²
-        k, v = self.kv(x).view(B, -1, 2, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)  # (B, heads, M, d)
+        kv = self.kv(x).view(B, -1, 2, self.heads, C // self.heads)
+        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, heads, M, d)
         x = F.scaled_dot_product_attention(q, k, v)
         return self.proj(x.transpose(1, 2).reshape(B, N, C))
 
