@@ -33,6 +33,17 @@ def test_b0_models_compute_finite_logits_and_gradients(arch, pair):
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_fresh_models_start_near_uniform_class_probabilities(arch, pair):
+    # A new decoder (with or without ImageNet encoders) must not start with confident logits: CMX's Kaiming
+    # fan-in initialisation of the class conv gives logits of std ~1, so the first cross-entropy is near ln 4.
+    torch.manual_seed(0)
+    logits = build_model(f"{arch}_b0")(*pair)
+    loss = torch.nn.functional.cross_entropy(logits, torch.randint(0, 4, (2, 97, 130)))
+    assert 0.3 < logits.std().item() < 3.0
+    assert loss.item() < 3.0
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_eval_output_does_not_depend_on_batch_composition(arch, pair):
     model = build_from_spec(arch, TINY_SPEC).eval()
     rgb, aux = pair

@@ -36,8 +36,9 @@ class CMX(nn.Module):
         self.aux = MiTEncoder(spec, aux_channels, drop_path_rate, norm_eps)
         self.rectify = nn.ModuleList(FeatureRectifyModule(c) for c in spec.widths)
         self.fuse = nn.ModuleList(FeatureFusionModule(c, h) for c, h in zip(spec.widths, spec.heads, strict=True))
-        self.decoder = AllMLPDecoder(spec.widths, num_classes, decoder_dim)
-        self.apply(init_weights)
+        self.decoder = AllMLPDecoder(spec.widths, num_classes, decoder_dim)  # initialises itself
+        for part in (self.rgb, self.aux, self.rectify, self.fuse):
+            part.apply(init_weights)
 
     def encoder_streams(self) -> dict[str, tuple[MiTEncoder, int]]:
         """Each encoder with the number of RGB channels leading its input (for loading ImageNet weights)."""
@@ -70,8 +71,8 @@ class SegFormer(nn.Module):
         super().__init__()
         self.early_fusion = early_fusion
         self.encoder = MiTEncoder(spec, 3 + aux_channels if early_fusion else 3, drop_path_rate, norm_eps)
-        self.decoder = AllMLPDecoder(spec.widths, num_classes, decoder_dim)
-        self.apply(init_weights)
+        self.decoder = AllMLPDecoder(spec.widths, num_classes, decoder_dim)  # initialises itself
+        self.encoder.apply(init_weights)
 
     def encoder_streams(self) -> dict[str, tuple[MiTEncoder, int]]:
         return {"rgb": (self.encoder, 3)}

@@ -27,6 +27,19 @@ class AllMLPDecoder(nn.Module):
         self.classify = nn.Conv2d(embed_dim, num_classes, 1)
         self.fold = True  # False: the order above, step by step (benchmarks measure the reference's way with it)
         self.gather_backward = True  # False: F.interpolate's scattering backward (benchmarks, as above)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # CMX's decoder initialisation: the convs after the projections Kaiming-normal over their inputs, the
+        # projections (the paper's Linear layers) as PyTorch initialises a Linear. SegFormer's encoder rule, normal
+        # with std sqrt(2 / fan_out), would give the 4-output class conv a std of 0.71: logits of std ~10 at the
+        # start, a first loss near 10 instead of ~ln 4.
+        for project in self.project:
+            project.reset_parameters()
+        for conv in (self.fuse[0], self.classify):
+            nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
+        nn.init.zeros_(self.classify.bias)
+        self.fuse[1].reset_parameters()
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         size = features[0].shape[-2:]
