@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from datetime import datetime
 from pathlib import Path
 
@@ -140,6 +141,7 @@ def train(cfg: Config | None = None, resume: str | None = None) -> Path:
             LastCheckpoint(run_dir, cfg.trainer.checkpoint_every_s),  # last: it saves the others' state too
         ],
         enable_checkpointing=False,  # LastCheckpoint and BestRelease write the checkpoints
+        enable_model_summary=False,  # its FLOPs column reads 0 without an example input; the log has the counts
         profiler=SimpleProfiler(run_dir, "profile") if cfg.trainer.profiler == "simple" else None,
     )
     if trainer.is_global_zero:
@@ -150,12 +152,29 @@ def train(cfg: Config | None = None, resume: str | None = None) -> Path:
         log.info("run folder %s", run_dir)
         # Where a run's time goes outside its epochs (Lightning's profiler sees only the fit).
         log.info("start-up: dataset checked in %.1f s, model built in %.1f s", checked - started, built - checked)
+        log.info("model %s: %s", cfg.model.name, _parameter_counts(task.model))
     fitting = time.perf_counter()
-    trainer.fit(task, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
+    with warnings.catch_warnings():
+        # Not the user's to act on: the run folder holds config.yaml and split.json before the CSV logger starts
+        # (it removes only metrics.csv, which _csv_logger carries over on resume), and Lightning 2.6 still uses
+        # the pytree API torch 2.13 deprecates.
+        warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
+        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+        trainer.fit(task, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
     finished = time.perf_counter()
     if trainer.is_global_zero:
         log.info("fit took %.1f s, train() %.1f s in all", finished - fitting, finished - started)
     return run_dir
+
+
+def _parameter_counts(model: torch.nn.Module) -> str:
+    """'12.1M parameters: rgb 3.3M, aux 3.3M, ...', by the model's top-level parts."""
+
+    def millions(module: torch.nn.Module) -> str:
+        return f"{sum(p.numel() for p in module.parameters()) / 1e6:.1f}M"
+
+    parts = ", ".join(f"{name} {millions(child)}" for name, child in model.named_children())
+    return f"{millions(model)} parameters: {parts}"
 
 
 def _csv_logger(run_dir: Path, next_epoch: int | None) -> CSVLogger:
