@@ -28,7 +28,8 @@ def release(folder, name: str, seed: int, num_classes: int = 4):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    return [release(root / "cmx", "cmx_b0", 0), release(root / "segformer", "segformer_b0", 1)]
+    # Seeds whose untrained models each disagree with their mean somewhere (checked below), so the mean is tested.
+    return [release(root / "cmx", "cmx_b0", 0), release(root / "segformer", "segformer_b0", 2)]
 
 
 class Fixed(torch.nn.Module):
