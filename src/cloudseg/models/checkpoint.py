@@ -113,13 +113,18 @@ class Ensemble(nn.Module):
         return torch.stack([member(rgb, aux).float() for member in self.members]).mean(0)
 
 
+def checkpoint_paths(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """One checkpoint path or several, as a list."""
+    return [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
+
+
 def load_ensemble(
     paths: str | os.PathLike | Sequence[str | os.PathLike], map_location: str | torch.device = "cpu"
 ) -> tuple[nn.Module, list[dict]]:
     """One release checkpoint's model, or several as an `Ensemble`, in eval mode, and their headers. The models
     may differ in builder and size but must agree on what their outputs mean: the same classes, inputs and
     normalisation."""
-    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    paths = checkpoint_paths(paths)
     if not paths:
         raise WeightsError("no checkpoint given")
     models, headers = zip(*(load_model(path, map_location) for path in paths), strict=True)

@@ -26,7 +26,7 @@ from cloudseg.data.split import load_split
 from cloudseg.errors import ConfigError, DataError
 from cloudseg.files import atomic_path
 from cloudseg.inference.sliding import TTA_SETS, class_ids, with_tta
-from cloudseg.models.checkpoint import default_device, load_ensemble
+from cloudseg.models.checkpoint import checkpoint_paths, default_device, load_ensemble
 from cloudseg.panels import grid, save_rgb
 from cloudseg.training.callbacks import (
     PANEL_TITLES,
@@ -204,12 +204,12 @@ def evaluation_samples(checkpoints: list[Path], root: Path, split: str) -> list:
         return find_samples(root / "test", root / "test_labels")
     samples = find_samples(root / "train", root / "train" / "label")
     if split in ("val", "train"):
-        splits = set()
+        all_names, splits = [s.name for s in samples], set()
         for checkpoint in checkpoints:
             split_file = checkpoint.parent.parent / "split.json"
             if not split_file.is_file():
                 raise DataError(f"{split_file}: the run's split is missing; pass a list file with --split <file.json>")
-            splits.add(getattr(load_split(split_file, [s.name for s in samples]), split))
+            splits.add(getattr(load_split(split_file, all_names), split))
         if len(splits) > 1:
             raise DataError(
                 f"the checkpoints come from runs with different {split} splits (k folds?), so there is no one "
@@ -242,7 +242,7 @@ def evaluate(
     (default: beside the run, or for an ensemble in the first run's parent folder)."""
     if tta not in TTA_SETS:
         raise ConfigError(f"tta {tta!r}: expected one of {', '.join(TTA_SETS)}")
-    checkpoints = [Path(c) for c in ([checkpoints] if isinstance(checkpoints, (str, Path)) else checkpoints)]
+    checkpoints = checkpoint_paths(checkpoints)
     root = Path(root)
     device = default_device()
     model, headers = load_ensemble(checkpoints, device)
