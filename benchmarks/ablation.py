@@ -60,7 +60,7 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> dict:
     minutes = (time.perf_counter() - started) / 60
     run_dir = max((folder / "run").iterdir())  # the timestamped run folder
     checkpoint = run_dir / "checkpoints" / "best.safetensors"
-    evaluate = ["cloudseg", "evaluate", "--checkpoint", str(checkpoint), "--root", str(args.root),
+    evaluate = ["cloudseg", "evaluate", "--checkpoint", str(checkpoint), "--data.root", str(args.root),
                 "--split", "test", "--panels", "5"]  # fmt: skip
     subprocess.run(evaluate, check=True)
     best = json.loads((run_dir / "checkpoints" / "best.json").read_text())

@@ -1,11 +1,23 @@
 """Shared fixtures: tiny MiT shapes and inputs, so every model test runs in seconds on a CPU."""
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 from cloudseg.models import MiTSpec
+
+# An unforeseen error in a command raises with its traceback, in this process and in the commands tests start,
+# instead of becoming a one-line message and exit code 1 that a test could take for a handled failure.
+os.environ.setdefault("CLOUDSEG_DEBUG", "1")
+
+
+@pytest.fixture
+def user_view(monkeypatch):
+    """The command line as a user sees it: one line per error, no traceback."""
+    monkeypatch.delenv("CLOUDSEG_DEBUG", raising=False)
+
 
 # Widths <= 32 and two blocks in one stage, so block indexing is exercised.
 TINY_SPEC = MiTSpec(widths=(8, 16, 24, 32), depths=(1, 2, 1, 1), heads=(1, 2, 3, 4))

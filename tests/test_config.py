@@ -23,10 +23,10 @@ def test_round_trip_through_a_plain_mapping():
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("data.batchsize=3", "config.data: unknown key 'batchsize'"),
-        ("data.batch_size=three", "config.data.batch_size: expected int, got 'three'"),
-        ("data.unknown_colours=drop", "config.data.unknown_colours: 'drop' is not one of 'error', 'ignore'"),
-        ("data.augment.crop_scale=[1]", r"config.data.augment.crop_scale: expected a list of 2 values"),
+        ("data.batchsize=3", "data.batchsize: unknown key; did you mean 'batch_size'?"),
+        ("data.batch_size=three", "data.batch_size: expected int, got 'three'"),
+        ("data.unknown_colours=drop", "data.unknown_colours: 'drop' is not one of 'error', 'ignore'"),
+        ("data.augment.crop_scale=[1]", r"data.augment.crop_scale: expected a list of 2 values"),
     ],
 )
 def test_bad_values_fail_at_load_time_naming_the_key(override, message):

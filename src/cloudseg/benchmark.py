@@ -156,9 +156,9 @@ def _inputs(size: int, batch: int, device: torch.device, memory_format: torch.me
 
 def _build_step(target: str, model_name: str, size: int, recipe: Recipe, dev: torch.device):
     """The model and one training step or inference batch of it on fixed random inputs, run as `recipe` says."""
+    from cloudseg.config import WITHOUT_CUDA_GRAPHS
     from cloudseg.models.registry import build_model
     from cloudseg.training.losses import SegmentationLoss
-    from cloudseg.training.task import WITHOUT_CUDA_GRAPHS
 
     torch.manual_seed(0)
     memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format

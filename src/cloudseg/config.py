@@ -1,130 +1,290 @@
-"""Typed configuration: frozen dataclasses filled from YAML and dotted command-line overrides, checked on load."""
+"""Typed configuration: frozen dataclasses filled from YAML and dotted command-line overrides, checked on load.
+
+Every field carries its valid range or choices (`Annotated[..., Bounds(...)]`, `Literal[...]`), and each section
+checks the relations between its fields, whether it is built from YAML or in Python, so a bad setting fails
+before any data is read or a model is built.
+"""
 
 import dataclasses
+import difflib
+import functools
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 
 from cloudseg.errors import ConfigError
 from cloudseg.schema import AUX_BANDS, IGNORE_INDEX, NUM_CLASSES
 
+AUX_CHANNELS = len(AUX_BANDS)
+
 
 @dataclass(frozen=True)
-class ModelConfig:
+class Bounds:
+    """The range a number must lie in, as an annotation: `Annotated[int, Bounds(1)]` is an int of at least 1."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # low < value, rather than low <= value
+    high_open: bool = False
+
+    def admits(self, value: float) -> bool:
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def __str__(self) -> str:
+        low = None if self.low is None else f"{'>' if self.low_open else '>='} {self.low:g}"
+        high = None if self.high is None else f"{'<' if self.high_open else '<='} {self.high:g}"
+        return " and ".join(part for part in (low, high) if part)
+
+
+AtLeastOne = Annotated[int, Bounds(1)]
+NonNegativeInt = Annotated[int, Bounds(0)]
+NonNegative = Annotated[float, Bounds(0)]
+Positive = Annotated[float, Bounds(0, low_open=True)]
+Probability = Annotated[float, Bounds(0, 1)]
+UnitOpen = Annotated[float, Bounds(0, 1, low_open=True, high_open=True)]  # strictly between 0 and 1
+PositivePair = tuple[Positive, Positive]  # a (low, high) range; sections check low <= high
+Side = Annotated[int, Bounds(32)]  # MiT needs 32 pixels a side: 1/4 scale, keys shrunk by 8 in the first stage
+
+UnknownColours = Literal["error", "ignore"]  # label colours outside the class table: an error, or ignored pixels
+TTA = Literal["none", "flips", "d4"]  # d4: flips, 90° rotations and transposes
+MemoryCheckMode = Literal["refuse", "warn", "off"]
+
+
+@functools.cache
+def _annotated_fields(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls, include_extras=True)
+
+
+def _matches(value: Any, kind: Any) -> bool:
+    """Whether `value` (already coerced) is of type `kind`, annotations aside."""
+    if typing.get_origin(kind) is Annotated:
+        return _matches(value, typing.get_args(kind)[0])
+    if typing.get_origin(kind) is Literal:
+        return value in typing.get_args(kind)
+    if typing.get_origin(kind) is tuple:
+        return isinstance(value, tuple)
+    return kind is Any or (isinstance(kind, type) and isinstance(value, kind))
+
+
+def check_value(value: Any, kind: Any, where: str) -> None:
+    """Raises a ConfigError naming `where` if `value` breaks a bound of `kind` or is not a finite number."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        option = next((a for a in args if a is not type(None) and _matches(value, a)), None)
+        if option is not None:
+            check_value(value, option, where)
+    elif origin is Annotated:
+        check_value(value, args[0], where)
+        for bound in kind.__metadata__:
+            if isinstance(bound, Bounds) and not bound.admits(value):
+                raise ConfigError(f"{where}: {value!r} is out of range; expected a value {bound}")
+    elif origin is tuple:
+        element_kinds = [args[0]] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
+        for i, (element, element_kind) in enumerate(zip(value, element_kinds, strict=True)):
+            check_value(element, element_kind, f"{where}[{i}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: {value} is not a finite number")
+
+
+class Section:
+    """A config section: checks every field against its bounds, then the relations between fields (`check`), each
+    time one is built, from YAML or in Python. `section` is its key path in the whole config."""
+
+    section: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        for name, kind in _annotated_fields(type(self)).items():
+            if not name.startswith("_") and typing.get_origin(kind) is not ClassVar:
+                check_value(getattr(self, name), kind, self.key(name))
+        self.check()
+
+    def key(self, name: str) -> str:
+        return f"{self.section}.{name}" if self.section else name
+
+    def check(self) -> None:
+        """Relations between fields; a subclass raises a ConfigError that names the keys."""
+
+    def ordered(self, *names: str) -> None:
+        """Each of these (low, high) fields must have low <= high."""
+        for name in names:
+            low, high = getattr(self, name)
+            if low > high:
+                raise ConfigError(f"{self.key(name)}: [{low:g}, {high:g}]; expected low <= high")
+
+
+@dataclass(frozen=True)
+class ModelConfig(Section):
     """Which model to build (see `cloudseg models`) and where its encoders start from."""
 
+    section: ClassVar[str] = "model"
+
     name: str = "cmx_b0"
-    num_classes: int = NUM_CLASSES
-    aux_channels: int = len(AUX_BANDS)
+    num_classes: Annotated[int, Bounds(2, IGNORE_INDEX - 1)] = NUM_CLASSES
+    aux_channels: AtLeastOne = AUX_CHANNELS
     pretrained: str | None = None  # SegFormer weights: HF folder, state-dict file, or hub id in the local cache
     init_from: str | None = None  # a cloudseg release checkpoint to fine-tune (same model and classes)
-    decoder_dim: int = 512
-    drop_path_rate: float = 0.1
+    decoder_dim: AtLeastOne = 512
+    drop_path_rate: Annotated[float, Bounds(0, 1, high_open=True)] = 0.1
+
+    def check(self) -> None:
+        from cloudseg.models.registry import MODEL_NAMES
+
+        if self.name not in MODEL_NAMES:
+            close = difflib.get_close_matches(self.name, MODEL_NAMES, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(f"model.name: unknown model {self.name!r}; {hint}choose one of {', '.join(MODEL_NAMES)}")
 
 
 @dataclass(frozen=True)
-class AugmentConfig:
+class AugmentConfig(Section):
     """Training augmentation. Probabilities are per sample; geometry is shared by RGB, NIR and mask."""
 
-    crop_size: int = 512
-    crop_scale: tuple[float, float] = (0.25, 1.0)  # area fraction of the random resized crop
-    crop_ratio: tuple[float, float] = (0.75, 1.3333)
-    hflip: float = 0.5
-    vflip: float = 0.5
-    rotate90: float = 0.5
-    affine: float = 0.3  # shift, scale and rotate
-    affine_shift: float = 0.0625
-    affine_scale: tuple[float, float] = (0.9, 1.1)
-    affine_rotate: float = 15.0  # degrees, either way
+    section: ClassVar[str] = "data.augment"
+
+    crop_size: Side = 512
+    # Crops larger than the smallest training image enlarge every image to fit; refused unless this is set.
+    upscale: bool = False
+    crop_scale: PositivePair = (0.25, 1.0)  # area fraction of the random resized crop
+    crop_ratio: PositivePair = (0.75, 1.3333)
+    hflip: Probability = 0.5
+    vflip: Probability = 0.5
+    rotate90: Probability = 0.5
+    affine: Probability = 0.3  # shift, scale and rotate
+    affine_shift: Probability = 0.0625  # fraction of the side
+    affine_scale: PositivePair = (0.9, 1.1)
+    affine_rotate: Annotated[float, Bounds(0, 180)] = 15.0  # degrees, either way
     # RGB only
-    brightness_contrast: float = 0.5
-    brightness_limit: float = 0.2
-    contrast_limit: float = 0.2
-    hue_saturation: float = 0.3
-    clahe: float = 0.1
-    gamma: float = 0.2
-    gamma_limit: tuple[float, float] = (80.0, 120.0)
-    noise: float = 0.1
-    blur: float = 0.1
+    brightness_contrast: Probability = 0.5
+    brightness_limit: Probability = 0.2
+    contrast_limit: Probability = 0.2
+    hue_saturation: Probability = 0.3
+    clahe: Probability = 0.1
+    gamma: Probability = 0.2
+    gamma_limit: PositivePair = (80.0, 120.0)
+    noise: Probability = 0.1
+    blur: Probability = 0.1
     # NIR only
-    nir_brightness_contrast: float = 0.3
-    nir_limit: float = 0.1
+    nir_brightness_contrast: Probability = 0.3
+    nir_limit: Probability = 0.1
     # Copy-paste of cloud and shadow objects from another training image
-    copy_paste: float = 0.3
-    copy_paste_scale: tuple[float, float] = (0.4, 1.2)
-    copy_paste_min_area: int = 100
-    copy_paste_max_objects: int = 3
+    copy_paste: Probability = 0.3
+    copy_paste_scale: PositivePair = (0.4, 1.2)
+    copy_paste_min_area: AtLeastOne = 100
+    copy_paste_max_objects: AtLeastOne = 3
+
+    def check(self) -> None:
+        self.ordered("crop_scale", "crop_ratio", "affine_scale", "gamma_limit", "copy_paste_scale")
+        if self.crop_scale[1] > 1:
+            raise ConfigError(f"{self.key('crop_scale')}: {self.crop_scale[1]:g} is an area fraction; expected <= 1")
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Section):
     """Where the images are, how train and validation are split, and how they are loaded."""
 
+    section: ClassVar[str] = "data"
+
     root: str | None = None
-    val_fraction: float = 0.2
-    split_seed: int = 0
-    folds: int = 0  # k >= 2: validate on fold `fold` of a seeded k-fold partition instead of val_fraction
-    fold: int = 0
+    val_fraction: Annotated[float, Bounds(0, 1, high_open=True)] = 0.2
+    split_seed: NonNegativeInt = 0
+    folds: NonNegativeInt = 0  # k >= 2: validate on fold `fold` of a seeded k-fold partition instead of val_fraction
+    fold: NonNegativeInt = 0
     split_file: str | None = None  # JSON {"train": [...], "val": [...]} of names; overrides the ratio and folds
-    unknown_colours: Literal["error", "ignore"] = "error"  # "ignore": unknown label colours -> ignore index
-    batch_size: int = 4
-    num_workers: int = 4
+    unknown_colours: UnknownColours = "error"  # "ignore": unknown label colours -> ignore index
+    batch_size: AtLeastOne = 4
+    num_workers: NonNegativeInt = 4
     cache: str | None = None  # a folder written by `cloudseg cache`: training reads decoded arrays from it
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
+    def check(self) -> None:
+        if self.folds == 1:
+            raise ConfigError("data.folds: 1; expected 0 (a ratio split) or k >= 2 folds")
+        if self.fold and not self.folds:
+            raise ConfigError(f"data.fold {self.fold} needs data.folds, the number of folds (e.g. --data.folds 5)")
+        if self.folds and self.fold >= self.folds:
+            raise ConfigError(f"data.fold: {self.fold}; expected 0 <= fold < data.folds ({self.folds})")
+        if self.folds and self.split_file:
+            raise ConfigError("data.folds and data.split_file both choose the validation split: set one of them")
+
 
 @dataclass(frozen=True)
-class LossConfig:
+class LossConfig(Section):
     """The loss is the weighted sum of these terms (weight 0 leaves a term out)."""
 
-    ce: float = 0.0
-    ohem: float = 0.7  # cross-entropy over the hardest pixels only
-    dice: float = 0.3
-    lovasz: float = 0.0
-    jaccard: float = 0.0
-    ohem_fraction: float = 0.25  # keep this fraction of the hardest pixels...
-    ohem_threshold: float | None = None  # ...or, if set, the pixels whose true-class probability is below it,
-    ohem_min_kept: int = 4096  # but at least this many
+    section: ClassVar[str] = "loss"
+
+    ce: NonNegative = 0.0
+    ohem: NonNegative = 0.7  # cross-entropy over the hardest pixels only
+    dice: NonNegative = 0.3
+    lovasz: NonNegative = 0.0
+    jaccard: NonNegative = 0.0
+    ohem_fraction: Annotated[float, Bounds(0, 1, low_open=True)] = 0.25  # keep this fraction of the hardest pixels...
+    ohem_threshold: UnitOpen | None = None  # ...or, if set, the pixels whose true-class probability is below it,
+    ohem_min_kept: NonNegativeInt = 4096  # but at least this many
     # cross-entropy weight per class, or "sqrt_inverse": sqrt(share of the commonest class / share of the class)
     # over the training split's labels, resolved into numbers when the run starts (and saved in its config)
-    class_weights: tuple[float, ...] | Literal["sqrt_inverse"] | None = None
-    ignore_index: int = IGNORE_INDEX
+    class_weights: tuple[NonNegative, ...] | Literal["sqrt_inverse"] | None = None
+    ignore_index: Annotated[int, Bounds(0, 255)] = IGNORE_INDEX
+
+    def check(self) -> None:
+        if not any((self.ce, self.ohem, self.dice, self.lovasz, self.jaccard)):
+            raise ConfigError("loss: every term's weight is 0; give at least one of ce, ohem, dice, lovasz, jaccard")
+        if isinstance(self.class_weights, tuple) and not any(self.class_weights):
+            raise ConfigError("loss.class_weights: all 0; expected at least one positive weight")
 
 
 @dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(Section):
     """AdamW with separate learning rates for the encoders and for fusion + decoder, and the schedule."""
 
-    lr_encoder: float = 3e-5
-    lr_head: float = 3e-4
-    weight_decay: float = 0.02
-    betas: tuple[float, float] = (0.9, 0.999)
+    section: ClassVar[str] = "optim"
+
+    lr_encoder: NonNegative = 3e-5  # 0 freezes the encoders
+    lr_head: NonNegative = 3e-4
+    weight_decay: NonNegative = 0.02
+    betas: tuple[Annotated[float, Bounds(0, 1, high_open=True)], Annotated[float, Bounds(0, 1, high_open=True)]] = (
+        0.9,
+        0.999,
+    )
     schedule: Literal["cosine", "poly", "plateau", "constant"] = "cosine"
-    warmup_epochs: float = 0.0
-    min_lr: float = 1e-6
-    poly_power: float = 0.9
-    plateau_patience: int = 2  # validations without improvement before the rate drops
-    plateau_factor: float = 0.5
-    grad_clip: float | None = 1.0
+    warmup_epochs: NonNegative = 0.0
+    min_lr: NonNegative = 1e-6
+    poly_power: Positive = 0.9
+    plateau_patience: NonNegativeInt = 2  # validations without improvement before the rate drops
+    plateau_factor: UnitOpen = 0.5
+    grad_clip: Positive | None = 1.0
+
+    def check(self) -> None:
+        if self.lr_encoder == 0 and self.lr_head == 0:
+            raise ConfigError("optim.lr_encoder and optim.lr_head are both 0: nothing would learn")
+
+
+# torch.compile's modes that record CUDA graphs, and the same mode without them
+WITHOUT_CUDA_GRAPHS = {"reduce-overhead": "default", "max-autotune": "max-autotune-no-cudagraphs"}
 
 
 @dataclass(frozen=True)
-class TrainerConfig:
+class TrainerConfig(Section):
     """The training loop (Lightning), its numerics and what it records."""
 
-    max_epochs: int = 100
-    accumulate_grad_batches: int = 1
-    check_val_every_n_epoch: int = 1
+    section: ClassVar[str] = "trainer"
+
+    max_epochs: AtLeastOne = 100
+    accumulate_grad_batches: AtLeastOne = 1
+    check_val_every_n_epoch: AtLeastOne = 1
     precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = "auto"  # auto: bf16 on GPUs that have it
-    accelerator: str = "auto"
-    devices: int | str = "auto"
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"] = "auto"
+    devices: Annotated[int, Bounds(-1)] | str = "auto"  # a count (-1: all), "auto", or device ids such as "0,2"
     strategy: str = "auto"  # e.g. ddp; torchrun and SLURM launches are picked up by Lightning
-    num_nodes: int = 1
-    seed: int = 0
+    num_nodes: AtLeastOne = 1
+    seed: Annotated[int, Bounds(0, 2**32 - 1)] = 0
     deterministic: bool = False
     # cuDNN times its convolution algorithms once per input shape and keeps the fastest: for the training crops,
     # which have one shape (validation images may have many, so validation runs without it); off if deterministic
@@ -133,39 +293,76 @@ class TrainerConfig:
     # torch.compile's mode when compiling; reduce-overhead adds CUDA graphs (GPU only)
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     channels_last: bool = False
-    ema_decay: float | None = None  # keep an exponential moving average of the weights, evaluated alongside
-    log_every_n_steps: int = 10
+    ema_decay: UnitOpen | None = None  # keep an exponential moving average of the weights, evaluated alongside
+    log_every_n_steps: AtLeastOne = 10
     # Batches between reads of the loss from the device, each a wait for the GPU; None: 1 on CPUs, else
     # log_every_n_steps. Non-finite losses are caught at these reads and at every epoch's end.
-    sync_every: int | None = None
-    panels: int = 4  # fixed validation images drawn after every validation
+    sync_every: AtLeastOne | None = None
+    panels: NonNegativeInt = 4  # fixed validation images drawn after every validation
     # last.ckpt (for --resume) after an epoch once this long has passed since the last one (always after the first
     # and last epochs); 0: after every epoch. A killed run loses at most this much work plus an epoch.
-    checkpoint_every_s: float = 60.0
+    checkpoint_every_s: NonNegative = 60.0
     callbacks: tuple[str, ...] = ()  # extra Lightning callbacks by import path, "package.module:Class"
     # simple: Lightning's SimpleProfiler, the time of every loop action (waiting for the next batch, the step, each
     # callback hook) summed over the run, in fit-profile*.txt in the run folder
     profiler: Literal["none", "simple"] = "none"
+    # Before training, the step's peak memory is estimated (cloudseg.memory); when it exceeds what the device has
+    # free, the run is refused, or only warned about
+    memory_check: MemoryCheckMode = "refuse"
+
+    def check(self) -> None:
+        if isinstance(self.devices, int) and self.devices == 0:
+            raise ConfigError("trainer.devices: 0; expected a count >= 1, -1 for all, 'auto' or ids such as '0,1'")
+        if isinstance(self.devices, str) and self.devices != "auto":
+            ids = self.devices.rstrip(",").split(",")
+            if not all(i.strip().isdigit() for i in ids):
+                raise ConfigError(
+                    f"trainer.devices: {self.devices!r}; expected a count, -1 for all, 'auto' or ids such as '0,1'"
+                )
+        if self.compile and self.compile_mode in WITHOUT_CUDA_GRAPHS and self.accumulate_grad_batches > 1:
+            raise ConfigError(
+                f"trainer.compile_mode {self.compile_mode!r} records CUDA graphs, which fail with accumulated "
+                "gradients (pytorch/pytorch#169545): set trainer.accumulate_grad_batches to 1 (a larger "
+                f"data.batch_size instead) or trainer.compile_mode to {WITHOUT_CUDA_GRAPHS[self.compile_mode]!r}"
+            )
+        for path in self.callbacks:
+            module, colon, name = path.partition(":")
+            if not (module and colon and name):
+                raise ConfigError(f"trainer.callbacks: {path!r}; expected 'package.module:Class'")
 
 
 @dataclass(frozen=True)
-class PredictConfig:
+class PredictConfig(Section):
     """How `cloudseg predict` runs the model and what it writes besides the colour masks."""
 
+    section: ClassVar[str] = "predict"
     renamed_keys: ClassVar[dict[str, str]] = {"io_threads": "io_workers"}  # in configs saved before 2026-11-26
 
-    tile: int = 512  # images larger than one tile are predicted in overlapping tiles
-    overlap: int = 128
-    tile_batch: int = 0  # tiles, or whole images of one size, per forward pass; 0: 16 on a GPU, 4 on a CPU
-    io_workers: int = 0  # processes that read images, and as many that write outputs; 0: a core each, up to 8
+    tile: Side = 512  # images larger than one tile are predicted in overlapping tiles
+    overlap: NonNegativeInt = 128
+    # tiles, or whole images of one size, per forward pass; 0: 16 on a GPU, 4 on a CPU
+    tile_batch: NonNegativeInt = 0
+    io_workers: NonNegativeInt = (
+        0  # processes that read images, and as many that write outputs; 0: a core each, up to 8
+    )
     window: Literal["gaussian", "ramp"] = "gaussian"  # how overlapping tiles are blended
-    tta: Literal["none", "flips", "d4"] = "none"  # d4: flips, 90° rotations and transposes
+    tta: TTA = "none"
     precision: Literal["auto", "32", "bf16"] = "auto"  # auto: bf16 on GPUs, fp32 on CPUs
     compile: bool = False  # torch.compile the model (minutes once; pays over many tiles)
-    scales: tuple[float, ...] = (1.0,)
+    scales: tuple[Positive, ...] = (1.0,)
     index_masks: bool = False  # also index/<name>.png with class ids 0..3
     probabilities: bool = False  # also probabilities/<name>_<class>.png, 0..255
     uncertainty: Literal["none", "entropy", "max_probability"] = "none"  # also uncertainty/<name>.png
+    memory_check: MemoryCheckMode = "refuse"  # as trainer.memory_check, for the model's forward passes
+
+    def check(self) -> None:
+        if self.overlap >= self.tile:
+            raise ConfigError(
+                f"predict.overlap: {self.overlap} must be smaller than predict.tile ({self.tile}); "
+                f"lower it, e.g. --predict.overlap {self.tile // 4}"
+            )
+        if not self.scales:
+            raise ConfigError("predict.scales: empty; expected at least one scale, e.g. [1.0]")
 
     def for_device(self, device: Any) -> "PredictConfig":
         """The config to run on `device` (a torch.device): an automatic `tile_batch` made concrete. A GPU wants
@@ -175,13 +372,21 @@ class PredictConfig:
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(Section):
+    section: ClassVar[str] = "run"
+
     name: str = "cloudseg"
     output_dir: str = "runs"  # runs/<name>/<timestamp>/
 
+    def check(self) -> None:
+        if not self.name or "/" in self.name or self.name in (".", ".."):
+            raise ConfigError(f"run.name: {self.name!r}; expected a folder name without '/'")
+        if not self.output_dir:
+            raise ConfigError("run.output_dir: empty; expected a folder")
+
 
 @dataclass(frozen=True)
-class Config:
+class Config(Section):
     """Everything a run needs; each section is filled from YAML and `--section.key value` overrides."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -191,6 +396,18 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+    def check(self) -> None:
+        if self.optim.warmup_epochs > self.trainer.max_epochs:
+            raise ConfigError(
+                f"optim.warmup_epochs: {self.optim.warmup_epochs:g}; the warm-up cannot outlast the run "
+                f"(trainer.max_epochs {self.trainer.max_epochs})"
+            )
+        weights = self.loss.class_weights
+        if isinstance(weights, tuple) and len(weights) != self.model.num_classes:
+            raise ConfigError(
+                f"loss.class_weights: {len(weights)} weights; expected one per class ({self.model.num_classes})"
+            )
 
 
 SHIPPED_CONFIGS = Path(__file__).parent / "configs"
@@ -211,7 +428,7 @@ def config_path(name_or_path: str | Path) -> Path:
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
     """The config of a YAML file or shipped config name (or the defaults) with `key.path=value` overrides."""
     data = load_yaml(config_path(path)) if path else {}
-    return from_dict(Config, apply_overrides(data, list(overrides)), str(path or "config"))
+    return from_dict(Config, apply_overrides(data, list(overrides)))
 
 
 def _coerce(value: Any, kind: Any, where: str) -> Any:
@@ -220,7 +437,7 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
     if dataclasses.is_dataclass(kind):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping of {kind.__name__} fields, got {value!r}")
-        return from_dict(kind, value, where)
+        return from_dict(kind, value)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -250,17 +467,32 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
     raise ConfigError(f"{where}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
 
 
-def from_dict(cls: type, data: dict, where: str = "config") -> Any:
-    """Builds dataclass `cls` from a mapping; unknown keys and wrongly typed values are errors. Keys a class has
-    renamed (its `renamed_keys`) are read under their new names, so that saved configs keep loading."""
+def from_dict(cls: type, data: dict) -> Any:
+    """Builds dataclass `cls` from a mapping; unknown keys, wrongly typed values and values out of range are
+    errors that name the key. Keys a class has renamed (its `renamed_keys`) are read under their new names, so
+    that saved configs keep loading."""
     renamed = getattr(cls, "renamed_keys", {})
     data = {renamed.get(key, key): value for key, value in data.items()}
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    section = getattr(cls, "section", "")
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; valid keys are {', '.join(fields)}")
+        close = difflib.get_close_matches(unknown[0], fields, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        where = f"{section}.{unknown[0]}" if section else unknown[0]
+        raise ConfigError(f"{where}: unknown key; {hint}valid keys are {', '.join(fields)}")
     hints = typing.get_type_hints(cls)
-    return cls(**{name: _coerce(value, hints[name], f"{where}.{name}") for name, value in data.items()})
+    return cls(**{name: _coerce(value, hints[name], f"{section}.{name}".lstrip(".")) for name, value in data.items()})
+
+
+def setting_keys(cls: type = Config) -> list[str]:
+    """Every key of a config class as a dotted path: model.name, data.augment.crop_size, ..."""
+    hints = typing.get_type_hints(cls)
+    keys = []
+    for item in dataclasses.fields(cls):
+        kind = hints[item.name]
+        keys += [f"{item.name}.{k}" for k in setting_keys(kind)] if dataclasses.is_dataclass(kind) else [item.name]
+    return keys
 
 
 def to_dict(config: Any) -> dict:

@@ -6,9 +6,10 @@ from pathlib import Path
 
 from cloudseg.config import PredictConfig, load_config
 from cloudseg.data.synth import synthesize
+from cloudseg.inference.evaluate import evaluate
 from cloudseg.inference.predict import predict
 from cloudseg.inference.rle import score_submission
-from cloudseg.training.run import evaluate, train
+from cloudseg.training.run import train
 
 # (train scenes, test scenes, size, epochs, tile): `full` reaches mean IoU > 0.6 in under 10 minutes on 2 cores.
 SETTINGS = {"full": (64, 16, 256, 15, 192), "fast": (12, 4, 128, 3, 96)}
@@ -19,7 +20,7 @@ def run_demo(output: str | Path = "cloudseg-demo", fast: bool = False) -> dict:
     output = Path(output)
     n_train, n_test, size, epochs, tile = SETTINGS["fast" if fast else "full"]
     print(f"1/5 synthetic scenes: {n_train} train + {n_test} test, {size}x{size}")
-    data = synthesize(output / "data", n_train, n_test, size, seed=0)
+    data = synthesize(output / "data", n_train, n_test, size, seed=0, overwrite=True)
     overrides = [
         f"data.root={data}",
         f"data.augment.crop_size={min(size, 256)}",

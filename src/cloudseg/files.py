@@ -6,7 +6,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from cloudseg.errors import CloudsegError
+from cloudseg.errors import os_error
 
 
 def _umask() -> int:
@@ -20,10 +20,12 @@ NEW_FILE_MODE = 0o666 & ~_umask()
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, previous: str | os.PathLike | None = None) -> Iterator[Path]:
     """Yields a temporary path beside `path`; on success it is renamed over `path`, on failure removed.
 
-    A crash or kill during the write leaves the previous file (if any) untouched.
+    A crash or kill during the write leaves the previous file (if any) untouched; with `previous`, the file it
+    replaces is kept under that name. An operating-system error in the write (a full disk, say) is raised naming
+    `path`, not the temporary file, as a cloudseg error.
     """
     path = Path(path)
     try:
@@ -31,12 +33,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(handle)
     except OSError as error:
-        raise CloudsegError(f"{path}: cannot write here ({error.strerror})") from error
+        raise os_error(error) from error
     temporary = Path(name)
     try:
         yield temporary
         # After the write: some writers (safetensors) replace the file they are given with a private one.
         os.chmod(temporary, path.stat().st_mode & 0o7777 if path.exists() else NEW_FILE_MODE)
+        if previous is not None and path.exists():
+            os.replace(path, previous)
         os.replace(temporary, path)
+    except OSError as error:
+        raise os_error(error, path) from error
     finally:
         temporary.unlink(missing_ok=True)

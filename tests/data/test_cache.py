@@ -12,6 +12,8 @@ from cloudseg.data.dataset import CloudDataset, find_samples
 from cloudseg.data.transforms import CopyPaste, TrainTransform
 from cloudseg.errors import DataError
 
+SMALL_CROP = AugmentConfig(crop_size=32)  # the synthetic scenes are 64²
+
 
 def test_training_samples_from_the_cache_equal_decoded_ones(synth_root, tmp_path, capsys):
     assert main(["cache", str(synth_root), "-o", str(tmp_path / "cache")]) == 0
@@ -31,7 +33,9 @@ def test_validation_reads_the_cache_too_and_gets_the_decoded_images(synth_root, 
     assert main(["cache", str(synth_root), "-o", str(tmp_path / "cache")]) == 0
     modules = []
     for cache in (None, str(tmp_path / "cache")):
-        modules.append(CloudDataModule(DataConfig(root=str(synth_root), num_workers=0, cache=cache)))
+        modules.append(
+            CloudDataModule(DataConfig(root=str(synth_root), augment=SMALL_CROP, num_workers=0, cache=cache))
+        )
         modules[-1].setup("fit")
     plain, cached = (m.val_set for m in modules)
     assert plain.cache is None and cached.cache is not None and len(cached) == 2
@@ -57,7 +61,7 @@ def test_a_valid_cache_stands_for_the_full_check_of_the_folder(synth_root, tmp_p
     from cloudseg.config import DataConfig
 
     assert main(["cache", str(synth_root), "-o", str(tmp_path / "cache")]) == 0
-    checked = datamodule.CloudDataModule(DataConfig(root=str(synth_root), num_workers=0))
+    checked = datamodule.CloudDataModule(DataConfig(root=str(synth_root), augment=SMALL_CROP, num_workers=0))
     checked.setup("fit")
     pixels = checked.train_class_pixels()
 
@@ -66,7 +70,9 @@ def test_a_valid_cache_stands_for_the_full_check_of_the_folder(synth_root, tmp_p
 
     monkeypatch.setattr(datamodule, "check_dataset", decode_everything)
     monkeypatch.setattr(datamodule, "load_label", decode_everything)
-    cached = datamodule.CloudDataModule(DataConfig(root=str(synth_root), num_workers=0, cache=str(tmp_path / "cache")))
+    cached = datamodule.CloudDataModule(
+        DataConfig(root=str(synth_root), augment=SMALL_CROP, num_workers=0, cache=str(tmp_path / "cache"))
+    )
     cached.setup("fit")
     assert cached.uniform_size is checked.uniform_size is True
     assert cached.split == checked.split

@@ -15,6 +15,8 @@ from cloudseg.errors import ConfigError, DataError
 from cloudseg.inference.predict import pixel_predictor
 from cloudseg.schema import AUX_NORM, RGB_NORM
 
+SMALL_CROP = AugmentConfig(crop_size=32)  # the synthetic scenes are 64²
+
 
 def test_split_is_deterministic_disjoint_and_complete():
     names = [f"n{i}" for i in range(50)]
@@ -38,14 +40,18 @@ def test_folds_validate_every_name_once_in_balanced_seeded_parts():
 
 
 def test_datamodule_takes_its_validation_from_the_fold_and_refuses_contradictions(synth_root, tmp_path):
-    module = CloudDataModule(DataConfig(root=str(synth_root), num_workers=0, folds=4, fold=1, split_seed=2))
+    module = CloudDataModule(
+        DataConfig(root=str(synth_root), augment=SMALL_CROP, num_workers=0, folds=4, fold=1, split_seed=2)
+    )
     module.setup("fit")
     names = sorted(module.split.train + module.split.val)
     assert module.split == fold_split(names, 4, 1, seed=2) and len(module.split.val) == 2
     with pytest.raises(ConfigError, match=r"data\.fold 1 needs data\.folds"):
-        CloudDataModule(DataConfig(root=str(synth_root), fold=1))
+        CloudDataModule(DataConfig(root=str(synth_root), augment=SMALL_CROP, fold=1))
     with pytest.raises(ConfigError, match="set one of them"):
-        CloudDataModule(DataConfig(root=str(synth_root), folds=4, split_file=str(tmp_path / "split.json")))
+        CloudDataModule(
+            DataConfig(root=str(synth_root), augment=SMALL_CROP, folds=4, split_file=str(tmp_path / "split.json"))
+        )
 
 
 def test_split_file_round_trip_and_errors(tmp_path):
@@ -114,7 +120,7 @@ def test_the_training_loader_begins_the_next_epoch_early_and_serves_the_same_bat
 def test_each_ddp_process_validates_its_own_share_and_together_every_image_once(synth_root):
     from types import SimpleNamespace
 
-    cfg = DataConfig(root=str(synth_root), batch_size=1, num_workers=0, val_fraction=0.5)
+    cfg = DataConfig(root=str(synth_root), augment=SMALL_CROP, batch_size=1, num_workers=0, val_fraction=0.5)
     module = CloudDataModule(cfg)
     module.setup("fit")
     shares = []
@@ -213,7 +219,7 @@ def test_files_pair_by_name_across_png_jpg_and_tif(tmp_path):
 def test_class_pixels_count_the_training_split_only(synth_root):
     from cloudseg.data.io import load_label
 
-    module = CloudDataModule(DataConfig(root=str(synth_root), val_fraction=0.25, num_workers=0))
+    module = CloudDataModule(DataConfig(root=str(synth_root), augment=SMALL_CROP, val_fraction=0.25, num_workers=0))
     module.setup("fit")
     by_name = {s.name: s for s in find_samples(synth_root / "train", synth_root / "train" / "label")}
     expected = sum(np.bincount(load_label(by_name[n].label).ravel(), minlength=4) for n in module.split.train)

@@ -12,10 +12,10 @@ from cloudseg.config import Config, ModelConfig, PredictConfig, to_dict
 from cloudseg.data.dataset import find_samples, read_sample, stack_chw
 from cloudseg.data.split import Split
 from cloudseg.errors import DataError, WeightsError
+from cloudseg.inference.evaluate import evaluate
 from cloudseg.inference.predict import checkpoint_predictor
 from cloudseg.models import build_model
 from cloudseg.models.checkpoint import Ensemble, load_ensemble, save_release
-from cloudseg.training.run import evaluate
 
 
 def release(folder, name: str, seed: int, num_classes: int = 4):
@@ -64,7 +64,7 @@ def test_predict_with_several_checkpoints_writes_the_classes_of_their_mean(runs,
     images = [read_sample(s)[:2] for s in samples]
     rgb, nir = stack_chw([i[0] for i in images]), stack_chw([i[1] for i in images])
     cfg = PredictConfig()
-    each = [checkpoint_predictor(run, cfg, "cpu")(rgb, nir) for run in runs]
+    each = [checkpoint_predictor(run, cfg, "cpu")[0](rgb, nir) for run in runs]
     expected = ((each[0] + each[1]) / 2).argmax(1).byte().numpy()
     written = np.stack([cv2.imread(str(output / "index" / f"{s.name}.png"), 0) for s in samples])
     assert np.array_equal(written, expected)

@@ -141,7 +141,7 @@ def test_combined_loss_is_the_weighted_sum_of_its_terms():
     total, parts = loss(logits, target)
     assert set(parts) == {"ohem", "dice"}
     assert total.item() == pytest.approx(0.7 * parts["ohem"].item() + 0.3 * parts["dice"].item())
-    with pytest.raises(ValueError, match="no term"):
+    with pytest.raises(ValueError, match="every term's weight is 0"):
         SegmentationLoss(LossConfig(ohem=0, dice=0))
 
 

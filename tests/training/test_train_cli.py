@@ -12,7 +12,10 @@ import pytest
 import torch
 import yaml
 
+from cloudseg.config import AugmentConfig
+
 ROOT = Path(__file__).resolve().parents[2]
+SMALL_CROP = AugmentConfig(crop_size=32)  # the synthetic scenes are 64²
 
 
 def cloudseg(*args: str, **env: str) -> subprocess.CompletedProcess:
@@ -84,7 +87,7 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_exactly_like_an_uninterrupted_o
     assert "start-up: dataset checked in" in log and 0 < fit <= whole
 
     evaluated = cloudseg(
-        "evaluate", "--checkpoint", str(reference / "checkpoints" / "best.safetensors"), "--root", str(synth_root),
+        "evaluate", "--checkpoint", str(reference / "checkpoints" / "best.safetensors"), "--data.root", str(synth_root),
         "--split", "test", "--output", str(tmp_path / "eval"), "--panels", "1",
     )  # fmt: skip
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
@@ -92,13 +95,15 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_exactly_like_an_uninterrupted_o
     assert metrics["images"] == 2 and 0.0 <= metrics["mIoU"] <= 1.0 and (tmp_path / "eval" / "confusion.png").is_file()
     assert metrics["tta"] == "none"
     with_tta = cloudseg(
-        "evaluate", "--checkpoint", str(reference / "checkpoints" / "best.safetensors"), "--root", str(synth_root),
-        "--split", "test", "--tta", "d4",
+        "evaluate", "--checkpoint", str(reference / "checkpoints" / "best.safetensors"), "--data.root", str(synth_root),
+        "--split", "test", "--predict.tta", "d4",
     )  # fmt: skip
     assert with_tta.returncode == 0, with_tta.stderr[-3000:]
     assert json.loads((reference / "eval_test_tta-d4" / "metrics.json").read_text())["tta"] == "d4"
-    wrong = cloudseg("evaluate", "--checkpoint", "x.safetensors", "--root", str(synth_root), "--tta", "flip")
-    assert wrong.returncode == 2 and "tta 'flip': expected one of none, flips, d4" in wrong.stderr
+    wrong = cloudseg(
+        "evaluate", "--checkpoint", "x.safetensors", "--data.root", str(synth_root), "--predict.tta", "flip"
+    )
+    assert wrong.returncode == 2 and "predict.tta: 'flip' is not one of 'none', 'flips', 'd4'" in wrong.stderr
 
 
 def test_a_non_finite_loss_stops_the_run_before_anything_after_it_is_validated_or_saved(synth_root, tmp_path):
@@ -155,7 +160,7 @@ def test_resume_refuses_other_options(tmp_path):
 
 def test_training_refuses_a_broken_dataset_with_one_line(tmp_path):
     (tmp_path / "train" / "rgb").mkdir(parents=True)
-    result = cloudseg("train", "--data.root", str(tmp_path))
+    result = cloudseg("train", "--data.root", str(tmp_path), CLOUDSEG_DEBUG="")  # as a user sees it
     assert result.returncode == 2
     assert result.stderr.startswith(f"cloudseg: error: {tmp_path}: ")
 
@@ -187,6 +192,6 @@ def test_sqrt_inverse_class_weights_are_resolved_from_the_training_split_into_th
     result = cloudseg(*tiny_run(synth_root, tmp_path, "balanced", *balanced))
     assert result.returncode == 0, result.stderr[-3000:]
     saved = yaml.safe_load((run_folder(tmp_path, "balanced") / "config.yaml").read_text())["loss"]["class_weights"]
-    module = CloudDataModule(DataConfig(root=str(synth_root)))
+    module = CloudDataModule(DataConfig(root=str(synth_root), augment=SMALL_CROP))
     module.setup("fit")
     assert tuple(saved) == sqrt_inverse_weights(module.train_class_pixels()) and max(saved) > 1.0

@@ -1,14 +1,34 @@
 """The `cloudseg` command: parse arguments, call one library function, print its result."""
 
 import argparse
+import difflib
 import json
 import logging
 import sys
 import time
 
 from cloudseg import __version__
-from cloudseg.errors import CloudsegError, ConfigError
-from cloudseg.schema import AUX_BANDS, NUM_CLASSES
+from cloudseg.cli.boundary import DEBUG_VARIABLE, EXIT_CODES, debug_requested, report
+from cloudseg.errors import ConfigError
+
+ALL_SETTINGS = ("*",)
+SETTINGS_HELP = """\
+Settings are given as --section.key value (or --section.key=value); values are read as YAML (true, null, [1, 2]).
+`cloudseg config` prints every key with its default. Wrong keys, types or ranges are refused before anything runs.
+"""
+
+
+class CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser that remembers its option names, to suggest one for a mistyped option."""
+
+    def __init__(self, *args, **kwargs):
+        self.option_names: list[str] = []
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+        self.set_defaults(option_names=self.option_names)
+
+    def add_argument(self, *names, **kwargs):
+        self.option_names += [name for name in names if name.startswith("--")]
+        return super().add_argument(*names, **kwargs)
 
 
 def config_overrides(tokens: list[str]) -> list[str]:
@@ -27,27 +47,90 @@ def config_overrides(tokens: list[str]) -> list[str]:
     return overrides
 
 
-def resolved_config(args: argparse.Namespace, extra: list[str], *preset: str):
+def takes(settings: tuple[str, ...], key: str) -> bool:
+    return settings == ALL_SETTINGS or any(key == s or key.startswith(f"{s}.") for s in settings)
+
+
+def settings_named(settings: tuple[str, ...]) -> str:
+    """('predict', 'data.root') -> '--predict.* or --data.root'."""
+    return " or ".join(f"--{s}.*" if "." not in s else f"--{s}" for s in settings)
+
+
+def suggestion(args: argparse.Namespace, name: str) -> str | None:
+    """The option or setting of the command that `name` was probably meant to be: --tta for --predict.tta."""
+    from cloudseg.config import setting_keys
+
+    bare = name.lstrip("-").replace("-", "_")
+    keys = [key for key in setting_keys() if args.settings and takes(args.settings, key)]
+    by_leaf = {key.rpartition(".")[2]: f"--{key}" for key in keys}
+    if bare in by_leaf:
+        return by_leaf[bare]
+    close = difflib.get_close_matches(name, args.option_names, n=1)
+    if close:
+        return close[0]
+    close = difflib.get_close_matches(bare, by_leaf, n=1)
+    return by_leaf[close[0]] if close else None
+
+
+def unrecognised(args: argparse.Namespace, token: str) -> ConfigError:
+    """The error for a token the command does not take, with the option it was probably meant to be."""
+    name = token.partition("=")[0]
+    if not name.startswith("--"):
+        return ConfigError(f"{args.command}: unrecognised argument {token!r}; see `cloudseg {args.command} --help`")
+    close = suggestion(args, name)
+    hint = f"; did you mean {close}?" if close else f"; see `cloudseg {args.command} --help`"
+    return ConfigError(f"{args.command}: unrecognised option {name}{hint}")
+
+
+def command_overrides(args: argparse.Namespace, tokens: list[str]) -> list[str]:
+    """The config overrides among the tokens argparse did not recognise, each checked against the settings the
+    command takes; anything else is an error that names it."""
+    for token in tokens[:1] if not args.settings else [t for t in tokens if "." not in t.partition("=")[0]]:
+        if token.startswith("--") or not args.settings:
+            raise unrecognised(args, token)
+    overrides = config_overrides(tokens)
+    for item in overrides:
+        key = item.partition("=")[0]
+        if not takes(args.settings, key):
+            raise ConfigError(
+                f"{args.command}: --{key} is not a setting of this command; it takes {settings_named(args.settings)}"
+            )
+    return overrides
+
+
+def resolved_config(args: argparse.Namespace, overrides: list[str], *preset: str):
     from cloudseg.config import load_config
 
-    return load_config(getattr(args, "config", None), [*preset, *config_overrides(extra)])
+    return load_config(getattr(args, "config", None), [*preset, *overrides])
 
 
-def run_models(args: argparse.Namespace, extra: list[str]) -> int:
+def run_models(args: argparse.Namespace, overrides: list[str]) -> int:
     from cloudseg.models.registry import ARCHITECTURES, MODEL_NAMES, count_parameters, parse_model_name
 
-    print(f"{'model':<20} {'parameters':>11}  ({args.num_classes} classes, {args.aux_channels} aux channels)")
+    model = resolved_config(args, overrides).model
+    print(f"{'model':<20} {'parameters':>11}  ({model.num_classes} classes, {model.aux_channels} aux channels)")
     for name in MODEL_NAMES:
-        params = count_parameters(name, args.num_classes, args.aux_channels)
+        params = count_parameters(name, model.num_classes, model.aux_channels)
         print(f"{name:<20} {params / 1e6:>10.2f}M  {ARCHITECTURES[parse_model_name(name)[0]].summary}")
     return 0
 
 
-def run_synth(args: argparse.Namespace, extra: list[str]) -> int:
+def at_least(value: int, low: int, flag: str) -> int:
+    if value < low:
+        raise ConfigError(f"{flag} {value}: expected at least {low}")
+    return value
+
+
+def run_synth(args: argparse.Namespace, overrides: list[str]) -> int:
     from cloudseg.data.synth import synthesize
 
+    at_least(args.n, 1, "--n")
+    at_least(args.size, 32, "--size")
+    at_least(args.workers, 1, "--workers")
+    if args.test is not None:
+        at_least(args.test, 0, "--test")
     started = time.perf_counter()
-    root = synthesize(args.output, args.n, args.test, args.size, args.seed, args.workers)
+    root = synthesize(args.output, args.n, args.test, args.size, args.seed, args.workers, args.overwrite)
     n_test = json.loads((root / "synth.json").read_text())["n_test"]
     print(
         f"wrote {args.n} training and {n_test} test scenes of {args.size}x{args.size} to {root} "
@@ -56,43 +139,44 @@ def run_synth(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
-def run_check_data(args: argparse.Namespace, extra: list[str]) -> int:
+def run_check_data(args: argparse.Namespace, overrides: list[str]) -> int:
     from cloudseg.data.check import check_dataset
 
-    report = check_dataset(args.root, args.unknown_colours)
-    print(report.format())
-    return 0 if report.ok else 2
+    report_ = check_dataset(args.root, resolved_config(args, overrides).data.unknown_colours)
+    print(report_.format())
+    return 0 if report_.ok else 2
 
 
-def run_show_augmentations(args: argparse.Namespace, extra: list[str]) -> int:
+def run_show_augmentations(args: argparse.Namespace, overrides: list[str]) -> int:
     from cloudseg.data.preview import show_augmentations
 
-    cfg = resolved_config(args, extra, f"data.root={args.root}")
+    cfg = resolved_config(args, overrides, f"data.root={args.root}")
     print(f"wrote {show_augmentations(cfg.data, args.n, args.output, args.seed)}")
     return 0
 
 
-def run_cache(args: argparse.Namespace, extra: list[str]) -> int:
+def run_cache(args: argparse.Namespace, overrides: list[str]) -> int:
     from pathlib import Path
 
     from cloudseg.data.cache import build_cache
     from cloudseg.data.dataset import find_samples
 
     root = Path(args.root)
+    unknown_colours = resolved_config(args, overrides).data.unknown_colours
     started = time.perf_counter()
     samples = find_samples(root / "train", root / "train" / "label")
-    folder = build_cache(samples, args.output, args.unknown_colours)
+    folder = build_cache(samples, args.output, unknown_colours)
     print(f"cached {len(samples)} training scenes in {folder} in {time.perf_counter() - started:.1f} s; "
           f"train with --data.cache {folder}")  # fmt: skip
     return 0
 
 
-def run_config(args: argparse.Namespace, extra: list[str]) -> int:
+def run_config(args: argparse.Namespace, overrides: list[str]) -> int:
     import yaml
 
     from cloudseg.config import to_dict
 
-    print(yaml.safe_dump(to_dict(resolved_config(args, extra)), sort_keys=False), end="")
+    print(yaml.safe_dump(to_dict(resolved_config(args, overrides)), sort_keys=False), end="")
     return 0
 
 
@@ -100,27 +184,27 @@ DEFAULT_CONFIG = "cmx_b0"  # what `train` (and `config`) start from without --co
 CHECKPOINTS_HELP = "checkpoints/best.safetensors of a run; several: the mean of their logits (an ensemble)"
 
 
-def run_train(args: argparse.Namespace, extra: list[str]) -> int:
+def run_train(args: argparse.Namespace, overrides: list[str]) -> int:
     from cloudseg.training.run import train
 
     if args.resume:
-        if extra or args.config:
+        if overrides or args.config:
             raise ConfigError("--resume continues a run exactly, with the config saved in it; drop the other options")
         run_dir = train(resume=args.resume)
     else:
         args.config = args.config or DEFAULT_CONFIG
-        run_dir = train(resolved_config(args, extra))
+        run_dir = train(resolved_config(args, overrides))
     print(f"run folder: {run_dir}")
     return 0
 
 
-def run_evaluate(args: argparse.Namespace, extra: list[str]) -> int:
-    from cloudseg.training.run import evaluate
+def run_evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
+    from cloudseg.inference.evaluate import evaluate
 
-    root = args.root or resolved_config(args, extra).data.root
-    if root is None:
+    cfg = resolved_config(args, overrides)
+    if cfg.data.root is None:
         raise ConfigError("evaluate needs the dataset: --data.root <folder>")
-    evaluate(args.checkpoint, root, args.split, args.output, args.panels, args.tta)
+    evaluate(args.checkpoint, cfg.data.root, args.split, args.output, args.panels, cfg.predict, args.device)
     return 0
 
 
@@ -132,16 +216,21 @@ def is_scene(path: str) -> bool:
     return source.suffix.lower() in (".tif", ".tiff") and source.parent.name != "rgb"
 
 
-def run_predict(args: argparse.Namespace, extra: list[str]) -> int:
+def run_predict(args: argparse.Namespace, overrides: list[str]) -> int:
     from cloudseg.inference.predict import predict
 
-    cfg = resolved_config(args, extra).predict
+    cfg = resolved_config(args, overrides).predict
     if is_scene(args.input):
         from cloudseg.inference.geotiff import predict_scene_from_checkpoint
 
-        bands = [int(b) for b in args.bands.split(",")] if args.bands else None
-        if bands is not None and len(bands) != 4:
-            raise ConfigError(f"--bands {args.bands}: expected four band numbers, R,G,B,NIR")
+        bands = None
+        if args.bands:
+            try:
+                bands = [int(b) for b in args.bands.split(",")]
+            except ValueError:
+                bands = []
+            if len(bands) != 4:
+                raise ConfigError(f"--bands {args.bands}: expected four band numbers, R,G,B,NIR, e.g. 4,3,2,5")
         path = predict_scene_from_checkpoint(
             args.checkpoint, args.input, args.output, args.sensor, bands, args.scale, args.offset, cfg, args.device
         )
@@ -153,18 +242,19 @@ def run_predict(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
-def run_submit(args: argparse.Namespace, extra: list[str]) -> int:
+def run_submit(args: argparse.Namespace, overrides: list[str]) -> int:
     from cloudseg.inference.rle import submission_from_masks
 
     print(f"wrote {submission_from_masks(args.masks, args.output)}")
     return 0
 
 
-def run_score(args: argparse.Namespace, extra: list[str]) -> int:
+def run_score(args: argparse.Namespace, overrides: list[str]) -> int:
     from cloudseg.inference.rle import score_submission
     from cloudseg.schema import CLASS_NAMES
 
-    scores = score_submission(args.submission, args.labels)
+    unknown_colours = resolved_config(args, overrides).data.unknown_colours
+    scores = score_submission(args.submission, args.labels, unknown_colours)
     print(f"{'class':<14} {'IoU':>7} {'Dice':>7}")
     for name in CLASS_NAMES:
         print(f"{name:<14} {scores[f'iou/{name}']:>7.4f} {scores[f'dice/{name}']:>7.4f}")
@@ -173,30 +263,41 @@ def run_score(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
-def run_export(args: argparse.Namespace, extra: list[str]) -> int:
+def run_export(args: argparse.Namespace, overrides: list[str]) -> int:
     from cloudseg.inference.export import export_onnx
 
     print(f"wrote {export_onnx(args.checkpoint, args.output, args.opset)}")
     return 0
 
 
-def run_demo(args: argparse.Namespace, extra: list[str]) -> int:
+def run_demo(args: argparse.Namespace, overrides: list[str]) -> int:
     from cloudseg.demo import run_demo as demo
 
     demo(args.output, args.fast)
     return 0
 
 
-def run_benchmark(args: argparse.Namespace, extra: list[str]) -> int:
+BENCHMARK_DEFAULTS = {"model": "cmx_b2", "size": 512, "batch": 16}
+
+
+def run_benchmark(args: argparse.Namespace, overrides: list[str]) -> int:
     from cloudseg import benchmark
     from cloudseg.models.checkpoint import default_device
 
+    given = [f"--{name}" for name in BENCHMARK_DEFAULTS if getattr(args, name) is not None]
     if args.target == "data":
-        cfg = resolved_config(args, extra)
+        if given:
+            raise ConfigError(
+                f"benchmark data: {given[0]} is for train and infer; the loader reads --data.batch_size and "
+                "--data.augment.crop_size"
+            )
+        cfg = resolved_config(args, overrides)
         print(benchmark.write_result(benchmark.benchmark_data(cfg.data, args.batches, args.warmup), args.json))
         return 0
-    if extra:
-        raise ConfigError(f"unrecognised arguments {' '.join(extra)}")
+    if overrides:
+        raise ConfigError(f"benchmark {args.target}: --{overrides[0].partition('=')[0]} is a setting of benchmark data")
+    for name, default in BENCHMARK_DEFAULTS.items():
+        setattr(args, name, default if getattr(args, name) is None else getattr(args, name))
     device = default_device(args.device)
     fast = benchmark.fast_recipe(args.batch, device, args.precision, args.compile)
     recipe = fast if args.mode == "fast" else benchmark.BASELINE
@@ -228,79 +329,149 @@ def run_benchmark(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+TRAIN_HELP = (
+    SETTINGS_HELP
+    + """
+Main settings (all of them: `cloudseg config --config cmx_b0`):
+  --data.root PATH                 dataset folder with train/{rgb,ngr,label}/ (required)
+  --model.name NAME                cmx_b0 ... cmx_b5, segformer_b*, segformer_early_b* (`cloudseg models`)
+  --model.pretrained PATH_OR_ID    SegFormer ImageNet weights: a folder, a file or a hub id such as nvidia/mit-b2
+  --trainer.max_epochs N           epochs to train
+  --data.batch_size N              images per step (per device)
+  --data.augment.crop_size N       training crops, in pixels a side
+  --optim.lr_encoder / lr_head X   learning rates of the encoders and of fusion + decoder
+  --trainer.accelerator, --trainer.devices, --trainer.strategy, --trainer.num_nodes   Lightning's devices and DDP
+  --run.output_dir, --run.name     where the run folder goes: <output_dir>/<name>/<timestamp>/
+"""
+)
+PREDICT_HELP = (
+    SETTINGS_HELP
+    + """
+Prediction settings (--predict.*; also in the predict section of a --config file):
+  --predict.tile N, --predict.overlap N    images larger than a tile run in overlapping tiles (512, 128)
+  --predict.tile_batch N                   tiles or images per forward pass (0: 16 on a GPU, 4 on a CPU)
+  --predict.tta none|flips|d4              test-time augmentation
+  --predict.precision auto|32|bf16         auto: bf16 on GPUs
+  --predict.index_masks true, --predict.probabilities true, --predict.uncertainty entropy|max_probability
+"""
+)
+EVALUATE_HELP = (
+    SETTINGS_HELP
+    + """
+  --data.root PATH                 dataset folder (required)
+  --data.unknown_colours ignore    label colours outside the class table count as ignored pixels
+  --predict.tta none|flips|d4      score the prediction averaged over flips or all 8 symmetries
+  --predict.tile N, --predict.overlap N, --predict.tile_batch N, --predict.precision P   as for predict
+"""
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cloudseg",
         description="Cloud and cloud-shadow segmentation of RGB + NIR images with CMX.",
-        epilog="Config keys can be set on any command that takes --config, as --section.key value.",
+        epilog="Exit codes: "
+        + "; ".join(f"{code} {meaning.split(':')[0]}" for code, meaning in EXIT_CODES.items())
+        + f". --debug (or {DEBUG_VARIABLE}=1) shows the traceback of an error.",
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"cloudseg {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=CommandParser)
 
-    def command(name: str, run, help: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help, description=help)
-        sub.set_defaults(run=run)
+    def command(name, run, help, settings=(), memory="a batch or image size", epilog=None) -> CommandParser:
+        """A subcommand; `settings` are the config keys or sections it takes as --section.key value."""
+        sub = commands.add_parser(
+            name, help=help, description=help, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+        sub.set_defaults(run=run, command=name, settings=settings, memory_hint=memory)
+        sub.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error"
+        )
         return sub
 
-    models = command("models", run_models, "list the model builders and their parameter counts")
-    models.add_argument("--num-classes", type=int, default=NUM_CLASSES)
-    models.add_argument("--aux-channels", type=int, default=len(AUX_BANDS))
+    models = command(
+        "models", run_models, "list the model builders and their parameter counts",
+        ("model.num_classes", "model.aux_channels"),
+        epilog="  --model.num_classes N, --model.aux_channels N   count the parameters for these",
+    )  # fmt: skip
+    models.set_defaults(config=None)
 
     synth = command("synth", run_synth, "write a synthetic dataset of cloud scenes with exact labels")
-    synth.add_argument("output", help="dataset folder to create")
+    synth.add_argument("output", help="dataset folder to create (new or empty)")
     synth.add_argument("--n", type=int, default=64, help="training scenes (default 64)")
     synth.add_argument("--test", type=int, default=None, help="test scenes (default n/4)")
     synth.add_argument("--size", type=int, default=256, help="scene width and height in pixels")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--workers", type=int, default=1, help="processes writing scenes (the files are the same)")
+    synth.add_argument("--overwrite", action="store_true", help="replace a synthetic dataset already in the folder")
 
-    check = command("check-data", run_check_data, "check every file of a dataset folder and summarise it")
+    colours_help = "  --data.unknown_colours ignore   label colours outside the class table count as ignored pixels"
+    check = command(
+        "check-data", run_check_data, "check every file of a dataset folder and summarise it",
+        ("data.unknown_colours",), epilog=colours_help,
+    )  # fmt: skip
     check.add_argument("root", help="dataset folder with train/ and/or test/")
-    check.add_argument(
-        "--unknown-colours",
-        choices=("error", "ignore"),
-        default="error",
-        help="label colours outside the class table: report them, or count them as ignored pixels",
-    )
+    check.set_defaults(config=None)
 
-    show = command("show-augmentations", run_show_augmentations, "write a grid of augmented training samples")
+    show = command(
+        "show-augmentations", run_show_augmentations, "write a grid of augmented training samples",
+        ("data.augment", "data.unknown_colours"), epilog=SETTINGS_HELP + "  --data.augment.* as in training",
+    )  # fmt: skip
     show.add_argument("root", help="dataset folder with train/{rgb,ngr,label}")
     show.add_argument("-n", type=int, default=8, help="samples to show")
     show.add_argument("-o", "--output", default="augmentations.png")
     show.add_argument("--seed", type=int, default=0)
     show.add_argument("--config", help="YAML config whose data.augment section is used")
 
-    cache = command("cache", run_cache, "decode the training images once, so training skips PNG decoding")
+    cache = command(
+        "cache", run_cache, "decode the training images once, so training skips PNG decoding",
+        ("data.unknown_colours",), epilog=colours_help,
+    )  # fmt: skip
     cache.add_argument("root", help="dataset folder with train/{rgb,ngr,label}")
     cache.add_argument("-o", "--output", required=True, help="cache folder (then: --data.cache <folder>)")
-    cache.add_argument("--unknown-colours", choices=("error", "ignore"), default="error")
+    cache.set_defaults(config=None)
 
-    config = command("config", run_config, "print a config with its overrides applied: every key, as YAML")
+    config = command(
+        "config", run_config, "print a config with its overrides applied: every key, as YAML", ALL_SETTINGS,
+        epilog=SETTINGS_HELP,
+    )  # fmt: skip
     config.add_argument("--config", default=DEFAULT_CONFIG, help="YAML file or shipped config (default: cmx_b0)")
 
-    train = command("train", run_train, "train a model (Lightning) and write a run folder")
+    train = command(
+        "train", run_train, "train a model (Lightning) and write a run folder", ALL_SETTINGS,
+        memory="data.batch_size or data.augment.crop_size", epilog=TRAIN_HELP,
+    )  # fmt: skip
     train.add_argument(
         "--config", help="YAML file or shipped config: cmx_b0 (CPU; the default), cmx_b2 (the reference recipe)"
     )
     train.add_argument("--resume", help="run folder or last.ckpt to continue exactly where it stopped")
 
-    evaluate = command("evaluate", run_evaluate, "score a checkpoint: per-class table, metrics.json, confusion.png")
+    inference_memory = "predict.tile_batch or predict.tile"
+    evaluate = command(
+        "evaluate", run_evaluate, "score a checkpoint: per-class table, metrics.json, confusion.png",
+        ("data.root", "data.unknown_colours", "predict"), memory=inference_memory, epilog=EVALUATE_HELP,
+    )  # fmt: skip
     evaluate.add_argument("--checkpoint", required=True, nargs="+", help=CHECKPOINTS_HELP)
-    evaluate.add_argument("--root", help="dataset folder (or --data.root)")
     evaluate.add_argument(
         "--split", default="val", help="val or train (the run's split), test, or a JSON list of names"
     )
     evaluate.add_argument("--output", help="folder for metrics.json and confusion.png (default: beside the run)")
     evaluate.add_argument("--panels", type=int, default=0, help="also draw prediction panels of this many images")
-    evaluate.add_argument("--tta", default="none", help="test-time augmentation: none, flips or d4 (8 symmetries)")
+    evaluate.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    evaluate.add_argument("--config", help="YAML config whose data.root and predict section are used")
 
-    predict = command("predict", run_predict, "write colour masks (and optionally a Kaggle submission)")
+    predict = command(
+        "predict", run_predict, "write colour masks (and optionally a Kaggle submission)", ("predict",),
+        memory=inference_memory, epilog=PREDICT_HELP,
+    )  # fmt: skip
     predict.add_argument("--checkpoint", required=True, nargs="+", help=CHECKPOINTS_HELP)
     predict.add_argument(
         "--input", required=True, help="dataset root (its test/), folder with rgb/ + ngr/, or rgb/<name>"
     )
-    predict.add_argument("--output", required=True, help="folder for <name>.png colour masks")
+    predict.add_argument(
+        "--output", required=True, help="folder for <name>.png colour masks (a .tif file for a GeoTIFF scene)"
+    )
     predict.add_argument("--submission", help="also write this Kaggle submission.csv")
     predict.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     predict.add_argument("--config", help="YAML config whose predict section is used (tile, overlap, tta, ...)")
@@ -310,32 +481,42 @@ def build_parser() -> argparse.ArgumentParser:
     scene.add_argument("--scale", type=float, help="reflectance = DN * scale + offset (default: the preset's, or 1)")
     scene.add_argument("--offset", type=float, help="see --scale (default: the preset's, or 0)")
 
-    submit = command("submit", run_submit, "encode a folder of colour masks as a Kaggle submission.csv")
+    submit = command("submit", run_submit, "encode a folder of colour (or class-id) masks as a Kaggle submission.csv")
     submit.add_argument("masks", help="folder of colour masks")
     submit.add_argument("-o", "--output", default="submission.csv")
 
-    score = command("score", run_score, "score a submission.csv against a folder of colour labels")
+    score = command(
+        "score", run_score, "score a submission.csv against a folder of colour labels", ("data.unknown_colours",),
+        epilog=colours_help,
+    )  # fmt: skip
     score.add_argument("submission")
     score.add_argument("--labels", required=True, help="folder of colour label images")
+    score.set_defaults(config=None)
 
     export = command("export", run_export, "export a checkpoint to ONNX (dynamic batch, height, width)")
     export.add_argument("--checkpoint", required=True, nargs="+", help=CHECKPOINTS_HELP)
-    export.add_argument("--output", required=True, help="model.onnx")
+    export.add_argument("--output", required=True, help="model.onnx (or a folder: <folder>/model.onnx)")
     export.add_argument("--opset", type=int, default=17)
 
-    demo = command("demo", run_demo, "synthetic data -> training -> evaluation -> prediction -> submission, on CPU")
+    demo = command(
+        "demo", run_demo, "synthetic data -> training -> evaluation -> prediction -> submission, on CPU",
+        memory="nothing: the demo needs about 2 GB of memory",
+    )  # fmt: skip
     demo.add_argument("--fast", action="store_true", help="a smoke test of the whole path in about a minute")
     demo.add_argument("--output", default="cloudseg-demo", help="folder for everything the demo writes")
 
-    bench = command("benchmark", run_benchmark, "measure throughput and write it as JSON")
+    bench = command(
+        "benchmark", run_benchmark, "measure throughput and write it as JSON", ("data",),
+        memory="--batch or --size (benchmark data: --data.batch_size or --data.augment.crop_size)",
+    )  # fmt: skip
     bench.add_argument(
         "target", choices=("train", "infer", "data"),
         help="train: training steps; infer: inference batches; data: the training loader with full augmentation",
     )  # fmt: skip
     bench.add_argument("--config", help="YAML config (data)")
-    bench.add_argument("--model", default="cmx_b2")
-    bench.add_argument("--size", type=int, default=512, help="input size; with --scene, the tile size")
-    bench.add_argument("--batch", type=int, default=16, help="batch of the fast mode (baseline uses 4)")
+    bench.add_argument("--model", help="train and infer: the model (default cmx_b2)")
+    bench.add_argument("--size", type=int, help="train and infer: input size (default 512); with --scene, the tile")
+    bench.add_argument("--batch", type=int, help="train and infer: batch of the fast mode (default 16; baseline 4)")
     bench.add_argument("--mode", choices=("fast", "baseline"), default="fast")
     how = bench.add_mutually_exclusive_group()
     how.add_argument("--compare", action="store_true", help="run baseline and fast, and report the speed-up")
@@ -360,9 +541,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from cloudseg.signals import stop_at_once
+
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    args, tokens = parser.parse_known_args(argv)
     if not hasattr(args, "run"):
+        if tokens:
+            parser.error(f"unrecognised arguments: {' '.join(tokens)}")
         parser.print_help()
         return 0
     handler = logging.StreamHandler()
@@ -370,15 +555,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("cloudseg").addHandler(handler)  # Lightning configures its own loggers
     logging.getLogger("cloudseg").setLevel(logging.INFO)
     try:
-        return args.run(args, extra)
-    except CloudsegError as error:
-        if args.debug:
+        with stop_at_once():
+            return args.run(args, command_overrides(args, tokens))
+    except SystemExit as exit_:
+        if type(exit_) is SystemExit:  # a plain exit, not Lightning's SIGTERMException
             raise
-        print(f"cloudseg: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        if args.debug:
-            raise
-        # Every file cloudseg writes appears whole or not at all, so what was written stays usable.
-        print("cloudseg: interrupted; the files written so far are complete", file=sys.stderr)
-        return 130
+        return report(exit_, args.memory_hint, debug_requested(args.debug))
+    except (Exception, KeyboardInterrupt) as error:
+        return report(error, args.memory_hint, debug_requested(args.debug))
+    finally:
+        logging.getLogger("cloudseg").removeHandler(handler)

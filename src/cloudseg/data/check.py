@@ -57,6 +57,8 @@ class DataReport:
         return "\n".join(lines)
 
     def raise_if_problems(self) -> None:
+        if len(self.problems) == 1:
+            raise DataError(f"{self.problems[0]} (`cloudseg check-data {self.root}` reports the whole dataset)")
         if self.problems:
             raise DataError(f"{self.root}: {len(self.problems)} problems in the dataset:\n" + self.format())
 

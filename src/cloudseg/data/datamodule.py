@@ -16,6 +16,7 @@ from cloudseg.data.split import Split, fold_split, load_split, make_split
 from cloudseg.data.transforms import CopyPaste, TrainTransform
 from cloudseg.errors import ConfigError
 from cloudseg.schema import CLASSES
+from cloudseg.signals import ignore_stop_signals
 
 
 class EpochAheadLoader(DataLoader):
@@ -60,14 +61,10 @@ class CloudDataModule(L.LightningDataModule):
         self.seed = seed
         if cfg.root is None:
             raise ConfigError("data.root is not set; pass --data.root <folder with train/{rgb,ngr,label}>")
-        if cfg.fold and not cfg.folds:
-            raise ConfigError(f"data.fold {cfg.fold} needs data.folds, the number of folds (e.g. --data.folds 5)")
-        if cfg.folds and cfg.split_file:
-            raise ConfigError("data.folds and data.split_file both choose the validation split: set one of them")
         self.cfg = cfg
         self.root = Path(cfg.root)
         self.split: Split | None = None
-        self.uniform_size = True
+        self.image_sizes: set[tuple[int, int]] = set()  # (height, width) of the training folder's images
         self.start_epoch = 0
 
     def setup(self, stage: str | None = None) -> None:
@@ -76,7 +73,7 @@ class CloudDataModule(L.LightningDataModule):
         if self.cfg.cache is None:
             report = check_dataset(self.root, self.cfg.unknown_colours, splits=("train",))
             report.raise_if_problems()
-            self.uniform_size = len(report.splits["train"].sizes) == 1
+            self.image_sizes = {(h, w) for w, h in report.splits["train"].sizes}
         samples = find_samples(self.root / "train", self.root / "train" / "label")
         names = [s.name for s in samples]
         if self.cfg.split_file:
@@ -102,7 +99,22 @@ class CloudDataModule(L.LightningDataModule):
             # The datasets have checked that the cache holds every scene (one folder for both), newer than its files.
             # It was made by reading every file by the same rules, so it stands for the check, which would decode
             # them all again.
-            self.uniform_size = len({self.train_set.cache.size(files.name) for files in samples}) == 1
+            self.image_sizes = {self.train_set.cache.size(files.name) for files in samples}
+        self._check_crop()
+
+    @property
+    def uniform_size(self) -> bool:
+        return len(self.image_sizes) == 1
+
+    def _check_crop(self) -> None:
+        """Crops larger than an image would enlarge it to fit: refused unless asked for (data.augment.upscale),
+        since a typo here (4096 for 256² images) makes every sample 256 times larger."""
+        crop, (height, width) = self.cfg.augment.crop_size, min(self.image_sizes, key=min)
+        if crop > min(height, width) and not self.cfg.augment.upscale:
+            raise ConfigError(
+                f"data.augment.crop_size {crop} is larger than the smallest training image ({width}x{height}); "
+                f"lower it to at most {min(height, width)}, or set --data.augment.upscale true to enlarge the images"
+            )
 
     def train_class_pixels(self) -> np.ndarray:
         """Pixels of each class over the training split's labels (validation excluded), from the cache if any."""
@@ -133,6 +145,7 @@ class CloudDataModule(L.LightningDataModule):
             persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),
             prefetch_factor=4 if workers > 0 else None,
+            worker_init_fn=ignore_stop_signals,  # the trainer stops them, after SIGINT or SIGTERM too
         )
 
     # Lightning builds the first training iterator of a resumed run before it calls `set_epoch`, so the sampler

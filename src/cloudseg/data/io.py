@@ -138,7 +138,7 @@ def colour_to_index(label_bgr: np.ndarray, source: os.PathLike | str, unknown_co
         more = f" and {len(found) - 3} more colours" if len(found) > 3 else ""
         raise DataError(
             f"{source}: {int(unknown.sum())} pixels have colours outside the class table ({listed}{more}); "
-            f"expected {_TABLE} in BGR order, or set data.unknown_colours=ignore"
+            f"expected {_TABLE} in BGR order, or pass --data.unknown_colours ignore to count them as ignored pixels"
         )
     return ids
 

@@ -10,12 +10,14 @@ Class priority where layers overlap: thick cloud > thin cloud > shadow > clear.
 """
 
 import json
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from cloudseg.data.io import index_to_colour, write_image
+from cloudseg.errors import DataError
 from cloudseg.files import atomic_path
 from cloudseg.schema import encode_reflectance
 
@@ -96,12 +98,42 @@ def _write_one(root: Path, split: str, index: int, size: int, seed: int, label_d
     write_scene(root, split, f"synth_{index:04d}", *make_scene(rng, size), label_dir=label_dir)
 
 
+SYNTH_FOLDERS = ("train", "test", "test_labels", "synth.json")
+
+
+def _make_room(root: Path, overwrite: bool) -> None:
+    """`root` is new or empty; or, with `overwrite`, the synthetic dataset there is removed first. Anything else is
+    refused: new scenes mixed into old ones would pass every check and mislead."""
+    if not root.exists() or not any(root.iterdir()):
+        return
+    if not overwrite:
+        raise DataError(
+            f"{root}: the folder is not empty; choose a new one, or --overwrite to replace a synthetic dataset"
+        )
+    if not (root / "synth.json").is_file() or any(p.name not in SYNTH_FOLDERS for p in root.iterdir()):
+        raise DataError(f"{root}: --overwrite replaces only a synthetic dataset, and this folder holds other files")
+    for name in SYNTH_FOLDERS:
+        target = root / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
+
+
 def synthesize(
-    root: str | Path, n_train: int = 64, n_test: int | None = None, size: int = 256, seed: int = 0, workers: int = 1
+    root: str | Path,
+    n_train: int = 64,
+    n_test: int | None = None,
+    size: int = 256,
+    seed: int = 0,
+    workers: int = 1,
+    overwrite: bool = False,
 ) -> Path:
-    """Writes `<root>/train/{rgb,ngr,label}`, `<root>/test/{rgb,ngr}` and `<root>/test_labels` (kept apart).
-    Every scene has its own seed, so `workers` processes write the same files as one."""
+    """Writes `<root>/train/{rgb,ngr,label}`, `<root>/test/{rgb,ngr}` and `<root>/test_labels` (kept apart) into a
+    new or empty folder (with `overwrite`, over an earlier synthetic dataset). Every scene has its own seed, so
+    `workers` processes write the same files as one."""
     root = Path(root)
+    _make_room(root, overwrite)
     n_test = max(1, n_train // 4) if n_test is None else n_test
     splits = (("train", n_train, root / "train" / "label"), ("test", n_test, root / "test_labels"))
     jobs = [(root, split, index, size, seed, label_dir) for split, count, label_dir in splits for index in range(count)]

@@ -126,7 +126,7 @@ def predict_scene_from_checkpoint(
     offset = offset if offset is not None else (preset.offset if preset else 0.0)
     device = default_device(device)
     cfg = cfg.for_device(device)
-    predictor = checkpoint_predictor(checkpoint, cfg, device)
+    predictor, _ = checkpoint_predictor(checkpoint, cfg, device)
     return predict_scene(
         predictor, source, output, tuple(bands), scale, offset, cfg.tile, cfg.overlap, cfg.tile_batch, window=cfg.window
     )

@@ -9,7 +9,6 @@ worker starts in a fraction of a second.
 """
 
 import multiprocessing
-import signal
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -22,6 +21,7 @@ from cloudseg.config import PredictConfig
 from cloudseg.data.io import index_to_colour, write_image
 from cloudseg.inference.rle import rle_encode
 from cloudseg.schema import CLASS_NAMES
+from cloudseg.signals import ignore_stop_signals
 
 
 @dataclass
@@ -67,12 +67,6 @@ def write_batch(batch: ImageOutputs, output: Path, cfg: PredictConfig) -> list[t
     return rows
 
 
-def _ignore_interrupts() -> None:
-    # Ctrl-C reaches every process of the group. The parent stops the run (cancelling the parts not begun); a
-    # worker finishes the part it is writing, each file whole, instead of printing a traceback of its own.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def _context() -> multiprocessing.context.BaseContext:
     # Not fork: the parent runs CUDA and threads, and forking such a process may hang the child.
     methods = multiprocessing.get_all_start_methods()
@@ -88,7 +82,7 @@ class OutputWriters:
 
     def __init__(self, output: Path, cfg: PredictConfig, workers: int, pending: int):
         self.output, self.cfg, self.workers, self.pending = output, cfg, workers, pending
-        self.pool = ProcessPoolExecutor(workers, mp_context=_context(), initializer=_ignore_interrupts)
+        self.pool = ProcessPoolExecutor(workers, mp_context=_context(), initializer=ignore_stop_signals)
         self.parts: deque[tuple[int, Future]] = deque()  # (images, rows to come)
 
     def __enter__(self) -> "OutputWriters":

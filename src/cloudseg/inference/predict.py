@@ -13,14 +13,16 @@ import torch.nn.functional as F
 from rich.progress import Progress
 from torch.utils.data import DataLoader, Dataset
 
-from cloudseg.config import PredictConfig
+from cloudseg.config import ModelConfig, PredictConfig, from_dict
 from cloudseg.data.dataset import SampleFiles, model_inputs, pair_files, read_sample, stack_chw
 from cloudseg.data.io import IMAGE_SUFFIXES, codec_workers
 from cloudseg.errors import DataError
 from cloudseg.inference.outputs import ImageOutputs, OutputWriters
 from cloudseg.inference.rle import write_submission
 from cloudseg.inference.sliding import Predictor, class_ids, fits_one_tile, sliding_logits, with_tta
-from cloudseg.models.checkpoint import default_device, load_ensemble
+from cloudseg.memory import MemoryCheck, inference_bytes
+from cloudseg.models.checkpoint import checkpoint_paths, default_device, load_ensemble, read_header
+from cloudseg.signals import ignore_stop_signals
 
 
 def find_pairs(source: str | Path) -> list[SampleFiles]:
@@ -92,13 +94,24 @@ def pixel_predictor(predict: Predictor, device: torch.device) -> Predictor:
 
 def checkpoint_predictor(
     checkpoints: str | Path | Sequence[str | Path], cfg: PredictConfig, device: str | torch.device | None = None
-) -> Predictor:
+) -> tuple[Predictor, list[dict]]:
     """A release checkpoint's model, or the average of several (an ensemble), as a predictor of uint8 pixels, with
-    the precision and TTA of `cfg`, on `device` (default: GPU if any)."""
+    the precision and TTA of `cfg`, on `device` (default: GPU if any); and the checkpoints' headers."""
     device = default_device(device)
-    model, _ = load_ensemble(checkpoints, device)
+    models = [
+        from_dict(ModelConfig, header["config"]["model"]) for header in map(read_header, checkpoint_paths(checkpoints))
+    ]
+    bf16 = runs_bf16(cfg.precision, device)
+    MemoryCheck(
+        f"predicting {cfg.tile_batch or 1} image(s) or tiles of up to {cfg.tile}² at a time",
+        inference_bytes(models, cfg.tile, cfg.tile_batch or 1, bf16),
+        device,
+        "predict.tile_batch or predict.tile",
+        "predict.memory_check",
+    ).apply(cfg.memory_check)
+    model, headers = load_ensemble(checkpoints, device)
     model_on_device = model_predictor(model, device, cfg.precision, cfg.compile)
-    return pixel_predictor(with_tta(model_on_device, cfg.tta, cfg.scales), device)
+    return pixel_predictor(with_tta(model_on_device, cfg.tta, cfg.scales), device), headers
 
 
 def uncertainty_map(probabilities: torch.Tensor, kind: str) -> torch.Tensor:
@@ -158,13 +171,20 @@ class PairRuns(Dataset):
 def read_runs(pairs: list[SampleFiles], cfg: PredictConfig, workers: int) -> Iterator[tuple]:
     """The runs of `PairRuns`, in order, read by `workers` processes (0: this one), each a batch ahead."""
     dataset = PairRuns(pairs, cfg.tile_batch, cfg.tile)
-    for item in DataLoader(dataset, batch_size=None, num_workers=workers, prefetch_factor=1 if workers else None):
+    loader = DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=workers,
+        prefetch_factor=1 if workers else None,
+        worker_init_fn=ignore_stop_signals,  # the parent stops them, after SIGINT or SIGTERM too
+    )
+    for item in loader:
         if isinstance(item, str):
             raise DataError(item)
         yield from item
 
 
-def _logits(
+def image_logits(
     predictor: Predictor, rgb: torch.Tensor, aux: torch.Tensor, cfg: PredictConfig, device: torch.device
 ) -> torch.Tensor:
     """Logits (B, K, H, W) of a run of images: whole, as one batch (padded to `tile_batch` for a compiled model,
@@ -245,7 +265,7 @@ def predict(
     device = default_device(device)
     cfg = cfg.for_device(device)
     with result.timing("loading the model"):
-        predictor = checkpoint_predictor(checkpoints, cfg, device)
+        predictor, _ = checkpoint_predictor(checkpoints, cfg, device)
     output = Path(output)
     rows = []
     workers = cfg.io_workers or codec_workers()
@@ -259,7 +279,7 @@ def predict(
             # The first batch also pays for the device's lazy start (kernels loaded, libraries set up) and for any
             # compilation: apart, so that the rest shows the steady pace.
             with result.timing("model" if index else "model, first batch"):
-                outputs = image_outputs(names, _logits(predictor, rgb, aux, cfg, device), cfg)
+                outputs = image_outputs(names, image_logits(predictor, rgb, aux, cfg, device), cfg)
             with result.timing("waiting for writes"):
                 finished = writers.submit(outputs)
             rows += finished

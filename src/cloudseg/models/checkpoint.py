@@ -11,7 +11,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from cloudseg.errors import WeightsError
+from cloudseg.errors import ConfigError, WeightsError
 from cloudseg.files import atomic_path
 from cloudseg.schema import AUX_NORM, CLASSES, RGB_NORM
 
@@ -19,8 +19,20 @@ FORMAT = "cloudseg-checkpoint-1"
 
 
 def default_device(device: str | torch.device | None = None) -> torch.device:
-    """`device` as given, else the GPU when there is one, else the CPU."""
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    """`device` as given, if this machine has it, else the GPU when there is one, else the CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except RuntimeError as error:
+        raise ConfigError(f"--device {device}: not a device name; expected cpu, cuda or cuda:N") from error
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: this machine has no CUDA device that PyTorch can use; use --device cpu")
+    if chosen.type == "cuda" and (chosen.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA devices")
+    if chosen.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {device}: expected cpu, cuda or cuda:N")
+    return chosen
 
 
 def save_release(model: nn.Module, config: dict, path: str | os.PathLike, info: dict | None = None) -> Path:

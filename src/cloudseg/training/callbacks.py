@@ -1,6 +1,7 @@
 """Lightning callbacks of a run: release checkpoints, panels, curves, the validation table, throughput."""
 
 import logging
+import signal
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -13,11 +14,13 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning_utilities.core.apply_func import apply_to_collection
 
 from cloudseg.data.dataset import prepare_sample
+from cloudseg.errors import InterruptError
 from cloudseg.files import atomic_path
 from cloudseg.inference.sliding import class_ids
 from cloudseg.models.checkpoint import save_release
 from cloudseg.panels import colourise, displayable, grid, save_rgb
 from cloudseg.schema import IGNORE_INDEX
+from cloudseg.signals import StopRequest
 from cloudseg.training.metrics import class_names, flat_scores, format_table
 from cloudseg.training.plots import plot_curves
 
@@ -57,9 +60,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 self._writer = None
 
 
+PREVIOUS_CHECKPOINT = "previous.ckpt"  # the last.ckpt that the newest one replaced
+
+
 def _write_atomically(checkpoint: dict, path: Path) -> None:
-    with atomic_path(path) as temporary:
-        torch.save(checkpoint, temporary)
+    """Writes a checkpoint whole or not at all, keeping the one it replaces as previous.ckpt: if the new file is
+    ever damaged (a copy cut short), resume falls back one save, not to the start."""
+    # Through a file object, so that a full disk is an OSError (torch.save to a path reports it as "unexpected pos")
+    with atomic_path(path, previous=path.with_name(PREVIOUS_CHECKPOINT)) as temporary, temporary.open("wb") as file:
+        torch.save(checkpoint, file)
 
 
 class CompilationNotice(L.Callback):
@@ -95,13 +104,44 @@ class LastCheckpoint(L.Callback):
         self.path = run_dir / "checkpoints" / "last.ckpt"
         self.every_s = every_s
         self.written_at: float | None = None
+        self.epoch: int | None = None  # the epoch whose end the file holds, once this run has written it
 
     def on_train_epoch_end(self, trainer: L.Trainer, task: L.LightningModule) -> None:
         last = trainer.current_epoch + 1 >= trainer.max_epochs or trainer.should_stop
         due = self.written_at is None or time.monotonic() - self.written_at >= self.every_s
         if trainer.strategy.broadcast(last or due, src=0):  # writing is collective: every process decides alike
             trainer.save_checkpoint(self.path, weights_only=False)
-            self.written_at = time.monotonic()
+            self.written_at, self.epoch = time.monotonic(), trainer.current_epoch
+
+
+class StopOnSignal(L.Callback):
+    """Ends the fit after the batch in which SIGINT or SIGTERM arrived (`StopRequest`), with every file complete:
+    the checkpoint plugin's teardown finishes a write in progress, and last.ckpt keeps the end of the last epoch
+    it saved. With several processes they agree, at the batches where they read the loss and after validation,
+    so that all stop at the same step."""
+
+    def __init__(self, request: StopRequest):
+        self.request = request
+
+    def _stop_now(self, trainer: L.Trainer, agree: bool) -> None:
+        if trainer.world_size == 1:
+            stop = bool(self.request)
+        elif agree:
+            stop = trainer.strategy.reduce_boolean_decision(bool(self.request), all=False)
+        else:
+            return
+        if stop:
+            raise InterruptError(self.request.signum or signal.SIGTERM, f"stopped by {self.request.name}")
+
+    def on_train_batch_end(self, trainer: L.Trainer, task: L.LightningModule, outputs, batch, batch_index: int):
+        last = batch_index + 1 == trainer.num_training_batches
+        self._stop_now(trainer, last or (batch_index + 1) % task.sync_every() == 0)
+
+    def on_validation_batch_end(self, trainer: L.Trainer, task: L.LightningModule, *args, **kwargs) -> None:
+        self._stop_now(trainer, agree=False)  # processes may validate different numbers of batches
+
+    def on_validation_end(self, trainer: L.Trainer, task: L.LightningModule) -> None:
+        self._stop_now(trainer, agree=True)
 
 
 class BestRelease(L.Callback):

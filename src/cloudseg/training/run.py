@@ -3,9 +3,9 @@
 import csv
 import dataclasses
 import importlib
-import json
 import logging
 import os
+import signal
 import time
 import warnings
 from datetime import datetime
@@ -18,30 +18,28 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.profilers import SimpleProfiler
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from cloudseg.config import Config, from_dict, to_dict
 from cloudseg.data.datamodule import CloudDataModule
-from cloudseg.data.dataset import CloudDataset, find_samples, prepare_sample
-from cloudseg.data.split import load_split
-from cloudseg.errors import ConfigError, DataError
+from cloudseg.errors import ConfigError, InterruptError, WeightsError
 from cloudseg.files import atomic_path
-from cloudseg.inference.sliding import TTA_SETS, class_ids, with_tta
-from cloudseg.models.checkpoint import checkpoint_paths, default_device, load_ensemble
-from cloudseg.panels import grid, save_rgb
+from cloudseg.memory import MemoryCheck, training_bytes
+from cloudseg.models.checkpoint import read_header
+from cloudseg.models.weights import resolve_weights
+from cloudseg.signals import StopRequest
 from cloudseg.training.callbacks import (
-    PANEL_TITLES,
+    PREVIOUS_CHECKPOINT,
     AtomicCheckpointIO,
     BestRelease,
     CompilationNotice,
     LastCheckpoint,
+    StopOnSignal,
     TrainingProgress,
     ValidationPanels,
     ValidationReport,
-    prediction_row,
 )
 from cloudseg.training.losses import sqrt_inverse_weights
-from cloudseg.training.metrics import class_names, confusion_metric, confusion_scores, flat_scores, format_table
-from cloudseg.training.plots import plot_confusion
 from cloudseg.training.task import SegmentationTask
 
 log = logging.getLogger("cloudseg")
@@ -60,13 +58,81 @@ def new_run_dir(cfg: Config) -> Path:
     return run_dir
 
 
-def resume_checkpoint(resume: str) -> tuple[Path, Path]:
-    """(run folder, last.ckpt) from either of them."""
+CHECKPOINT_FILES = ("last.ckpt", PREVIOUS_CHECKPOINT)  # newest first
+
+
+def read_training_state(checkpoint: Path) -> dict:
+    """A `cloudseg train` checkpoint's state; a damaged or foreign file is an error naming it."""
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated or damaged file raises many types; all mean the same to a user
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise WeightsError(f"{checkpoint}: damaged or truncated, it cannot be read ({reason})") from error
+    if not isinstance(state, dict) or "epoch" not in state or "config" not in state.get("hyper_parameters", {}):
+        raise WeightsError(f"{checkpoint}: not a checkpoint of `cloudseg train`")
+    return state
+
+
+def resume_state(resume: str | Path) -> tuple[Path, Path, dict]:
+    """(run folder, checkpoint, its state) to continue from: the run's last.ckpt, or where that is damaged or
+    missing, the one it replaced (previous.ckpt), saying so."""
     path = Path(resume)
-    checkpoint = path / "checkpoints" / "last.ckpt" if path.is_dir() else path
-    if not checkpoint.is_file():
-        raise ConfigError(f"{resume}: no run folder with checkpoints/last.ckpt, nor a .ckpt file, to resume from")
-    return checkpoint.parent.parent, checkpoint
+    if path.suffix == ".safetensors":
+        raise WeightsError(
+            f"{path}: a release checkpoint holds weights only; --resume takes a run folder (or its "
+            f"checkpoints/last.ckpt). To train on from these weights, start a run with --model.init_from {path}"
+        )
+    if path.is_dir():
+        run_dir, candidates = path, [path / "checkpoints" / name for name in CHECKPOINT_FILES]
+    elif path.is_file():
+        run_dir, candidates = path.parent.parent, [path]
+        if path.name == CHECKPOINT_FILES[0]:
+            candidates.append(path.with_name(PREVIOUS_CHECKPOINT))
+    else:
+        raise ConfigError(f"{resume}: no such run folder or checkpoint to resume from")
+    existing = [c for c in candidates if c.is_file()]
+    if not existing:
+        raise ConfigError(
+            f"{resume}: no checkpoints/last.ckpt to resume from (a run writes it when its first epoch ends)"
+        )
+    damaged: list[str] = []
+    for checkpoint in existing:
+        try:
+            state = read_training_state(checkpoint)
+        except WeightsError as error:
+            damaged.append(str(error))
+            continue
+        if damaged:
+            log.warning("%s; resuming from %s (the end of epoch %d) instead", damaged[0], checkpoint, state["epoch"])
+        return run_dir, checkpoint, state
+    fallback = "" if len(existing) > 1 else "; there is no earlier checkpoint to fall back to"
+    raise WeightsError("; ".join(damaged) + f"{fallback}: the run must start again")
+
+
+def job_restart(run_dir: Path, cfg: Config) -> tuple[Path, dict] | None:
+    """The checkpoint to continue from when this is a job that its scheduler restarted (Slurm's requeue, a
+    torchrun restart): the same job id names the same run folder, which holds the first attempt's last.ckpt."""
+    if not run_dir.name.startswith("job-") or not any((run_dir / "checkpoints").glob("*.ckpt")):
+        return None
+    _, checkpoint, state = resume_state(run_dir)
+    saved = from_dict(Config, state["hyper_parameters"]["config"])
+    if cfg.loss.class_weights == "sqrt_inverse":  # they were resolved into numbers when the run started
+        cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, class_weights=saved.loss.class_weights))
+    if saved != cfg:
+        raise ConfigError(
+            f"{run_dir}: this job's run folder holds a run with another config; continue it with `cloudseg train "
+            f"--resume {run_dir}`, or give this run another run.name"
+        )
+    log.info("job restarted: continuing %s from %s (the end of epoch %d)", run_dir, checkpoint.name, state["epoch"])
+    return checkpoint, state
+
+
+def check_start_weights(cfg: Config) -> None:
+    """Refuses start weights that cannot be found or read, before any data is read."""
+    if cfg.model.pretrained is not None:
+        resolve_weights(cfg.model.pretrained)
+    if cfg.model.init_from is not None:
+        read_header(cfg.model.init_from)
 
 
 def _extra_callbacks(paths: tuple[str, ...]) -> list[L.Callback]:
@@ -90,29 +156,21 @@ def _precision(cfg: Config) -> str:
     return "32-true"
 
 
-def train(cfg: Config | None = None, resume: str | None = None) -> Path:
-    """Trains a model as `cfg` says, or continues the run `resume` with its saved config; returns the run folder."""
-    if (cfg is None) == (resume is None):
-        raise ConfigError("train takes either a config or a run to resume, not both")
-    if resume:
-        run_dir, checkpoint = resume_checkpoint(resume)
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        cfg, next_epoch = from_dict(Config, state["hyper_parameters"]["config"]), state["epoch"] + 1
-        os.environ[RUN_DIR_VARIABLE] = str(run_dir)
-    else:
-        run_dir, checkpoint, next_epoch = new_run_dir(cfg), None, None
-    started = time.perf_counter()
-    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
-    datamodule = CloudDataModule(cfg.data, seed=cfg.trainer.seed)
-    datamodule.setup("fit")  # checks the whole folder (or its cache) before anything is built
-    if cfg.loss.class_weights == "sqrt_inverse":
-        weights = sqrt_inverse_weights(datamodule.train_class_pixels())
-        cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, class_weights=weights))
-        log.info("class weights from the training split's pixel shares: %s", weights)
-    checked = time.perf_counter()
-    task = SegmentationTask(to_dict(cfg), start_weights=checkpoint is None)
-    built = time.perf_counter()
-    trainer = L.Trainer(
+def build_trainer(cfg: Config, run_dir: Path, next_epoch: int | None, stop: StopRequest) -> L.Trainer:
+    """The Lightning trainer of a run; Lightning checks the device and strategy settings here, before any data
+    is read. Its banner of available devices is left out (the run's log names the devices it uses), so that a
+    refused setting or dataset reads as one line."""
+    lightning_log = logging.getLogger("lightning.pytorch")
+    level = lightning_log.level
+    lightning_log.setLevel(logging.WARNING)
+    try:
+        return _trainer(cfg, run_dir, next_epoch, stop)
+    finally:
+        lightning_log.setLevel(level)
+
+
+def _trainer(cfg: Config, run_dir: Path, next_epoch: int | None, stop: StopRequest) -> L.Trainer:
+    return L.Trainer(
         default_root_dir=run_dir,
         max_epochs=cfg.trainer.max_epochs,
         accelerator=cfg.trainer.accelerator,
@@ -130,6 +188,7 @@ def train(cfg: Config | None = None, resume: str | None = None) -> Path:
         logger=_csv_logger(run_dir, next_epoch),
         plugins=[AtomicCheckpointIO()],
         callbacks=[
+            StopOnSignal(stop),
             BestRelease(run_dir),
             *([BestRelease(run_dir, "val_ema", "best_ema")] if cfg.trainer.ema_decay else []),
             ValidationReport(run_dir),
@@ -144,6 +203,64 @@ def train(cfg: Config | None = None, resume: str | None = None) -> Path:
         enable_model_summary=False,  # its FLOPs column reads 0 without an example input; the log has the counts
         profiler=SimpleProfiler(run_dir, "profile") if cfg.trainer.profiler == "simple" else None,
     )
+
+
+def stopped(signum: int, run_dir: Path, trainer: L.Trainer) -> InterruptError:
+    """The one line for a run that a signal stopped: what is kept, and how to go on."""
+    saved = next((c.epoch for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)
+    what = f"stopped by {signal.Signals(signum).name} in epoch {trainer.current_epoch}"
+    if saved is None and not (run_dir / "checkpoints" / "last.ckpt").is_file():
+        return InterruptError(signum, f"{what}, before its first epoch ended: there is nothing to resume")
+    kept = (
+        f"checkpoints/last.ckpt holds the end of epoch {saved}"
+        if saved is not None
+        else "checkpoints/last.ckpt is kept"
+    )
+    return InterruptError(signum, f"{what}; {kept}: continue with `cloudseg train --resume {run_dir}`")
+
+
+def train(cfg: Config | None = None, resume: str | None = None) -> Path:
+    """Trains a model as `cfg` says, or continues the run `resume` with its saved config; returns the run folder.
+
+    Everything that can be checked before the work starts is: settings (on loading the config), start weights,
+    Lightning's device settings, the dataset and the crop against its images, and the memory the run will need.
+    SIGINT or SIGTERM ends the run at the next batch with every file complete."""
+    if (cfg is None) == (resume is None):
+        raise ConfigError("train takes either a config or a run to resume, not both")
+    if resume:
+        run_dir, checkpoint, state = resume_state(resume)
+        cfg = from_dict(Config, state["hyper_parameters"]["config"])
+        os.environ[RUN_DIR_VARIABLE] = str(run_dir)
+    else:
+        run_dir = new_run_dir(cfg)
+        checkpoint, state = job_restart(run_dir, cfg) or (None, None)
+        if checkpoint is None:
+            check_start_weights(cfg)
+    next_epoch = state["epoch"] + 1 if state else None
+    started = time.perf_counter()
+    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+    stop = StopRequest()
+    trainer = build_trainer(cfg, run_dir, next_epoch, stop)
+    datamodule = CloudDataModule(cfg.data, seed=cfg.trainer.seed)
+    datamodule.setup("fit")  # checks the whole folder (or its cache) before anything is built
+    if cfg.loss.class_weights == "sqrt_inverse":
+        weights = sqrt_inverse_weights(datamodule.train_class_pixels())
+        cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, class_weights=weights))
+        log.info("class weights from the training split's pixel shares: %s", weights)
+    # Every process on a CPU shares the machine's memory; each GPU has its own.
+    processes = trainer.num_devices if trainer.strategy.root_device.type == "cpu" else 1
+    crop, batch = cfg.data.augment.crop_size, cfg.data.batch_size
+    MemoryCheck(
+        f"training {cfg.model.name} on batches of {batch} crops of {crop}² ({trainer.precision})"
+        + (f" in {processes} processes" if processes > 1 else ""),
+        processes * training_bytes(cfg.model, crop, batch, trainer.precision),
+        trainer.strategy.root_device,
+        "data.batch_size or data.augment.crop_size",
+        "trainer.memory_check",
+    ).apply(cfg.trainer.memory_check)
+    checked = time.perf_counter()
+    task = SegmentationTask(to_dict(cfg), start_weights=checkpoint is None)
+    built = time.perf_counter()
     if trainer.is_global_zero:
         with atomic_path(run_dir / "config.yaml") as temporary:
             temporary.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
@@ -153,14 +270,19 @@ def train(cfg: Config | None = None, resume: str | None = None) -> Path:
         # Where a run's time goes outside its epochs (Lightning's profiler sees only the fit).
         log.info("start-up: dataset checked in %.1f s, model built in %.1f s", checked - started, built - checked)
         log.info("model %s: %s", cfg.model.name, _parameter_counts(task.model))
+        devices = f"{trainer.num_nodes} x {trainer.num_devices}" if trainer.num_nodes > 1 else trainer.num_devices
+        log.info("on %s %s device(s), precision %s", devices, trainer.strategy.root_device.type, trainer.precision)
     fitting = time.perf_counter()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), stop.handling():
         # Not the user's to act on: the run folder holds config.yaml and split.json before the CSV logger starts
         # (it removes only metrics.csv, which _csv_logger carries over on resume), and Lightning 2.6 still uses
         # the pytree API torch 2.13 deprecates.
         warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
         warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-        trainer.fit(task, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
+        try:
+            trainer.fit(task, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
+        except (InterruptError, SIGTERMException) as error:  # Lightning raises the latter on SIGTERM by itself
+            raise stopped(getattr(error, "signum", signal.SIGTERM), run_dir, trainer) from error
     finished = time.perf_counter()
     if trainer.is_global_zero:
         log.info("fit took %.1f s, train() %.1f s in all", finished - fitting, finished - started)
@@ -195,93 +317,3 @@ def _log_to_file(path: Path) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     for name in ("cloudseg", "lightning.pytorch"):
         logging.getLogger(name).addHandler(handler)
-
-
-def evaluation_samples(checkpoints: list[Path], root: Path, split: str) -> list:
-    """The samples of `split`: val or train (the runs' saved split, which must be one split for all the
-    checkpoints), test (test/ with test_labels/), or a JSON list file of names from train/."""
-    if split == "test":
-        return find_samples(root / "test", root / "test_labels")
-    samples = find_samples(root / "train", root / "train" / "label")
-    if split in ("val", "train"):
-        all_names, splits = [s.name for s in samples], set()
-        for checkpoint in checkpoints:
-            split_file = checkpoint.parent.parent / "split.json"
-            if not split_file.is_file():
-                raise DataError(f"{split_file}: the run's split is missing; pass a list file with --split <file.json>")
-            splits.add(getattr(load_split(split_file, all_names), split))
-        if len(splits) > 1:
-            raise DataError(
-                f"the checkpoints come from runs with different {split} splits (k folds?), so there is no one "
-                f"{split} split to score them on: use --split test or a JSON list file of names"
-            )
-        names = set(splits.pop())
-    else:
-        path = Path(split)
-        try:
-            names = set(json.loads(path.read_text()))
-        except (OSError, ValueError) as error:
-            raise DataError(f"{split}: expected val, train, test or a JSON list of names ({error})") from error
-    chosen = [s for s in samples if s.name in names]
-    if not chosen:
-        raise DataError(f"{root}: no images of split {split!r}")
-    return chosen
-
-
-@torch.no_grad()
-def evaluate(
-    checkpoints: str | Path | list[str | Path],
-    root: str | Path,
-    split: str = "val",
-    output: str | Path | None = None,
-    panels: int = 0,
-    tta: str = "none",
-) -> dict:
-    """Scores a release checkpoint, or the average of several (an ensemble), on a split, optionally averaging
-    over the flips or all 8 symmetries (`tta`); writes metrics.json, confusion.png (and panels) to `output`
-    (default: beside the run, or for an ensemble in the first run's parent folder)."""
-    if tta not in TTA_SETS:
-        raise ConfigError(f"tta {tta!r}: expected one of {', '.join(TTA_SETS)}")
-    checkpoints = checkpoint_paths(checkpoints)
-    root = Path(root)
-    device = default_device()
-    model, headers = load_ensemble(checkpoints, device)
-    predict = with_tta(model, tta)
-    num_classes = from_dict(Config, headers[0]["config"]).model.num_classes
-    names = class_names(num_classes)
-    scored = Path(split).stem + ("" if tta == "none" else f"_tta-{tta}")
-    run = checkpoints[0].parent.parent
-    default = run / f"eval_{scored}" if len(checkpoints) == 1 else run.parent / f"eval_ensemble_{scored}"
-    output = Path(output or default)
-    dataset = CloudDataset(evaluation_samples(checkpoints, root, split))
-    confusion = confusion_metric(num_classes).to(device)
-    rows, row_names = [], []
-    for i in range(len(dataset)):
-        sample = dataset[i]
-        batch = prepare_sample(sample, device)
-        prediction = class_ids(predict(batch["rgb"], batch["aux"]))
-        confusion.update(prediction, batch["mask"])
-        if i < panels:
-            rows.append(prediction_row(sample, prediction[0].cpu().numpy()))
-            row_names.append(sample["name"])
-    matrix = confusion.compute().cpu()
-    scores = confusion_scores(matrix)
-    result = {
-        "checkpoints": [str(c) for c in checkpoints],
-        "root": str(root),
-        "split": split,
-        "tta": tta,
-        "images": len(dataset),
-        **flat_scores(scores, names),
-        "confusion": matrix.tolist(),
-        "classes": list(names),
-    }
-    with atomic_path(output / "metrics.json") as temporary:
-        temporary.write_text(json.dumps(result, indent=2) + "\n")
-    plot_confusion(matrix.numpy(), names, output / "confusion.png")
-    if rows:
-        save_rgb(output / "panels.png", grid(rows, PANEL_TITLES, row_names))
-    what = checkpoints[0].name if len(checkpoints) == 1 else f"the mean of {len(checkpoints)} checkpoints"
-    log.info("%s on %d images of %s\n%s", what, len(dataset), split, format_table(scores, names))
-    log.info("wrote %s and %s", output / "metrics.json", output / "confusion.png")
-    return result

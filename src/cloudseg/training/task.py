@@ -8,8 +8,8 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
 
-from cloudseg.config import Config, OptimConfig, from_dict
-from cloudseg.errors import CloudsegError, ConfigError
+from cloudseg.config import WITHOUT_CUDA_GRAPHS, Config, OptimConfig, from_dict
+from cloudseg.errors import CloudsegError
 from cloudseg.inference.sliding import class_ids
 from cloudseg.models.checkpoint import load_weights_into
 from cloudseg.models.registry import build_model
@@ -22,10 +22,6 @@ def fused_adamw(device: torch.device) -> bool:
     """Whether AdamW runs fused on `device`: one kernel for all parameters, with the step counts kept on the
     device (unfused AdamW reads them back to the host every step)."""
     return device.type in ("cuda", "cpu")
-
-
-# torch.compile's modes that record CUDA graphs, and the same mode without them
-WITHOUT_CUDA_GRAPHS = {"reduce-overhead": "default", "max-autotune": "max-autotune-no-cudagraphs"}
 
 
 class NonFiniteLossError(CloudsegError):
@@ -112,12 +108,6 @@ class SegmentationTask(L.LightningModule):
             # crops compile once (a dynamic-shape graph is slower, and inductor has failed to lower this model's
             # token reshapes with symbolic sizes); validation runs uncompiled.
             mode = self.cfg.trainer.compile_mode
-            if mode in WITHOUT_CUDA_GRAPHS and self.cfg.trainer.accumulate_grad_batches > 1:
-                raise ConfigError(
-                    f"trainer.compile_mode {mode!r} records CUDA graphs, which fail with accumulated gradients "
-                    "(pytorch/pytorch#169545): set trainer.accumulate_grad_batches to 1 (a larger data.batch_size "
-                    f"instead) or trainer.compile_mode to {WITHOUT_CUDA_GRAPHS[mode]!r}"
-                )
             self.model.compile(dynamic=False, mode=mode)
             # The loss without CUDA graphs: it launches few kernels, and a graphed function fed by another one's
             # outputs has failed (pytorch/pytorch#160281). The benchmark compiles its step so too.

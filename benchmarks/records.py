@@ -1,0 +1,55 @@
+"""A benchmark's record: its figures with the command, code commit, package versions, device and date that made
+them, as JSON under benchmarks/results/ (docs cite figures only from such records)."""
+
+import contextlib
+import json
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _commit() -> str:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit.stdout.strip() + ("+uncommitted changes" if dirty.stdout.strip() else "")
+
+
+def _versions() -> dict:
+    found = {"python": platform.python_version()}
+    for package in ("cloudseg", "torch", "lightning", "numpy", "opencv-python-headless", "onnxruntime"):
+        with contextlib.suppress(PackageNotFoundError):
+            found[package] = version(package)
+    return found
+
+
+def device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    cpu = platform.processor() or platform.machine()
+    return f"CPU {cpu}, {torch.get_num_threads()} threads"
+
+
+def write_record(name: str, figures: dict, folder: Path = RESULTS) -> Path:
+    """Writes `<folder>/<name>.json` with the figures and where they came from; returns its path."""
+    record = {
+        "command": " ".join([Path(sys.argv[0]).name if sys.argv[0].endswith(".py") else sys.argv[0], *sys.argv[1:]]),
+        "commit": _commit(),
+        "versions": _versions(),
+        "device": device(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **figures,
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path

@@ -1,0 +1,112 @@
+"""`cloudseg evaluate`: a checkpoint (or an ensemble) scored on a split, as `predict` would run it."""
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from cloudseg.config import Config, PredictConfig, from_dict
+from cloudseg.data.dataset import CloudDataset, find_samples
+from cloudseg.data.split import load_split
+from cloudseg.errors import DataError
+from cloudseg.files import atomic_path
+from cloudseg.inference.predict import checkpoint_predictor, image_logits
+from cloudseg.inference.sliding import class_ids
+from cloudseg.models.checkpoint import checkpoint_paths, default_device
+from cloudseg.panels import grid, save_rgb
+from cloudseg.training.callbacks import PANEL_TITLES, prediction_row
+from cloudseg.training.metrics import class_names, confusion_metric, confusion_scores, flat_scores, format_table
+from cloudseg.training.plots import plot_confusion
+
+log = logging.getLogger("cloudseg")
+
+
+def evaluation_samples(checkpoints: list[Path], root: Path, split: str) -> list:
+    """The samples of `split`: val or train (the runs' saved split, which must be one split for all the
+    checkpoints), test (test/ with test_labels/), or a JSON list file of names from train/."""
+    if split == "test":
+        return find_samples(root / "test", root / "test_labels")
+    samples = find_samples(root / "train", root / "train" / "label")
+    if split in ("val", "train"):
+        all_names, splits = [s.name for s in samples], set()
+        for checkpoint in checkpoints:
+            split_file = checkpoint.parent.parent / "split.json"
+            if not split_file.is_file():
+                raise DataError(f"{split_file}: the run's split is missing; pass a list file with --split <file.json>")
+            splits.add(getattr(load_split(split_file, all_names), split))
+        if len(splits) > 1:
+            raise DataError(
+                f"the checkpoints come from runs with different {split} splits (k folds?), so there is no one "
+                f"{split} split to score them on: use --split test or a JSON list file of names"
+            )
+        names = set(splits.pop())
+    else:
+        path = Path(split)
+        try:
+            names = set(json.loads(path.read_text()))
+        except (OSError, ValueError) as error:
+            raise DataError(f"{split}: expected val, train, test or a JSON list of names ({error})") from error
+    chosen = [s for s in samples if s.name in names]
+    if not chosen:
+        raise DataError(f"{root}: no images of split {split!r}")
+    return chosen
+
+
+@torch.no_grad()
+def evaluate(
+    checkpoints: str | Path | list[str | Path],
+    root: str | Path,
+    split: str = "val",
+    output: str | Path | None = None,
+    panels: int = 0,
+    cfg: PredictConfig | None = None,
+    device: str | torch.device | None = None,
+) -> dict:
+    """Scores a release checkpoint, or the average of several (an ensemble), on a split, run as `predict` runs it
+    with `cfg` (tiles, TTA, precision); writes metrics.json, confusion.png (and panels) to `output` (default:
+    beside the run, or for an ensemble in the first run's parent folder)."""
+    checkpoints = checkpoint_paths(checkpoints)
+    root = Path(root)
+    device = default_device(device)
+    cfg = (cfg or PredictConfig()).for_device(device)
+    samples = evaluation_samples(checkpoints, root, split)
+    predictor, headers = checkpoint_predictor(checkpoints, cfg, device)
+    num_classes = from_dict(Config, headers[0]["config"]).model.num_classes
+    names = class_names(num_classes)
+    scored = Path(split).stem + ("" if cfg.tta == "none" else f"_tta-{cfg.tta}")
+    run = checkpoints[0].parent.parent
+    default = run / f"eval_{scored}" if len(checkpoints) == 1 else run.parent / f"eval_ensemble_{scored}"
+    output = Path(output or default)
+    dataset = CloudDataset(samples)
+    confusion = confusion_metric(num_classes)
+    rows, row_names = [], []
+    for i in range(len(dataset)):
+        sample = dataset[i]
+        logits = image_logits(predictor, sample["rgb"][None], sample["aux"][None], cfg, device)
+        prediction = class_ids(logits).cpu()
+        confusion.update(prediction, sample["mask"][None].long())
+        if i < panels:
+            rows.append(prediction_row(sample, prediction[0].numpy()))
+            row_names.append(sample["name"])
+    matrix = confusion.compute().cpu()
+    scores = confusion_scores(matrix)
+    result = {
+        "checkpoints": [str(c) for c in checkpoints],
+        "root": str(root),
+        "split": split,
+        "tta": cfg.tta,
+        "images": len(dataset),
+        **flat_scores(scores, names),
+        "confusion": matrix.tolist(),
+        "classes": list(names),
+    }
+    with atomic_path(output / "metrics.json") as temporary:
+        temporary.write_text(json.dumps(result, indent=2) + "\n")
+    plot_confusion(matrix.numpy(), names, output / "confusion.png")
+    if rows:
+        save_rgb(output / "panels.png", grid(rows, PANEL_TITLES, row_names))
+    what = checkpoints[0].name if len(checkpoints) == 1 else f"the mean of {len(checkpoints)} checkpoints"
+    log.info("%s on %d images of %s\n%s", what, len(dataset), split, format_table(scores, names))
+    log.info("wrote %s and %s", output / "metrics.json", output / "confusion.png")
+    return result
