@@ -52,3 +52,59 @@ def test_an_automatic_tile_batch_is_made_concrete_for_the_device():
     assert PredictConfig().for_device(torch.device("cpu")).tile_batch == 4
     assert PredictConfig().for_device(torch.device("cuda")).tile_batch == 16
     assert PredictConfig(tile_batch=7).for_device(torch.device("cuda")) == PredictConfig(tile_batch=7)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.max_epochs=-3", "trainer.max_epochs: -3 is out of range; expected a value >= 1"),
+        ("data.batch_size=0", "data.batch_size: 0 is out of range; expected a value >= 1"),
+        ("trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches: 0 is out of range"),
+        ("optim.lr_head=.nan", "optim.lr_head: nan is not a finite number"),
+        ("optim.lr_head=nan", "optim.lr_head: nan is not a finite number"),
+        ("optim.lr_head=1e-4", None),  # YAML 1.1 reads this as text; it is a number all the same
+        ("optim.lr_encoder=-1e-4", "optim.lr_encoder: -0.0001 is out of range; expected a value >= 0"),
+        ("data.augment.hflip=1.5", "data.augment.hflip: 1.5 is out of range; expected a value >= 0 and <= 1"),
+        ("data.augment.crop_scale=[0.8, 0.5]", "data.augment.crop_scale: [0.8, 0.5]; expected low <= high"),
+        ("data.augment.crop_size=16", "data.augment.crop_size: 16 is out of range; expected a value >= 32"),
+        ("predict.tile=64", "predict.overlap: 128 must be smaller than predict.tile (64)"),
+        ("predict.scales=[1.0, 0]", "predict.scales[1]: 0.0 is out of range; expected a value > 0"),
+        ("optim.warmup_epochs=200", "optim.warmup_epochs: 200; the warm-up cannot outlast the run"),
+        ("trainer.ema_decay=1", "trainer.ema_decay: 1.0 is out of range; expected a value > 0 and < 1"),
+        ("trainer.devices=0", "trainer.devices: 0; expected a count >= 1"),
+        ("trainer.devices=gpu0", "trainer.devices: 'gpu0'; expected a count"),
+        ("trainer.accelerator=gpus", "trainer.accelerator: 'gpus' is not one of"),
+        ("data.folds=1", "data.folds: 1; expected 0 (a ratio split) or k >= 2 folds"),
+        ("data.fold=5", "data.fold 5 needs data.folds"),
+        ("loss.class_weights=[1, 2]", "loss.class_weights: 2 weights; expected one per class (4)"),
+        ("loss.ohem=0", None),  # with dice 0.3 left, a valid loss
+        ("model.name=cmx_b9", "model.name: unknown model 'cmx_b9'"),
+        ("run.name=a/b", "run.name: 'a/b'; expected a folder name without '/'"),
+        ("trainer.seed=-1", "trainer.seed: -1 is out of range; expected a value >= 0 and <= 4.29497e+09"),
+    ],
+)
+def test_every_setting_is_checked_against_its_range_when_the_config_loads(override, message):
+    if message is None:
+        load_config("cmx_b2", [override])
+        return
+    with pytest.raises(ConfigError) as error:
+        load_config("cmx_b2", [override])
+    assert str(error.value).startswith(message), str(error.value)
+
+
+def test_sections_built_in_python_are_checked_as_those_loaded_from_yaml():
+    with pytest.raises(ConfigError, match=r"predict\.overlap: 64 must be smaller than predict\.tile"):
+        PredictConfig(tile=64, overlap=64)
+    with pytest.raises(ConfigError, match="every term's weight is 0"):
+        from cloudseg.config import LossConfig
+
+        LossConfig(ohem=0, dice=0)
+
+
+def test_the_command_lines_choices_are_the_configs_own():
+    import typing
+
+    from cloudseg.config import Sensor
+    from cloudseg.inference.geotiff import SENSORS
+
+    assert tuple(SENSORS) == typing.get_args(Sensor)

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,10 +36,10 @@ ROOT = Path(__file__).resolve().parents[1]
 )
 def test_every_stage_of_the_suite_runs_and_leaves_its_result(part, files, tmp_path):
     out = tmp_path / "out"
-    env = {**os.environ, "SUITE_SMOKE": "1", "OUT": str(out), "SUITE_WORK": str(tmp_path)}
+    env = {**os.environ, "SUITE_SMOKE": "1", "OUT": str(out), "SUITE_WORK": str(tmp_path), "PYTHON": sys.executable}
     env.pop("CLOUDSEG_RUN_DIR", None)
     result = subprocess.run(
-        ["bash", "benchmarks/gpu_suite.sh", part], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+        ["bash", "benchmarks/gpu_suite.sh", part], cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     exits = re.findall(r"exit (\d+) after", result.stdout)

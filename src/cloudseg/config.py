@@ -55,6 +55,7 @@ Side = Annotated[int, Bounds(32)]  # MiT needs 32 pixels a side: 1/4 scale, keys
 UnknownColours = Literal["error", "ignore"]  # label colours outside the class table: an error, or ignored pixels
 TTA = Literal["none", "flips", "d4"]  # d4: flips, 90° rotations and transposes
 MemoryCheckMode = Literal["refuse", "warn", "off"]
+Sensor = Literal["landsat8", "landsat9", "sentinel2"]  # presets of band numbers and scaling for GeoTIFF scenes
 
 
 @functools.cache
@@ -462,6 +463,11 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
         return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if kind is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as text
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if kind is Any or (isinstance(kind, type) and isinstance(value, kind) and not (kind is int and value is True)):
         return value
     raise ConfigError(f"{where}: expected {getattr(kind, '__name__', kind)}, got {value!r}")

@@ -2,7 +2,6 @@
 
 import errno
 import os
-import signal
 
 
 class CloudsegError(Exception):
@@ -38,9 +37,8 @@ class InterruptError(CloudsegError):
         self.signum = signum
         self.exit_code = 128 + signum
 
-    @property
-    def signal_name(self) -> str:
-        return signal.Signals(self.signum).name
+    def __reduce__(self):  # raised in a worker process, it is pickled back to the parent
+        return type(self), (self.signum, str(self))
 
 
 _OS_ADVICE = {

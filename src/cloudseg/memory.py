@@ -21,11 +21,13 @@ from cloudseg.errors import ResourceError
 
 log = logging.getLogger("cloudseg")
 
-# Calibrated by benchmarks/memory_estimate.py (docs/RELIABILITY.md): a training step's backward pass holds gradients
-# of activations besides the activations themselves, and the allocator keeps some slack.
-BACKWARD_FACTOR = 1.5
-# Under bf16 or fp16 autocast most activations are half width; normalisations, softmax and the loss stay fp32.
-HALF_PRECISION_FACTOR = 0.6
+# Factors on the traced activations, calibrated by benchmarks/memory_estimate.py against peaks measured on a CPU
+# (docs/RELIABILITY.md): a training step's backward pass holds gradients of activations beside the activations;
+# a forward pass's kernels need scratch space besides their outputs; under bf16 or fp16 autocast the matmuls' and
+# convolutions' outputs are half width while normalisations, softmax and the weights' casts are not.
+BACKWARD_FACTOR = 1.6
+FORWARD_FACTOR = 1.25
+HALF_PRECISION_FACTOR = 0.8
 OPTIMIZER_COPIES = 4  # fp32 weights, their gradients and AdamW's two moments
 
 
@@ -60,7 +62,7 @@ class LiveStorage(TorchFunctionMode):
 
 
 @functools.cache
-def _traced(model: ModelConfig, side: int, batch: int, training: bool) -> tuple[int, int]:
+def model_bytes(model: ModelConfig, side: int, batch: int, training: bool) -> tuple[int, int]:
     """(parameter bytes, peak bytes of the activations) of one forward pass of `batch` images of side² pixels, with
     what a training step keeps for its backward pass."""
     from cloudseg.models.registry import build_model
@@ -80,15 +82,15 @@ def _traced(model: ModelConfig, side: int, batch: int, training: bool) -> tuple[
 
 def training_bytes(model: ModelConfig, crop: int, batch: int, precision: str) -> int:
     """Peak memory of a training step of `batch` crops of crop² pixels in one process."""
-    parameters, activations = _traced(model, crop, batch, True)
+    parameters, activations = model_bytes(model, crop, batch, True)
     half = precision in ("bf16-mixed", "16-mixed")
     return round(OPTIMIZER_COPIES * parameters + activations * BACKWARD_FACTOR * (HALF_PRECISION_FACTOR if half else 1))
 
 
 def inference_bytes(models: list[ModelConfig], side: int, batch: int, bf16: bool) -> int:
     """Peak memory of a forward pass of `batch` images of side² pixels through the models (an ensemble)."""
-    traced = [_traced(model, side, batch, False) for model in models]
-    activations = max(a for _, a in traced) * (HALF_PRECISION_FACTOR if bf16 else 1)
+    traced = [model_bytes(model, side, batch, False) for model in models]
+    activations = max(a for _, a in traced) * FORWARD_FACTOR * (HALF_PRECISION_FACTOR if bf16 else 1)
     return round(sum(p for p, _ in traced) + activations)
 
 

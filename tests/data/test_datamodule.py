@@ -225,3 +225,14 @@ def test_class_pixels_count_the_training_split_only(synth_root):
     expected = sum(np.bincount(load_label(by_name[n].label).ravel(), minlength=4) for n in module.split.train)
     assert module.train_class_pixels().tolist() == expected.tolist()
     assert module.train_class_pixels().sum() == len(module.split.train) * 64 * 64 < len(by_name) * 64 * 64
+
+
+def test_a_crop_larger_than_the_images_is_refused_unless_upscaling_is_asked_for(synth_root):
+    too_large = AugmentConfig(crop_size=128)  # the synthetic scenes are 64²
+    with pytest.raises(ConfigError, match=r"data.augment.crop_size 128 is larger than the smallest training image "
+                       r"\(64x64\); lower it to at most 64, or set --data.augment.upscale true"):  # fmt: skip
+        CloudDataModule(DataConfig(root=str(synth_root), augment=too_large, num_workers=0)).setup("fit")
+    upscaled = AugmentConfig(crop_size=128, upscale=True)
+    module = CloudDataModule(DataConfig(root=str(synth_root), augment=upscaled, num_workers=0))
+    module.setup("fit")
+    assert module.train_set[0]["rgb"].shape == (3, 128, 128)

@@ -40,3 +40,17 @@ def test_synth_command_writes_the_dataset(tmp_path, capsys):
     assert main(["synth", str(tmp_path / "d"), "--n", "2", "--test", "1", "--size", "32"]) == 0
     assert "wrote 2 training and 1 test scenes of 32x32" in capsys.readouterr().out
     assert len(list((tmp_path / "d" / "test_labels").glob("*.png"))) == 1
+
+
+def test_synth_refuses_to_mix_new_scenes_into_a_full_folder(tmp_path, capsys, user_view):
+    assert main(["synth", str(tmp_path / "d"), "--n", "2", "--size", "32"]) == 0
+    assert main(["synth", str(tmp_path / "d"), "--n", "3", "--size", "32"]) == 2
+    assert "the folder is not empty; choose a new one, or --overwrite" in capsys.readouterr().err
+    assert len(list((tmp_path / "d" / "train" / "rgb").iterdir())) == 2  # nothing was added
+    assert main(["synth", str(tmp_path / "d"), "--n", "3", "--size", "32", "--overwrite"]) == 0
+    assert len(list((tmp_path / "d" / "train" / "rgb").iterdir())) == 3  # replaced, not mixed
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("months of work")
+    assert main(["synth", str(tmp_path / "mine"), "--n", "2", "--overwrite"]) == 2
+    assert "--overwrite replaces only a synthetic dataset" in capsys.readouterr().err
+    assert (tmp_path / "mine" / "thesis.tex").read_text() == "months of work"

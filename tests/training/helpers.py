@@ -1,12 +1,55 @@
-"""Callbacks that tests load into a real `cloudseg train` run through `trainer.callbacks`."""
+"""Real `cloudseg train` runs for tests: the command in a subprocess, a tiny recipe, and callbacks that tests load
+into a run through `trainer.callbacks`."""
 
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
 import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cloudseg(*args: str, **env: str) -> subprocess.CompletedProcess:
+    """`cloudseg ARGS` in a subprocess of this interpreter, with `env` added to the environment."""
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    environment.pop("CLOUDSEG_RUN_DIR", None)
+    return subprocess.run(
+        [sys.executable, "-m", "cloudseg", *args], env=environment, capture_output=True, text=True, timeout=1800
+    )
+
+
+def tiny_run(synth_root: Path, output: Path, name: str, *extra: str) -> list[str]:
+    """`train` arguments of a seconds-long deterministic run: 3 epochs of 3 steps on the 64² synthetic set."""
+    return [
+        "train", "--config", "cmx_b0", "--data.root", str(synth_root), "--data.num_workers", "0",
+        "--data.batch_size", "2", "--data.augment.crop_size", "32", "--trainer.max_epochs", "3",
+        "--trainer.deterministic", "true", "--trainer.panels", "1", "--trainer.ema_decay", "0.9",
+        "--trainer.log_every_n_steps", "2",  # learning-rate rows in metrics.csv, which a resume must carry over
+        "--run.output_dir", str(output), "--run.name", name, *extra,
+    ]  # fmt: skip
+
+
+def run_folder(output: Path, name: str) -> Path:
+    (folder,) = (output / name).iterdir()
+    return folder
+
+
+def weights(folder: Path, name: str = "last.ckpt") -> dict[str, torch.Tensor]:
+    return torch.load(folder / "checkpoints" / name, map_location="cpu", weights_only=True)["state_dict"]
+
+
+class SignalAtStep(L.Callback):
+    """Sends signal $CLOUDSEG_TEST_SIGNAL (e.g. SIGTERM) to the training process as optimiser step
+    $CLOUDSEG_TEST_SIGNAL_STEP begins, as a scheduler or Ctrl-C would; nothing where the variables are unset."""
+
+    def on_train_batch_start(self, trainer: L.Trainer, task, batch, batch_index: int) -> None:
+        if str(trainer.global_step) == os.environ.get("CLOUDSEG_TEST_SIGNAL_STEP"):
+            os.kill(os.getpid(), signal.Signals[os.environ["CLOUDSEG_TEST_SIGNAL"]])
 
 
 class KillAtStep(L.Callback):

@@ -2,46 +2,16 @@
 
 import csv
 import json
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
 from cloudseg.config import AugmentConfig
+from tests.training.helpers import cloudseg, run_folder, tiny_run, weights
 
-ROOT = Path(__file__).resolve().parents[2]
 SMALL_CROP = AugmentConfig(crop_size=32)  # the synthetic scenes are 64²
-
-
-def cloudseg(*args: str, **env: str) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), **env}
-    environment.pop("CLOUDSEG_RUN_DIR", None)
-    return subprocess.run(
-        [sys.executable, "-m", "cloudseg", *args], env=environment, capture_output=True, text=True, timeout=600
-    )
-
-
-def tiny_run(synth_root: Path, output: Path, name: str, *extra: str) -> list[str]:
-    return [
-        "train", "--config", "cmx_b0", "--data.root", str(synth_root), "--data.num_workers", "0",
-        "--data.batch_size", "2", "--data.augment.crop_size", "32", "--trainer.max_epochs", "3",
-        "--trainer.deterministic", "true", "--trainer.panels", "1", "--trainer.ema_decay", "0.9",
-        "--run.output_dir", str(output), "--run.name", name, *extra,
-    ]  # fmt: skip
-
-
-def run_folder(output: Path, name: str) -> Path:
-    (folder,) = (output / name).iterdir()
-    return folder
-
-
-def weights(folder: Path) -> dict[str, torch.Tensor]:
-    return torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
 
 
 def test_a_run_killed_mid_epoch_and_resumed_ends_exactly_like_an_uninterrupted_one(synth_root, tmp_path):

@@ -6,9 +6,11 @@ import json
 import logging
 import sys
 import time
+import typing
 
 from cloudseg import __version__
 from cloudseg.cli.boundary import DEBUG_VARIABLE, EXIT_CODES, debug_requested, report
+from cloudseg.config import Sensor
 from cloudseg.errors import ConfigError
 
 ALL_SETTINGS = ("*",)
@@ -477,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--config", help="YAML config whose predict section is used (tile, overlap, tta, ...)")
     scene = predict.add_argument_group("GeoTIFF scenes (--input scene.tif --output mask.tif; extra `geo`)")
     scene.add_argument("--bands", help="1-based band numbers of R,G,B,NIR, e.g. 4,3,2,5")
-    scene.add_argument("--sensor", choices=("landsat8", "landsat9", "sentinel2"), help="band and scaling preset")
+    scene.add_argument("--sensor", choices=typing.get_args(Sensor), help="band and scaling preset")
     scene.add_argument("--scale", type=float, help="reflectance = DN * scale + offset (default: the preset's, or 1)")
     scene.add_argument("--offset", type=float, help="see --scale (default: the preset's, or 0)")
 

@@ -1,12 +1,13 @@
 """`cloudseg export`: a trained model as ONNX with dynamic batch, height and width."""
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from cloudseg.config import Config, from_dict
-from cloudseg.errors import CloudsegError
+from cloudseg.errors import CloudsegError, ConfigError
 from cloudseg.files import atomic_path
 from cloudseg.models.checkpoint import load_ensemble
 
@@ -14,6 +15,10 @@ from cloudseg.models.checkpoint import load_ensemble
 def export_onnx(checkpoints: str | Path | Sequence[str | Path], output: str | Path, opset: int = 17) -> Path:
     """Writes `output` (inputs `rgb` (B, 3, H, W) and `aux` (B, A, H, W), normalised as in training; output
     `logits` (B, K, H, W)) of one checkpoint, or of several as one graph that averages their logits."""
+    folder = str(output).endswith(("/", os.sep)) or Path(output).is_dir()
+    output = Path(output) / "model.onnx" if folder else Path(output)
+    if output.suffix != ".onnx":
+        raise ConfigError(f"--output {output}: expected a file name ending in .onnx, or a folder for model.onnx")
     model, headers = load_ensemble(checkpoints)
     aux_channels = from_dict(Config, headers[0]["config"]).model.aux_channels
     example = (torch.randn(1, 3, 256, 256), torch.randn(1, aux_channels, 256, 256))
@@ -34,4 +39,4 @@ def export_onnx(checkpoints: str | Path | Sequence[str | Path], output: str | Pa
             )
     except (ImportError, ModuleNotFoundError) as error:
         raise CloudsegError(f"ONNX export needs the onnx extra: pip install 'cloudseg[onnx]' ({error})") from error
-    return Path(output)
+    return output

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cloudseg.data.dataset import to_chw
-from cloudseg.errors import CloudsegError, DataError
+from cloudseg.errors import CloudsegError, ConfigError, DataError
 from cloudseg.files import atomic_path
 from cloudseg.inference.sliding import Predictor, class_ids, sliding_logits
 from cloudseg.schema import CLASSES, encode_reflectance
@@ -96,8 +96,12 @@ def predict_scene(
         }  # fmt: skip
         with atomic_path(output) as temporary, rasterio.open(temporary, "w", **profile) as dst:
             for read, inner, target in _block_windows(src.height, src.width, block, overlap):
-                values = src.read(list(bands), window=read).astype(np.float64)  # (4, h, w)
-                valid = np.all(src.read_masks(list(bands), window=read) > 0, axis=0)
+                try:
+                    values = src.read(list(bands), window=read).astype(np.float64)  # (4, h, w)
+                    valid = np.all(src.read_masks(list(bands), window=read) > 0, axis=0)
+                except rasterio.errors.RasterioError as error:
+                    raise DataError(f"{source}: the block at row {read.row_off}, column {read.col_off} cannot be read "
+                                    f"({error}); the file is damaged or truncated") from error  # fmt: skip
                 reflectance = values if floating else values * scale + offset
                 reflectance[:, ~valid] = 0.0
                 pixels = encode_reflectance(reflectance).transpose(1, 2, 0)  # (h, w, 4): R, G, B, NIR
@@ -124,6 +128,8 @@ def predict_scene_from_checkpoint(
         raise CloudsegError(f"{source}: say which bands are R, G, B and NIR: --bands 4,3,2,5 or --sensor landsat8")
     scale = scale if scale is not None else (preset.scale if preset else 1.0)
     offset = offset if offset is not None else (preset.offset if preset else 0.0)
+    if Path(output).is_dir() or Path(output).suffix.lower() not in (".tif", ".tiff"):
+        raise ConfigError(f"--output {output}: a scene's mask is one GeoTIFF; name a .tif file")
     device = default_device(device)
     cfg = cfg.for_device(device)
     predictor, _ = checkpoint_predictor(checkpoint, cfg, device)

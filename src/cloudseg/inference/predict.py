@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from cloudseg.config import ModelConfig, PredictConfig, from_dict
 from cloudseg.data.dataset import SampleFiles, model_inputs, pair_files, read_sample, stack_chw
 from cloudseg.data.io import IMAGE_SUFFIXES, codec_workers
-from cloudseg.errors import DataError
+from cloudseg.errors import ConfigError, DataError
 from cloudseg.inference.outputs import ImageOutputs, OutputWriters
 from cloudseg.inference.rle import write_submission
 from cloudseg.inference.sliding import Predictor, class_ids, fits_one_tile, sliding_logits, with_tta
@@ -28,6 +28,12 @@ from cloudseg.signals import ignore_stop_signals
 def find_pairs(source: str | Path) -> list[SampleFiles]:
     """Image pairs from a dataset root (its test/ split), a folder with rgb/ and ngr/, or one rgb/<name> file."""
     source = Path(source)
+    if not source.exists():
+        raise DataError(f"{source}: no such file or folder")
+    if source.is_dir() and source.name in ("rgb", "ngr"):
+        raise DataError(
+            f"{source}: this is the {source.name}/ folder of a pair; pass the folder above it, {source.parent}"
+        )
     if source.is_file():
         candidates = [source.parent.parent / "ngr" / f"{source.stem}{s}" for s in IMAGE_SUFFIXES]
         ngr = next((c for c in candidates if c.is_file()), None)
@@ -261,12 +267,16 @@ def predict(
     """
     started = time.perf_counter()
     result = Prediction([])
+    output = Path(output)
+    if output.suffix.lower() in IMAGE_SUFFIXES or output.is_file():
+        raise ConfigError(
+            f"--output {output}: predict writes a <name>.png mask for each image into a folder; name a folder"
+        )
     pairs = find_pairs(source)
     device = default_device(device)
     cfg = cfg.for_device(device)
     with result.timing("loading the model"):
         predictor, _ = checkpoint_predictor(checkpoints, cfg, device)
-    output = Path(output)
     rows = []
     workers = cfg.io_workers or codec_workers()
     with (

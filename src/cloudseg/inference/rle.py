@@ -80,7 +80,19 @@ def write_submission(rows: Iterable[tuple[str, str]], path: str | Path) -> Path:
     return Path(path)
 
 
-def submission_from_masks(mask_dir: str | Path, path: str | Path, unknown_colours: str = "error") -> Path:
+def _mask_ids(path: Path) -> np.ndarray:
+    """Class ids of a mask image (label colours, or class ids in one channel); anything else is an error."""
+    ids = load_label(path, "ignore")
+    unknown = int((ids == IGNORE_INDEX).sum())
+    if unknown:
+        raise DataError(
+            f"{path}: {unknown} of {ids.size} pixels are not label colours; submit encodes masks in the label colours "
+            "or class ids, as `cloudseg predict` writes them"
+        )
+    return ids
+
+
+def submission_from_masks(mask_dir: str | Path, path: str | Path) -> Path:
     """`cloudseg submit`: encodes every mask image of a folder (label colours, or class ids in one channel) into a
     submission file. Anything else, such as a photograph, is an error naming the file."""
     mask_dir = Path(mask_dir)
@@ -89,9 +101,7 @@ def submission_from_masks(mask_dir: str | Path, path: str | Path, unknown_colour
     masks = sorted(p for p in mask_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not masks:
         raise DataError(f"{mask_dir}: no mask images ({', '.join(IMAGE_SUFFIXES)})")
-    return write_submission(
-        ((p.name, rle_encode(index_to_colour(load_label(p, unknown_colours)))) for p in masks), path
-    )
+    return write_submission(((p.name, rle_encode(index_to_colour(_mask_ids(p)))) for p in masks), path)
 
 
 def read_submission(path: str | Path) -> dict[str, str]:

@@ -66,7 +66,7 @@ def read_training_state(checkpoint: Path) -> dict:
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except Exception as error:  # a truncated or damaged file raises many types; all mean the same to a user
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = str(error).strip().splitlines()[0].split(". ")[0] if str(error).strip() else type(error).__name__
         raise WeightsError(f"{checkpoint}: damaged or truncated, it cannot be read ({reason})") from error
     if not isinstance(state, dict) or "epoch" not in state or "config" not in state.get("hyper_parameters", {}):
         raise WeightsError(f"{checkpoint}: not a checkpoint of `cloudseg train`")
@@ -103,7 +103,13 @@ def resume_state(resume: str | Path) -> tuple[Path, Path, dict]:
             damaged.append(str(error))
             continue
         if damaged:
-            log.warning("%s; resuming from %s (the end of epoch %d) instead", damaged[0], checkpoint, state["epoch"])
+            # Set aside, so that the next save keeps this good checkpoint as previous.ckpt, not the damaged one.
+            aside = existing[0].with_suffix(".ckpt.damaged")
+            existing[0].replace(aside)
+            log.warning(
+                "%s; resuming from %s (the end of epoch %d) instead; the damaged file is kept as %s",
+                damaged[0], checkpoint, state["epoch"], aside.name,
+            )  # fmt: skip
         return run_dir, checkpoint, state
     fallback = "" if len(existing) > 1 else "; there is no earlier checkpoint to fall back to"
     raise WeightsError("; ".join(damaged) + f"{fallback}: the run must start again")
@@ -156,7 +162,7 @@ def _precision(cfg: Config) -> str:
     return "32-true"
 
 
-def build_trainer(cfg: Config, run_dir: Path, next_epoch: int | None, stop: StopRequest) -> L.Trainer:
+def build_trainer(cfg: Config, run_dir: Path, resumed: dict | None, stop: StopRequest) -> L.Trainer:
     """The Lightning trainer of a run; Lightning checks the device and strategy settings here, before any data
     is read. Its banner of available devices is left out (the run's log names the devices it uses), so that a
     refused setting or dataset reads as one line."""
@@ -164,12 +170,12 @@ def build_trainer(cfg: Config, run_dir: Path, next_epoch: int | None, stop: Stop
     level = lightning_log.level
     lightning_log.setLevel(logging.WARNING)
     try:
-        return _trainer(cfg, run_dir, next_epoch, stop)
+        return _trainer(cfg, run_dir, resumed, stop)
     finally:
         lightning_log.setLevel(level)
 
 
-def _trainer(cfg: Config, run_dir: Path, next_epoch: int | None, stop: StopRequest) -> L.Trainer:
+def _trainer(cfg: Config, run_dir: Path, resumed: dict | None, stop: StopRequest) -> L.Trainer:
     return L.Trainer(
         default_root_dir=run_dir,
         max_epochs=cfg.trainer.max_epochs,
@@ -185,7 +191,7 @@ def _trainer(cfg: Config, run_dir: Path, next_epoch: int | None, stop: StopReque
         log_every_n_steps=cfg.trainer.log_every_n_steps,
         use_distributed_sampler=False,  # EpochSampler splits the data between processes itself
         num_sanity_val_steps=0,
-        logger=_csv_logger(run_dir, next_epoch),
+        logger=_csv_logger(run_dir, resumed),
         plugins=[AtomicCheckpointIO()],
         callbacks=[
             StopOnSignal(stop),
@@ -227,6 +233,21 @@ def train(cfg: Config | None = None, resume: str | None = None) -> Path:
     SIGINT or SIGTERM ends the run at the next batch with every file complete."""
     if (cfg is None) == (resume is None):
         raise ConfigError("train takes either a config or a run to resume, not both")
+    inherited = os.environ.get(RUN_DIR_VARIABLE)
+    try:
+        with warnings.catch_warnings():
+            # Not the user's to act on: the run folder holds config.yaml and split.json before the CSV logger
+            # starts (it removes only metrics.csv, which _csv_logger carries over on resume), and Lightning 2.6
+            # still uses the pytree API torch 2.13 deprecates.
+            warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
+            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+            return _train(cfg, resume)
+    finally:  # the run folder is this run's: a later train() in the process starts a folder of its own
+        if inherited is None:
+            os.environ.pop(RUN_DIR_VARIABLE, None)
+
+
+def _train(cfg: Config | None, resume: str | None) -> Path:
     if resume:
         run_dir, checkpoint, state = resume_state(resume)
         cfg = from_dict(Config, state["hyper_parameters"]["config"])
@@ -236,11 +257,10 @@ def train(cfg: Config | None = None, resume: str | None = None) -> Path:
         checkpoint, state = job_restart(run_dir, cfg) or (None, None)
         if checkpoint is None:
             check_start_weights(cfg)
-    next_epoch = state["epoch"] + 1 if state else None
     started = time.perf_counter()
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     stop = StopRequest()
-    trainer = build_trainer(cfg, run_dir, next_epoch, stop)
+    trainer = build_trainer(cfg, run_dir, state, stop)
     datamodule = CloudDataModule(cfg.data, seed=cfg.trainer.seed)
     datamodule.setup("fit")  # checks the whole folder (or its cache) before anything is built
     if cfg.loss.class_weights == "sqrt_inverse":
@@ -273,12 +293,7 @@ def train(cfg: Config | None = None, resume: str | None = None) -> Path:
         devices = f"{trainer.num_nodes} x {trainer.num_devices}" if trainer.num_nodes > 1 else trainer.num_devices
         log.info("on %s %s device(s), precision %s", devices, trainer.strategy.root_device.type, trainer.precision)
     fitting = time.perf_counter()
-    with warnings.catch_warnings(), stop.handling():
-        # Not the user's to act on: the run folder holds config.yaml and split.json before the CSV logger starts
-        # (it removes only metrics.csv, which _csv_logger carries over on resume), and Lightning 2.6 still uses
-        # the pytree API torch 2.13 deprecates.
-        warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
-        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    with stop.handling():
         try:
             trainer.fit(task, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
         except (InterruptError, SIGTERMException) as error:  # Lightning raises the latter on SIGTERM by itself
@@ -299,13 +314,22 @@ def _parameter_counts(model: torch.nn.Module) -> str:
     return f"{millions(model)} parameters: {parts}"
 
 
-def _csv_logger(run_dir: Path, next_epoch: int | None) -> CSVLogger:
-    """Lightning's CSV logger; when resuming, the rows of finished epochs are kept (it deletes the file)."""
+def _logged_before(row: dict, resumed: dict) -> bool:
+    """Whether a metrics.csv row was logged before the checkpoint `resumed` was saved: a row of an epoch by its
+    epoch, a learning rate (logged every few steps, with no epoch) by its step."""
+    if row["epoch"]:
+        return int(row["epoch"]) <= resumed["epoch"]
+    return int(row["step"]) < resumed["global_step"]
+
+
+def _csv_logger(run_dir: Path, resumed: dict | None) -> CSVLogger:
+    """Lightning's CSV logger; when resuming from the checkpoint state `resumed`, the rows logged before it are
+    kept (Lightning's logger deletes the file)."""
     logger = CSVLogger(run_dir, name="", version="")
     previous = run_dir / "metrics.csv"
-    if next_epoch is not None and previous.is_file() and rank_zero_only.rank == 0:
+    if resumed is not None and previous.is_file() and rank_zero_only.rank == 0:
         with previous.open(newline="") as handle:
-            rows = [row for row in csv.DictReader(handle) if int(row["epoch"]) < next_epoch]
+            rows = [row for row in csv.DictReader(handle) if _logged_before(row, resumed)]
         writer = logger.experiment  # this removes the old file; its rows are handed back to be written again
         writer.metrics_keys = list(rows[0]) if rows else []
         writer.metrics = [{key: value for key, value in row.items() if value != ""} for row in rows]
