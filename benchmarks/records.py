@@ -13,6 +13,12 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def _script() -> str:
+    """The running script's path from the repository root, as one would type it there."""
+    script = Path(sys.argv[0]).resolve()
+    return str(script.relative_to(RESULTS.parents[1])) if script.is_relative_to(RESULTS.parents[1]) else sys.argv[0]
+
+
 def _commit() -> str:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
@@ -42,7 +48,7 @@ def device() -> str:
 def write_record(name: str, figures: dict, folder: Path = RESULTS) -> Path:
     """Writes `<folder>/<name>.json` with the figures and where they came from; returns its path."""
     record = {
-        "command": " ".join([Path(sys.argv[0]).name if sys.argv[0].endswith(".py") else sys.argv[0], *sys.argv[1:]]),
+        "command": " ".join(["python", _script(), *sys.argv[1:]]),
         "commit": _commit(),
         "versions": _versions(),
         "device": device(),

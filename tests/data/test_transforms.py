@@ -133,3 +133,59 @@ def test_importing_the_augmentation_asks_nothing_of_the_network():
     environment = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
     result = subprocess.run([sys.executable, "-c", probe], env=environment, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def no_geometry(**colour) -> AugmentConfig:
+    """A transform whose crop is the whole image and that moves nothing: only the colour changes act."""
+    still = {"crop_scale": (1.0, 1.0), "crop_ratio": (1.0, 1.0), "hflip": 0, "vflip": 0, "rotate90": 0, "affine": 0}
+    off = {k: 0.0 for k in ("brightness_contrast", "hue_saturation", "clahe", "gamma", "noise", "blur",
+                            "nir_brightness_contrast", "copy_paste")}  # fmt: skip
+    return AugmentConfig(crop_size=SIZE, **still, **{**off, **colour})
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_photometric_changes_touch_rgb_only_and_nir_only_by_its_mild_change(seed):
+    rgb, nir, mask = target()
+    every_rgb_change = {k: 1.0 for k in ("brightness_contrast", "hue_saturation", "clahe", "gamma", "noise", "blur")}
+    np.random.seed(seed)
+    out_rgb, out_nir, out_mask = TrainTransform(no_geometry(**every_rgb_change))(rgb, nir, mask)
+    assert not np.array_equal(out_rgb, rgb)
+    assert np.array_equal(out_nir, nir) and np.array_equal(out_mask, mask)  # NIR and mask untouched
+    np.random.seed(seed)
+    out_rgb, out_nir, _ = TrainTransform(no_geometry(nir_brightness_contrast=1.0, nir_limit=0.1))(rgb, nir, mask)
+    assert np.array_equal(out_rgb, rgb) and not np.array_equal(out_nir, nir)
+    # brightness and contrast within 10%: out = alpha * in + beta * 255, alpha in [0.9, 1.1], |beta| <= 0.1
+    change = np.abs(out_nir.astype(int) - nir.astype(int))
+    assert (change <= np.ceil(0.1 * nir.astype(int) + 0.1 * 255) + 1).all()
+
+
+@pytest.mark.parametrize("factor", [0.5, 1.0, 2.0])
+def test_copy_paste_rescales_each_object_by_a_factor_of_its_range(factor):
+    np.random.seed(0)
+    rgb, nir, mask = target()
+    _, _, out_mask = CopyPaste(p=1.0, scale=(factor, factor), min_area=100, max_objects=1)(
+        rgb, nir, mask, *donor_with_objects()
+    )
+    rows, cols = np.nonzero(out_mask != mask)
+    assert (rows.max() - rows.min() + 1, cols.max() - cols.min() + 1) == (round(20 * factor), round(30 * factor))
+
+
+@pytest.mark.parametrize("cap", [1, 2, 4])
+def test_copy_paste_pastes_at_most_its_cap_of_the_donors_objects(cap):
+    donor_rgb, donor_nir = np.zeros((SIZE, SIZE, 3), np.uint8), np.zeros((SIZE, SIZE, 1), np.uint8)
+    donor_mask = np.zeros((SIZE, SIZE), np.uint8)
+    for i in range(5):  # five 10x10 shadow objects, each with its own NIR value
+        donor_mask[5 + 24 * i : 15 + 24 * i, 5:15] = 3
+        donor_nir[5 + 24 * i : 15 + 24 * i, 5:15] = 10 + i
+    counts = []
+    for seed in range(10):
+        np.random.seed(seed)
+        rgb, nir, mask = target()
+        _, out_nir, out_mask = CopyPaste(p=1.0, scale=(1.0, 1.0), min_area=100, max_objects=cap)(
+            rgb, nir, mask, donor_rgb, donor_nir, donor_mask
+        )
+        pasted = set(np.unique(out_nir[out_mask == 3]).tolist())
+        assert pasted <= {10, 11, 12, 13, 14}  # the donor's objects and nothing else
+        assert (out_mask == 3).sum() <= 100 * cap
+        counts.append(len(pasted))
+    assert max(counts) == cap and min(counts) >= 1  # one may hide another, never more than the cap

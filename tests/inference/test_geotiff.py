@@ -68,3 +68,89 @@ def test_predict_command_reads_a_scene_with_a_sensor_preset(scene, tmp_path, cap
     assert main(["predict", "--checkpoint", str(checkpoint), "--input", str(scene), "--output", str(output),
                  "--sensor", "sentinel2"]) == 2  # fmt: skip
     assert "has 5 bands; bands 4,3,2,8" in capsys.readouterr().err
+
+
+class Recording:
+    """A predictor of uint8 pixels that keeps every tile it is given and predicts class 0 everywhere."""
+
+    def __init__(self):
+        self.rgb, self.aux = [], []
+
+    def __call__(self, rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+        self.rgb.append(rgb.clone())
+        self.aux.append(aux.clone())
+        logits = torch.zeros(rgb.shape[0], 4, *rgb.shape[-2:])
+        logits[:, 0] = 1
+        return logits
+
+
+def stretched(reflectance: np.ndarray) -> np.ndarray:
+    """The 8-bit square-root stretch of the training images, written out here."""
+    return np.round(255 * np.sqrt(np.clip(reflectance, 0, 1))).astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("bands", "scale", "offset"),
+    [((4, 3, 2, 5), 2e-5, -0.1), ((3, 2, 1, 4), 1e-4, 0.0), ((1, 2, 3, 5), 3e-5, 0.05)],
+)
+def test_the_model_sees_each_bands_reflectance_in_the_training_stretch(scene, tmp_path, bands, scale, offset):
+    recording = Recording()
+    predict_scene(recording, scene, tmp_path / "m.tif", bands, scale, offset, tile=256, block=4096)
+    with rasterio.open(scene) as src:
+        values = src.read().astype(np.float64)
+    expected = stretched(values[[b - 1 for b in bands]] * scale + offset)  # (4, H, W): R, G, B, NIR
+    expected[:, :10, :12] = 0  # no-data pixels are fed as zero reflectance
+    (rgb,), (aux,) = recording.rgb, recording.aux
+    assert np.array_equal(rgb[0].numpy(), expected[:3]) and np.array_equal(aux[0, 0].numpy(), expected[3])
+
+
+def test_float_files_are_reflectance_and_no_data_in_one_band_is_no_data(tmp_path):
+    rng = np.random.default_rng(1)
+    reflectance = rng.uniform(0, 0.8, (4, 40, 50)).astype(np.float32)
+    path = tmp_path / "reflectance.tif"
+    reflectance[3, 5:9, 20:30] = -1.0  # the file's no-data value in the NIR band only
+    profile = {"driver": "GTiff", "height": 40, "width": 50, "count": 4, "dtype": "float32", "crs": "EPSG:4326",
+               "transform": from_origin(10.0, 50.0, 0.001, 0.001), "nodata": -1.0}  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(reflectance)
+    recording = Recording()
+    output = predict_scene(recording, path, tmp_path / "m.tif", (1, 2, 3, 4), 7.0, 3.0, tile=64, overlap=16)
+    expected = stretched(reflectance.astype(np.float64))  # float input: scale and offset do not apply
+    expected[:, 5:9, 20:30] = 0  # no data in one band: the pixel has no data, in every band
+    assert np.array_equal(recording.rgb[0][0].numpy(), expected[:3])
+    assert np.array_equal(recording.aux[0][0, 0].numpy(), expected[3])
+    with rasterio.open(output) as mask:
+        ids = mask.read(1)
+    assert (ids[5:9, 20:30] == NODATA).all() and (np.delete(ids, np.s_[5:9], 0) == 0).all()
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--sensor", "landsat8"], ((4, 3, 2, 5), 2e-5, -0.1)),
+        (["--sensor", "landsat9"], ((4, 3, 2, 5), 2e-5, -0.1)),
+        (["--sensor", "sentinel2"], ((4, 3, 2, 8), 1e-4, 0.0)),
+        (["--sensor", "sentinel2", "--offset", "-0.1"], ((4, 3, 2, 8), 1e-4, -0.1)),
+        (["--sensor", "landsat8", "--bands", "1,2,3,4"], ((1, 2, 3, 4), 2e-5, -0.1)),
+        (["--bands", "3,2,1,4", "--scale", "0.5"], ((3, 2, 1, 4), 0.5, 0.0)),
+        (["--bands", "3,2,1,4"], ((3, 2, 1, 4), 1.0, 0.0)),
+    ],
+)
+def test_command_line_presets_and_flags_resolve_to_bands_scale_and_offset(flags, expected, tmp_path, monkeypatch):
+    import cloudseg.inference.geotiff
+    from cloudseg.cli.main import main
+    from cloudseg.config import Config, to_dict
+    from cloudseg.models import build_model
+    from cloudseg.models.checkpoint import save_release
+
+    seen = {}
+
+    def capture(predictor, source, output, bands, scale, offset, *args, **kwargs):
+        seen["call"] = (bands, scale, offset)
+        return output
+
+    monkeypatch.setattr(cloudseg.inference.geotiff, "predict_scene", capture)
+    checkpoint = save_release(build_model("cmx_b0").eval(), to_dict(Config()), tmp_path / "best.safetensors")
+    assert main(["predict", "--checkpoint", str(checkpoint), "--input", str(tmp_path / "scene.tif"),
+                 "--output", str(tmp_path / "mask.tif"), *flags]) == 0  # fmt: skip
+    assert seen["call"] == expected

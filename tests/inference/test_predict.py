@@ -212,12 +212,31 @@ def test_onnx_export_matches_pytorch_on_two_sizes(checkpoint, tmp_path):
         assert np.abs(logits - reference).max() < 1e-3
 
 
-def test_fast_demo_runs_the_whole_path(tmp_path, capsys):
+def test_fast_demo_runs_the_whole_path_and_learns(tmp_path, capsys):
+    import os
+
+    from cloudseg.inference.rle import read_submission, rle_decode, score_submission
+    from cloudseg.training.run import RUN_DIR_VARIABLE
+
     assert main(["demo", "--fast", "--output", str(tmp_path / "demo")]) == 0
+    demo = tmp_path / "demo"
     out = capsys.readouterr().out
-    assert "test mean IoU" in out
     for item in ("submission.csv", "evaluation/metrics.json", "evaluation/confusion.png", "masks/synth_0000.png"):
-        assert (tmp_path / "demo" / item).is_file(), item
+        assert (demo / item).is_file(), item
+    rows = read_submission(demo / "submission.csv")
+    masks = sorted((demo / "masks").glob("*.png"))
+    assert [m.name for m in masks] == sorted(rows) and len(masks) == 4
+    for mask in masks:  # each row is its mask
+        colour = cv2.imread(str(mask))
+        assert np.array_equal(rle_decode(rows[mask.name], *colour.shape[:2]), colour)
+    scores = score_submission(demo / "submission.csv", demo / "data" / "test_labels")
+    assert f"test mean IoU {scores['mIoU']:.3f}" in out
+    # A floor: better than calling every pixel clear, which three epochs of training must beat.
+    for mask in masks:
+        cv2.imwrite(str(mask), np.zeros_like(cv2.imread(str(mask))))
+    main(["submit", str(demo / "masks"), "-o", str(tmp_path / "clear.csv")])
+    assert scores["mIoU"] > score_submission(tmp_path / "clear.csv", demo / "data" / "test_labels")["mIoU"] + 0.03
+    assert RUN_DIR_VARIABLE not in os.environ  # the demo's run folder is not left for a later run to reuse
 
 
 def test_an_interrupted_command_says_so_in_one_line(checkpoint, synth_root, tmp_path, capsys, monkeypatch, user_view):
@@ -235,3 +254,32 @@ def test_an_interrupted_command_says_so_in_one_line(checkpoint, synth_root, tmp_
     assert "Traceback" in error and error.endswith(
         "cloudseg: interrupted by SIGINT; every file written so far is complete\n"
     )
+
+
+def test_whole_image_outputs_equal_an_independent_forward_pass(checkpoint, synth_root, tmp_path):
+    """Masks, index maps, probabilities, uncertainty and submission rows against the model run here by hand."""
+    from cloudseg.inference.rle import read_submission, rle_decode
+    from cloudseg.models.checkpoint import load_model
+    from tests.inference.reference import NAMES, colours, inputs
+
+    output = tmp_path / "masks"
+    assert main(["predict", "--checkpoint", str(checkpoint), "--input", str(synth_root), "--output", str(output),
+                 "--submission", str(tmp_path / "sub.csv"), "--predict.index_masks", "true",
+                 "--predict.probabilities", "true", "--predict.uncertainty", "entropy"]) == 0  # fmt: skip
+    model, _ = load_model(checkpoint)
+    rows = read_submission(tmp_path / "sub.csv")
+    assert list(rows) == ["synth_0000.png", "synth_0001.png"]
+    for name in ("synth_0000", "synth_0001"):
+        with torch.no_grad():
+            logits = model(*inputs(synth_root / "test", name))[0]
+        ids = logits.argmax(0).numpy()
+        probabilities = logits.softmax(0).numpy()
+        entropy = -(probabilities * np.log(probabilities)).sum(0) / np.log(4)
+        assert np.array_equal(cv2.imread(str(output / f"{name}.png")), colours(ids))
+        assert np.array_equal(cv2.imread(str(output / "index" / f"{name}.png"), cv2.IMREAD_UNCHANGED), ids)
+        for class_id, class_name in enumerate(NAMES):
+            written = cv2.imread(str(output / "probabilities" / f"{name}_{class_name}.png"), cv2.IMREAD_UNCHANGED)
+            assert np.abs(written.astype(int) - np.round(255 * probabilities[class_id])).max() <= 1
+        uncertainty = cv2.imread(str(output / "uncertainty" / f"{name}.png"), cv2.IMREAD_UNCHANGED)
+        assert np.abs(uncertainty.astype(int) - np.round(255 * entropy)).max() <= 1
+        assert np.array_equal(rle_decode(rows[f"{name}.png"], 64, 64), colours(ids))  # the row is the mask

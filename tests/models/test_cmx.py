@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from cloudseg.errors import ConfigError
 from cloudseg.models import MODEL_NAMES, build_from_spec, build_model, count_parameters
@@ -138,3 +139,83 @@ def test_decoder_matches_transformers_segformer_decode_head_in_output_and_gradie
     for projection, mlp in zip(ours.project, reference.linear_projections, strict=True):
         torch.testing.assert_close(projection.weight.grad[:, :, 0, 0], mlp.proj.weight.grad)
         torch.testing.assert_close(projection.bias.grad, mlp.proj.bias.grad)
+
+
+def linear(x: torch.Tensor, layer: torch.nn.Module) -> torch.Tensor:
+    """A Linear or 1x1 conv layer's map, written as an einsum over the channel axis (last for tokens, 1 for maps)."""
+    weight = layer.weight.reshape(layer.weight.shape[0], -1)
+    bias = layer.bias if layer.bias is not None else torch.zeros(weight.shape[0])
+    if x.ndim == 3:
+        return torch.einsum("bnc,oc->bno", x, weight) + bias
+    return torch.einsum("bchw,oc->bohw", x, weight) + bias[:, None, None]
+
+
+def test_rectification_computes_the_papers_equations():
+    """CMX's FRM (Zhang et al., eqs. 1-3): channel weights from average- and max-pooled [RGB, X] through an MLP,
+    spatial weights from [RGB, X] through two 1x1 convs, each split into a weight per stream; each stream adds the
+    other stream times the other stream's weights, scaled by lambda_C and lambda_S."""
+    torch.manual_seed(0)
+    module = FeatureRectifyModule(6, lambda_c=0.3, lambda_s=0.7).eval()
+    rgb, x = torch.randn(2, 6, 5, 7), torch.randn(2, 6, 5, 7)
+    both = torch.cat((rgb, x), 1)
+    pooled = torch.cat((both.mean((2, 3)), both.flatten(2).max(-1).values), 1)  # (B, 4C)
+    first, second = module.channel_gate[0], module.channel_gate[2]
+    channel = torch.sigmoid(linear(torch.relu(linear(pooled[:, None], first)), second))[:, 0]  # (B, 2C)
+    conv1, conv2 = module.spatial_gate[0], module.spatial_gate[2]
+    spatial = torch.sigmoid(linear(torch.relu(linear(both, conv1)), conv2))  # (B, 2, H, W)
+    channel_rgb, channel_x = channel[:, :6, None, None], channel[:, 6:, None, None]
+    rgb_out = rgb + 0.3 * channel_x * x + 0.7 * spatial[:, 1:] * x
+    x_out = x + 0.3 * channel_rgb * rgb + 0.7 * spatial[:, :1] * rgb
+    actual_rgb, actual_x = module(rgb, x)
+    torch.testing.assert_close(actual_rgb, rgb_out)
+    torch.testing.assert_close(actual_x, x_out)
+
+
+def test_fusion_computes_the_papers_cross_path_and_channel_embedding():
+    """CMX's FFM (eqs. 4-8): per stream a linear layer and ReLU give a kept half and an exchanged half; the
+    exchanged half's queries read the other stream's global context softmax(K^T V) per head; the halves are merged
+    by a linear layer onto a residual, layer-normalised; then [RGB, X] as a map goes through a 1x1 residual plus
+    1x1 -> depthwise 3x3 -> ReLU -> 1x1 -> BatchNorm, and a final BatchNorm."""
+    torch.manual_seed(0)
+    heads, dim = 2, 8
+    module = FeatureFusionModule(dim, heads=heads).eval()
+    for norm in (module.embed.embed[4], module.embed.norm):  # running statistics other than 0 and 1
+        norm.running_mean.uniform_(-1, 1)
+        norm.running_var.uniform_(0.5, 2)
+    rgb, x = torch.randn(2, dim, 3, 5), torch.randn(2, dim, 3, 5)
+    tokens = [t.flatten(2).transpose(1, 2) for t in (rgb, x)]  # (B, N, C)
+    cross = module.cross
+    splits = (cross.split_rgb, cross.split_aux)
+    halves = [torch.relu(linear(t, layer)).split(dim, -1) for t, layer in zip(tokens, splits, strict=True)]
+    d = dim // heads
+
+    def context(stream: torch.Tensor, kv: torch.nn.Module) -> torch.Tensor:
+        k, v = linear(stream, kv).split(dim, -1)
+        k, v = (t.reshape(2, -1, heads, d).transpose(1, 2) for t in (k, v))  # (B, heads, N, d)
+        return torch.softmax(torch.einsum("bhni,bhnj->bhij", k, v) * d**-0.5, dim=-2)
+
+    def read(stream: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+        q = stream.reshape(2, -1, heads, d).transpose(1, 2)
+        return torch.einsum("bhni,bhij->bhnj", q, ctx).transpose(1, 2).reshape(2, -1, dim)
+
+    exchanged_rgb = read(halves[0][1], context(halves[1][1], cross.cross_attn.kv_aux))
+    exchanged_x = read(halves[1][1], context(halves[0][1], cross.cross_attn.kv_rgb))
+    merged = [
+        F.layer_norm(t + linear(torch.cat((keep, exchanged), -1), merge), (dim,), norm.weight, norm.bias)
+        for t, keep, exchanged, merge, norm in zip(
+            tokens, (halves[0][0], halves[1][0]), (exchanged_rgb, exchanged_x),
+            (cross.merge_rgb, cross.merge_aux), (cross.norm_rgb, cross.norm_aux), strict=True,
+        )
+    ]  # fmt: skip
+    both = torch.cat(merged, -1).transpose(1, 2).reshape(2, 2 * dim, 3, 5)
+
+    def batch_norm(t: torch.Tensor, norm: torch.nn.BatchNorm2d) -> torch.Tensor:
+        scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+        return (t - norm.running_mean[:, None, None]) * scale[:, None, None] + norm.bias[:, None, None]
+
+    embed = module.embed.embed
+    inner = linear(both, embed[0])
+    depthwise = F.conv2d(inner, embed[1].weight, embed[1].bias, padding=1, groups=dim)
+    branch = batch_norm(linear(torch.relu(depthwise), embed[3]), embed[4])
+    expected = batch_norm(linear(both, module.embed.residual) + branch, module.embed.norm)
+    torch.testing.assert_close(module(rgb, x), expected)
