@@ -194,3 +194,15 @@ def test_each_documented_case_prints_its_line_and_exit_code(case, capsys, tmp_pa
 
 def test_the_table_covers_every_exit_code_but_the_unforeseen():
     assert {code for _, code in CASES.values()} == {0, 2, 3, 130, 143}
+
+
+def test_the_memory_table_is_the_committed_record():
+    import json
+
+    record = json.loads((ROOT / "benchmarks" / "results" / "memory_estimate_cpu.json").read_text())
+    table = DOC.read_text().split("| setting | estimate MiB | measured MiB | error |")[1].split("\n\n")[0]
+    rows = [row.strip("|").split(" | ") for row in table.strip().splitlines()[1:]]
+    assert [(int(r[1]), int(r[2].strip(" |"))) for r in rows] == [
+        (row["estimate_mib"], row["measured_mib"]) for row in record["rows"]
+    ]
+    assert f"The largest error is {record['largest_error']:.0%}." in DOC.read_text()
