@@ -23,13 +23,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cloudseg.data.dataset import find_samples, model_inputs, read_sample, to_chw
+from cloudseg.data.dataset import find_samples, model_inputs, to_chw
+from cloudseg.data.io import read_sample
 from cloudseg.data.synth import make_scene
 from cloudseg.inference.predict import model_predictor
+from cloudseg.metrics import confusion_scores
 from cloudseg.models.checkpoint import load_ensemble, load_model
 from cloudseg.panels import colourise, grid, save_rgb
 from cloudseg.schema import encode_reflectance
-from cloudseg.training.metrics import confusion_scores
 
 MERGED = ("clear", "cloud", "cloud_shadow")
 CLOUDSEG_TO_MERGED = np.array([0, 1, 1, 2], dtype=np.uint8)  # clear, thick, thin, shadow -> clear, cloud, shadow

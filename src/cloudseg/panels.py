@@ -62,3 +62,21 @@ def grid(rows: list[list[np.ndarray]], titles: list[str], row_names: list[str], 
 
 def save_rgb(path: str | Path, image: np.ndarray) -> None:
     write_image(Path(path), np.ascontiguousarray(image[..., ::-1]))
+
+
+PANEL_TITLES = ["RGB", "NIR", "ground truth", "prediction", "errors"]
+
+
+def prediction_row(sample: dict, prediction: np.ndarray) -> list[np.ndarray]:
+    """RGB | NIR | ground truth | prediction | error map (red where wrong, ignored pixels purple)."""
+    truth = sample["mask"].numpy()
+    errors = np.zeros((*truth.shape, 3), np.uint8)
+    errors[(prediction != truth) & (truth != IGNORE_INDEX)] = (230, 40, 40)
+    errors[truth == IGNORE_INDEX] = IGNORE_DISPLAY_RGB
+    return [
+        displayable(sample["rgb"]),
+        displayable(sample["aux"][:1]),
+        colourise(truth),
+        colourise(prediction.astype(np.uint8)),
+        errors,
+    ]

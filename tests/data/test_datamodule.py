@@ -9,7 +9,8 @@ import torch
 from cloudseg.cli.main import main
 from cloudseg.config import AugmentConfig, DataConfig
 from cloudseg.data.datamodule import CloudDataModule
-from cloudseg.data.dataset import CloudDataset, find_samples, prepare_sample, read_sample
+from cloudseg.data.dataset import CloudDataset, find_samples, prepare_sample
+from cloudseg.data.io import read_sample
 from cloudseg.data.split import fold_split, load_split, make_split
 from cloudseg.errors import ConfigError, DataError
 from cloudseg.inference.predict import pixel_predictor
@@ -202,7 +203,6 @@ def test_benchmark_data_writes_well_formed_json(synth_root, tmp_path, capsys):
 def test_files_pair_by_name_across_png_jpg_and_tif(tmp_path):
     import cv2
 
-    from cloudseg.data.dataset import read_sample
     from cloudseg.data.io import index_to_colour
 
     image = np.full((16, 24, 3), 120, np.uint8)

@@ -4,7 +4,8 @@ import numpy as np
 
 from cloudseg.cli.main import main
 from cloudseg.data.check import check_dataset
-from cloudseg.data.dataset import find_samples, read_sample
+from cloudseg.data.dataset import find_samples
+from cloudseg.data.io import read_sample
 from cloudseg.data.synth import make_scene, synthesize
 
 

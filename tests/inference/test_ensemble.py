@@ -9,7 +9,8 @@ import torch
 
 from cloudseg.cli.main import main
 from cloudseg.config import Config, ModelConfig, PredictConfig, to_dict
-from cloudseg.data.dataset import find_samples, read_sample, stack_chw
+from cloudseg.data.dataset import find_samples, stack_chw
+from cloudseg.data.io import read_sample
 from cloudseg.data.split import Split
 from cloudseg.errors import DataError, WeightsError
 from cloudseg.inference.evaluate import evaluate

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from cloudseg.config import LossConfig
+from cloudseg.metrics import confusion_metric, confusion_scores
 from cloudseg.training.losses import SegmentationLoss, dice_loss, jaccard_loss, lovasz_softmax, ohem_cross_entropy
-from cloudseg.training.metrics import confusion_metric, confusion_scores
 
 IGNORE = 255
 

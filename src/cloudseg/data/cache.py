@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cloudseg.data.dataset import SampleFiles, read_sample
-from cloudseg.data.io import codec_workers
+from cloudseg.data.io import SampleFiles, codec_workers, read_sample
 from cloudseg.errors import DataError
 from cloudseg.files import atomic_path
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cloudseg.data.dataset import SampleFiles, pair_files, size_problem
-from cloudseg.data.io import class_pixels, codec_workers, load_label, load_nir, load_rgb
+from cloudseg.data.dataset import pair_files
+from cloudseg.data.io import SampleFiles, class_pixels, codec_workers, load_label, load_nir, load_rgb, size_problem
 from cloudseg.errors import DataError
 from cloudseg.schema import CLASSES, IGNORE_INDEX
 

@@ -2,7 +2,6 @@
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,7 +9,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from cloudseg.data.io import IMAGE_SUFFIXES, load_label, load_nir, load_rgb
+from cloudseg.data.cache import SampleCache
+from cloudseg.data.io import IMAGE_SUFFIXES, SampleFiles, read_sample
 from cloudseg.errors import DataError
 from cloudseg.schema import AUX_NORM, RGB_NORM, Normalisation
 
@@ -18,16 +18,6 @@ if TYPE_CHECKING:
     from cloudseg.data.transforms import CopyPaste
 
 MODALITIES = ("rgb", "ngr")
-
-
-@dataclass(frozen=True)
-class SampleFiles:
-    """The files of one scene; `label` is None for unlabelled (test) samples."""
-
-    name: str
-    rgb: Path
-    ngr: Path
-    label: Path | None = None
 
 
 def _images_by_stem(folder: Path, problems: list[str]) -> dict[str, Path]:
@@ -119,25 +109,6 @@ def prepare_sample(sample: dict, device: torch.device) -> dict:
     return prepare_batch({k: v[None].to(device) for k, v in sample.items() if isinstance(v, torch.Tensor)})
 
 
-def size_problem(name: str, shapes: dict[Path, tuple[int, ...]]) -> str | None:
-    """The message for a scene whose files are not all one size, or None."""
-    if len({shape[:2] for shape in shapes.values()}) <= 1:
-        return None
-    sizes = ", ".join(f"{path} is {shape[1]}x{shape[0]}" for path, shape in shapes.items())
-    return f"{name}: sizes differ ({sizes}); rgb, ngr and label must have one size"
-
-
-def read_sample(files: SampleFiles, unknown_colours: str = "error") -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(RGB (H, W, 3), NIR (H, W, 1), ids (H, W) or None) as uint8 arrays; sizes must agree."""
-    rgb, nir = load_rgb(files.rgb), load_nir(files.ngr)
-    mask = load_label(files.label, unknown_colours) if files.label else None
-    arrays = {files.rgb: rgb, files.ngr: nir, **({files.label: mask} if mask is not None else {})}
-    problem = size_problem(files.name, {path: array.shape for path, array in arrays.items()})
-    if problem:
-        raise DataError(problem)
-    return rgb, nir, mask
-
-
 # (rgb, nir, mask) -> (rgb, nir, mask): augmentation on uint8 arrays, mask may be None
 SampleTransform = Callable[[np.ndarray, np.ndarray, np.ndarray | None], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
@@ -164,12 +135,7 @@ class CloudDataset(Dataset):
         self.transform = transform
         self.copy_paste = copy_paste
         self.unknown_colours = unknown_colours
-        if cache is not None:
-            from cloudseg.data.cache import SampleCache
-
-            self.cache = SampleCache(cache, samples, unknown_colours)
-        else:
-            self.cache = None
+        self.cache = SampleCache(cache, samples, unknown_colours) if cache is not None else None
 
     def __len__(self) -> int:
         return len(self.samples)

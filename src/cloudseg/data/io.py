@@ -9,6 +9,7 @@ Rules (each applied conversion is reported by `cloudseg check-data`):
 """
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -176,3 +177,32 @@ def write_image(path: Path, image: np.ndarray) -> None:
         raise DataError(f"{path}: cannot encode a {_describe(image)} as {path.suffix}")
     with atomic_path(path) as temporary:
         temporary.write_bytes(encoded.tobytes())
+
+
+@dataclass(frozen=True)
+class SampleFiles:
+    """The files of one scene; `label` is None for unlabelled (test) samples."""
+
+    name: str
+    rgb: Path
+    ngr: Path
+    label: Path | None = None
+
+
+def size_problem(name: str, shapes: dict[Path, tuple[int, ...]]) -> str | None:
+    """The message for a scene whose files are not all one size, or None."""
+    if len({shape[:2] for shape in shapes.values()}) <= 1:
+        return None
+    sizes = ", ".join(f"{path} is {shape[1]}x{shape[0]}" for path, shape in shapes.items())
+    return f"{name}: sizes differ ({sizes}); rgb, ngr and label must have one size"
+
+
+def read_sample(files: SampleFiles, unknown_colours: str = "error") -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(RGB (H, W, 3), NIR (H, W, 1), ids (H, W) or None) as uint8 arrays; sizes must agree."""
+    rgb, nir = load_rgb(files.rgb), load_nir(files.ngr)
+    mask = load_label(files.label, unknown_colours) if files.label else None
+    arrays = {files.rgb: rgb, files.ngr: nir, **({files.label: mask} if mask is not None else {})}
+    problem = size_problem(files.name, {path: array.shape for path, array in arrays.items()})
+    if problem:
+        raise DataError(problem)
+    return rgb, nir, mask

@@ -12,12 +12,10 @@ from cloudseg.data.split import load_split
 from cloudseg.errors import DataError
 from cloudseg.files import atomic_path
 from cloudseg.inference.predict import checkpoint_predictor, image_logits
-from cloudseg.inference.sliding import class_ids
+from cloudseg.metrics import class_ids, class_names, confusion_metric, confusion_scores, flat_scores, format_table
 from cloudseg.models.checkpoint import checkpoint_paths, default_device
-from cloudseg.panels import grid, save_rgb
-from cloudseg.training.callbacks import PANEL_TITLES, prediction_row
-from cloudseg.training.metrics import class_names, confusion_metric, confusion_scores, flat_scores, format_table
-from cloudseg.training.plots import plot_confusion
+from cloudseg.panels import PANEL_TITLES, grid, prediction_row, save_rgb
+from cloudseg.plots import plot_confusion
 
 log = logging.getLogger("cloudseg")
 

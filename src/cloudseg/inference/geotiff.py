@@ -19,7 +19,8 @@ import numpy as np
 from cloudseg.data.dataset import to_chw
 from cloudseg.errors import CloudsegError, ConfigError, DataError
 from cloudseg.files import atomic_path
-from cloudseg.inference.sliding import Predictor, class_ids, sliding_logits
+from cloudseg.inference.sliding import Predictor, sliding_logits
+from cloudseg.metrics import class_ids
 from cloudseg.schema import CLASSES, encode_reflectance
 
 NODATA = 255

@@ -14,13 +14,14 @@ from rich.progress import Progress
 from torch.utils.data import DataLoader, Dataset
 
 from cloudseg.config import ModelConfig, PredictConfig, from_dict
-from cloudseg.data.dataset import SampleFiles, model_inputs, pair_files, read_sample, stack_chw
-from cloudseg.data.io import IMAGE_SUFFIXES, codec_workers
+from cloudseg.data.dataset import model_inputs, pair_files, stack_chw
+from cloudseg.data.io import IMAGE_SUFFIXES, SampleFiles, codec_workers, read_sample
 from cloudseg.errors import ConfigError, DataError
 from cloudseg.inference.outputs import ImageOutputs, OutputWriters
 from cloudseg.inference.rle import write_submission
-from cloudseg.inference.sliding import Predictor, class_ids, fits_one_tile, sliding_logits, with_tta
+from cloudseg.inference.sliding import Predictor, fits_one_tile, sliding_logits, with_tta
 from cloudseg.memory import MemoryCheck, inference_bytes
+from cloudseg.metrics import class_ids
 from cloudseg.models.checkpoint import checkpoint_paths, default_device, load_ensemble, read_header
 from cloudseg.signals import ignore_stop_signals
 

@@ -166,7 +166,7 @@ def score_submission(path: str | Path, labels: str | Path, unknown_colours: str 
         image_dice.append(float((2 * tp[present] / (confusion.sum(0) + confusion.sum(1))[present]).mean()))
     import torch  # here: `predict`'s writer processes encode rows with this module and need no torch
 
-    from cloudseg.training.metrics import confusion_scores
+    from cloudseg.metrics import confusion_scores
 
     scores = confusion_scores(torch.from_numpy(total))
     return {

@@ -11,12 +11,6 @@ Predictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 DEVICE_BLEND_BUDGET = 2**31  # bytes of a scene and its blend that may stay on the model's device
 
 
-def class_ids(logits: torch.Tensor, dim: int = 1) -> torch.Tensor:
-    """The most likely class of each pixel (the first, on a tie), as argmax. `max` finds the same: on CPUs in
-    torch 2.13, argmax over the channels of a contiguous (B, K, H, W) tensor takes 10 times longer."""
-    return logits.max(dim).indices
-
-
 def fits_one_tile(height: int, width: int, tile: int) -> bool:
     """Whether an image is predicted whole rather than in tiles."""
     return height <= tile and width <= tile

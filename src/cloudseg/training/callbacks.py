@@ -7,7 +7,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -16,13 +15,11 @@ from lightning_utilities.core.apply_func import apply_to_collection
 from cloudseg.data.dataset import prepare_sample
 from cloudseg.errors import InterruptError
 from cloudseg.files import atomic_path
-from cloudseg.inference.sliding import class_ids
+from cloudseg.metrics import class_ids, class_names, flat_scores, format_table
 from cloudseg.models.checkpoint import save_release
-from cloudseg.panels import colourise, displayable, grid, save_rgb
-from cloudseg.schema import IGNORE_INDEX
+from cloudseg.panels import PANEL_TITLES, grid, prediction_row, save_rgb
+from cloudseg.plots import plot_curves
 from cloudseg.signals import StopRequest
-from cloudseg.training.metrics import class_names, flat_scores, format_table
-from cloudseg.training.plots import plot_curves
 
 log = logging.getLogger("cloudseg")
 
@@ -203,24 +200,6 @@ class ValidationReport(L.Callback):
 
     def load_state_dict(self, state: dict) -> None:
         self.history = state["history"]
-
-
-def prediction_row(sample: dict, prediction: np.ndarray) -> list[np.ndarray]:
-    """RGB | NIR | ground truth | prediction | error map (red where wrong, ignored pixels purple)."""
-    truth = sample["mask"].numpy()
-    errors = np.zeros((*truth.shape, 3), np.uint8)
-    errors[(prediction != truth) & (truth != IGNORE_INDEX)] = (230, 40, 40)
-    errors[truth == IGNORE_INDEX] = (128, 0, 128)
-    return [
-        displayable(sample["rgb"]),
-        displayable(sample["aux"][:1]),
-        colourise(truth),
-        colourise(prediction.astype(np.uint8)),
-        errors,
-    ]
-
-
-PANEL_TITLES = ["RGB", "NIR", "ground truth", "prediction", "errors"]
 
 
 class ValidationPanels(L.Callback):

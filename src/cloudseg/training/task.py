@@ -10,12 +10,11 @@ from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
 
 from cloudseg.config import WITHOUT_CUDA_GRAPHS, Config, OptimConfig, from_dict
 from cloudseg.errors import CloudsegError
-from cloudseg.inference.sliding import class_ids
+from cloudseg.metrics import class_ids, class_names, confusion_metric, confusion_scores
 from cloudseg.models.checkpoint import load_weights_into
 from cloudseg.models.registry import build_model
 from cloudseg.training.ema import ExponentialAverage
 from cloudseg.training.losses import SegmentationLoss
-from cloudseg.training.metrics import class_names, confusion_metric, confusion_scores
 
 
 def fused_adamw(device: torch.device) -> bool:

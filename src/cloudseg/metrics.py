@@ -1,4 +1,5 @@
-"""Segmentation scores from one confusion matrix accumulated over a whole split (never averaged per batch)."""
+"""Class predictions and their scores: the class of each pixel, and scores from one confusion matrix accumulated over
+a whole split (never averaged per batch). Training and inference both read them here."""
 
 from typing import TYPE_CHECKING
 
@@ -8,6 +9,12 @@ from cloudseg.schema import CLASS_NAMES, IGNORE_INDEX
 
 if TYPE_CHECKING:
     from torchmetrics.classification import MulticlassConfusionMatrix
+
+
+def class_ids(logits: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """The most likely class of each pixel (the first, on a tie), as argmax. `max` finds the same: on CPUs in
+    torch 2.13, argmax over the channels of a contiguous (B, K, H, W) tensor takes 10 times longer."""
+    return logits.max(dim).indices
 
 
 def class_names(num_classes: int) -> tuple[str, ...]:
