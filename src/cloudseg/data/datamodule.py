@@ -1,5 +1,6 @@
 """The Lightning DataModule: checks the folder, splits it, and serves augmented training and plain validation."""
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -29,7 +30,7 @@ class EpochAheadLoader(DataLoader):
     one begun (a resumed run) is begun afresh.
     """
 
-    _ahead: int | None = None  # the epoch the workers were started on, if any
+    _ahead: tuple[int, Iterator] | None = None  # the epoch the workers were started on, and its batches
 
     def __iter__(self):
         if not (self.persistent_workers and isinstance(self.sampler, EpochSampler)):
@@ -39,7 +40,7 @@ class EpochAheadLoader(DataLoader):
     def _epoch(self):
         # A generator: it starts at the first batch, after Lightning's set_epoch, not at iter().
         ahead, self._ahead = self._ahead, None
-        batches = self._iterator if ahead == self.sampler.epoch else super().__iter__()
+        batches = ahead[1] if ahead is not None and ahead[0] == self.sampler.epoch else super().__iter__()
         for count, batch in enumerate(batches, 1):
             if count == len(self):
                 # Every batch of the epoch is in: the persistent iterator can be reset for the next one. The reset
@@ -47,9 +48,8 @@ class EpochAheadLoader(DataLoader):
                 # is then left at this epoch for Lightning's set_epoch.
                 epoch = self.sampler.epoch
                 self.sampler.set_epoch(epoch + 1)
-                super().__iter__()
+                self._ahead = epoch + 1, super().__iter__()
                 self.sampler.set_epoch(epoch)
-                self._ahead = epoch + 1
                 yield batch
                 return
             yield batch

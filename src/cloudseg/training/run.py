@@ -324,15 +324,15 @@ def _logged_before(row: dict, resumed: dict) -> bool:
 
 def _csv_logger(run_dir: Path, resumed: dict | None) -> CSVLogger:
     """Lightning's CSV logger; when resuming from the checkpoint state `resumed`, the rows logged before it are
-    kept (Lightning's logger deletes the file)."""
+    kept."""
     logger = CSVLogger(run_dir, name="", version="")
     previous = run_dir / "metrics.csv"
     if resumed is not None and previous.is_file() and rank_zero_only.rank == 0:
         with previous.open(newline="") as handle:
             rows = [row for row in csv.DictReader(handle) if _logged_before(row, resumed)]
-        writer = logger.experiment  # this removes the old file; its rows are handed back to be written again
-        writer.metrics_keys = list(rows[0]) if rows else []
-        writer.metrics = [{key: value for key, value in row.items() if value != ""} for row in rows]
+        for row in rows:  # logged again: the logger removes the old file when it starts writing
+            values = {key: int(value) if value.isdigit() else float(value) for key, value in row.items() if value}
+            logger.log_metrics(values, step=values.pop("step"))
     return logger
 
 
