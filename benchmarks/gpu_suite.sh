@@ -85,13 +85,13 @@ fi
 case ${1:-} in
 models)
     stage parity 100 "$PYTHON" benchmarks/gpu_parity.py --model "$MODEL" "${PARITY[@]}" "${DEVICE[@]}"
-    stage train_ladder 260 "${CLOUDSEG[@]}" benchmark train --model "$MODEL" --size "$SIZE" --batch "$BATCH" --ladder \
+    stage train_ladder 260 "$PYTHON" benchmarks/speed.py train --model "$MODEL" --size "$SIZE" --batch "$BATCH" --ladder \
         --batches "$STEPS" --warmup 3 "${COMPILE[@]}" "${DEVICE[@]}" --json "$OUT/train_ladder.json"
-    stage infer_compare 100 "${CLOUDSEG[@]}" benchmark infer --model "$MODEL" --size "$SIZE" --batch "$INFER_BATCH" \
+    stage infer_compare 100 "$PYTHON" benchmarks/speed.py infer --model "$MODEL" --size "$SIZE" --batch "$INFER_BATCH" \
         --compare --batches "$STEPS" --warmup 3 "${COMPILE[@]}" "${DEVICE[@]}" --json "$OUT/infer_compare.json"
     # Tiles INFER_BATCH at a time: the shape infer_compare compiled, so inductor's cache can serve it (the H200
     # run, with 16 at a time, spent 40 of its 57 s compiling).
-    stage infer_scene 70 "${CLOUDSEG[@]}" benchmark infer --model "$MODEL" --size "$SIZE" --batch "$INFER_BATCH" \
+    stage infer_scene 70 "$PYTHON" benchmarks/speed.py infer --model "$MODEL" --size "$SIZE" --batch "$INFER_BATCH" \
         --scene "$SCENE" --overlap "$OVERLAP" --batches 3 --warmup 1 "${COMPILE[@]}" "${DEVICE[@]}" \
         --json "$OUT/infer_scene.json"
     ;;
@@ -99,11 +99,11 @@ profile)
     # The fast training step compiled, then its kernels profiled (inductor's cache is warm by then), then with
     # CUDA graphs as well (torch.compile's reduce-overhead mode), which compiles afresh: whether replaying the
     # step's launches pays. On a fresh H100 (2026-11-26) the first compilation took about 150 s.
-    stage train_compiled 240 "${CLOUDSEG[@]}" benchmark train --model "$MODEL" --size "$SIZE" --batch "$BATCH" \
+    stage train_compiled 240 "$PYTHON" benchmarks/speed.py train --model "$MODEL" --size "$SIZE" --batch "$BATCH" \
         --batches "$STEPS" --warmup 3 "${COMPILE[@]}" "${DEVICE[@]}" --json "$OUT/train_compiled.json"
-    stage train_profile 150 "${CLOUDSEG[@]}" benchmark train --model "$MODEL" --size "$SIZE" --batch "$BATCH" --profile \
+    stage train_profile 150 "$PYTHON" benchmarks/speed.py train --model "$MODEL" --size "$SIZE" --batch "$BATCH" --profile \
         --batches 3 "${COMPILE[@]}" "${DEVICE[@]}" --json "$OUT/train_profile.json"
-    stage train_cuda_graphs 200 "${CLOUDSEG[@]}" benchmark train --model "$MODEL" --size "$SIZE" --batch "$BATCH" \
+    stage train_cuda_graphs 200 "$PYTHON" benchmarks/speed.py train --model "$MODEL" --size "$SIZE" --batch "$BATCH" \
         --batches "$STEPS" --warmup 3 "${CUDA_GRAPHS[@]}" "${DEVICE[@]}" --json "$OUT/train_cuda_graphs.json"
     ;;
 training | recipe)
@@ -153,7 +153,7 @@ recipe | recipe-wait)
 training)
     for source in png cache; do
         extra=(); [[ $source == cache ]] && extra=(--data.cache "$CACHE")
-        stage "data_$source" 45 "${CLOUDSEG[@]}" benchmark data --data.root "$DATA" "${extra[@]}" \
+        stage "data_$source" 45 "$PYTHON" benchmarks/loader.py --data.root "$DATA" "${extra[@]}" \
             --data.num_workers "$WORKERS" --data.batch_size "$BATCH" --data.augment.crop_size "$SIZE" \
             --batches 40 --warmup 5 --json "$OUT/data_$source.json"
     done

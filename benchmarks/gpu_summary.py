@@ -5,7 +5,8 @@ import json
 import sys
 from pathlib import Path
 
-from cloudseg.benchmark import format_profile, format_rows
+from profile_steps import format_profile
+from speed import format_rows
 
 
 def recipe_summary(recipe: dict, rows: list[dict]) -> str:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from speed import timed_steps
 
-from cloudseg.benchmark import timed_steps
 from cloudseg.config import PredictConfig
 from cloudseg.data.io import load_label
 from cloudseg.inference.outputs import ImageOutputs, OutputWriters, write_batch

@@ -1,20 +1,30 @@
-"""`cloudseg benchmark train|infer` in a tiny smoke configuration: well-formed results, never a speed."""
+"""benchmarks/speed.py and benchmarks/loader.py in tiny smoke configurations: well-formed results, never a speed."""
 
 import json
+import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
 
-from cloudseg.benchmark import format_rows, kernel_family, known_peak, timed_events
-from cloudseg.cli.main import main
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # they import each other by name
+import loader
+import speed
+from profile_steps import kernel_family, timed_events
+from speed import count_flops, format_rows, known_peak
 
 TINY = ["--model", "cmx_b0", "--size", "64", "--batch", "2", "--batches", "1", "--warmup", "1", "--device", "cpu"]
 
 
-def run(capsys, tmp_path, *args):
+def script(module, monkeypatch, *args: str) -> None:
+    monkeypatch.setattr(sys, "argv", [f"{module.__name__}.py", *args])
+    module.main()
+
+
+def run(capsys, monkeypatch, tmp_path, *args):
     out = tmp_path / "bench.json"
-    assert main(["benchmark", *args, *TINY, "--json", str(out)]) == 0
+    script(speed, monkeypatch, *args, *TINY, "--json", str(out))
     result = json.loads(out.read_text())
     assert json.loads(capsys.readouterr().out) == result
     return result
@@ -27,16 +37,16 @@ def assert_well_formed(row, target, batch):
 
 
 @pytest.mark.parametrize("target", ["train", "infer"])
-def test_compare_writes_baseline_fast_and_speedup(target, tmp_path, capsys):
-    result = run(capsys, tmp_path, target, "--compare")
+def test_compare_writes_baseline_fast_and_speedup(target, tmp_path, capsys, monkeypatch):
+    result = run(capsys, monkeypatch, tmp_path, target, "--compare")
     assert_well_formed(result["baseline"], target, 4)
     assert_well_formed(result["fast"], target, 2)
     assert result["fast"]["recipe"]["channels_last"] and result["fast"]["recipe"]["compile"] is None  # CPU: no
     assert result["speedup"] == result["fast"]["images_per_s"] / result["baseline"]["images_per_s"]
 
 
-def test_ladder_switches_on_one_speed_up_per_row(tmp_path, capsys):
-    rows = run(capsys, tmp_path, "train", "--ladder", "--compile", "none")["rows"]
+def test_ladder_switches_on_one_speed_up_per_row(tmp_path, capsys, monkeypatch):
+    rows = run(capsys, monkeypatch, tmp_path, "train", "--ladder", "--compile", "none")["rows"]
     assert [row["mode"] for row in rows] == [
         "baseline", "+ bf16 autocast", "+ channels_last", "+ fused AdamW", "+ batch 2", "+ folded decoder",
         "+ matmul upsampling bwd", "+ cudnn.benchmark",
@@ -56,15 +66,15 @@ def test_ladder_switches_on_one_speed_up_per_row(tmp_path, capsys):
     assert rows[0]["speedup"] == 1.0
 
 
-def test_scene_times_sliding_windows_over_every_tile(tmp_path, capsys):
-    result = run(capsys, tmp_path, "infer", "--scene", "160", "--overlap", "16")
+def test_scene_times_sliding_windows_over_every_tile(tmp_path, capsys, monkeypatch):
+    result = run(capsys, monkeypatch, tmp_path, "infer", "--scene", "160", "--overlap", "16")
     assert result["tiles"] == 9 and result["tile"] == 64  # starts 0, 48, 96 on each axis
     assert result["seconds_per_scene"] > 0
     assert result["megapixels_per_s"] == pytest.approx(160 * 160 / result["seconds_per_scene"] / 1e6)
 
 
-def test_profile_splits_the_forward_into_blocks_and_ranks_operators(tmp_path, capsys):
-    result = run(capsys, tmp_path, "train", "--profile")
+def test_profile_splits_the_forward_into_blocks_and_ranks_operators(tmp_path, capsys, monkeypatch):
+    result = run(capsys, monkeypatch, tmp_path, "train", "--profile")
     regions = result["forward_regions_ms"]
     assert {"MiT efficient attention", "MiT Mix-FFN", "FRM", "FFM", "decoder"} <= regions.keys()
     assert sum(regions.values()) == pytest.approx(result["forward_ms_eager"])
@@ -123,9 +133,10 @@ def test_the_table_shows_the_reserve_that_holds_cuda_graphs_where_there_is_one()
     assert cpu.split()[5:8] == ["-", "1064", "-"]
 
 
-def test_scene_is_for_inference_only(tmp_path, capsys):
-    assert main(["benchmark", "train", "--scene", "256", *TINY]) == 2
-    assert "--scene measures sliding-window inference" in capsys.readouterr().err
+def test_scene_is_for_inference_only(tmp_path, capsys, monkeypatch):
+    with pytest.raises(SystemExit) as exit_info:
+        script(speed, monkeypatch, "train", "--scene", "256", *TINY)
+    assert exit_info.value.code == 2 and "--scene measures sliding-window inference" in capsys.readouterr().err
 
 
 def test_known_peaks_match_device_names():
@@ -147,10 +158,6 @@ def test_depthwise_backward_is_overcounted_by_the_flop_counter_so_mfu_does_not_u
 
 
 def test_attention_flops_are_counted_on_the_cpu_as_on_a_gpu():
-    import torch
-
-    from cloudseg.benchmark import count_flops
-
     class Attention(torch.nn.Module):  # two heads of 16 queries over 8 keys, 4 channels each
         def forward(self, rgb, aux):
             q, k = rgb.view(1, 2, 16, 4), aux.view(1, 2, 8, 4)
@@ -159,3 +166,15 @@ def test_attention_flops_are_counted_on_the_cpu_as_on_a_gpu():
     rgb, aux = torch.randn(1, 128, requires_grad=True), torch.randn(1, 64, requires_grad=True)
     flops = count_flops(Attention(), rgb, aux)["flops_forward_per_image"]
     assert flops == 2 * (2 * 2 * 16 * 8 * 4)  # Q Kᵀ and the weighted sum of V: 2 FLOPs per multiply-add each
+
+
+def test_the_loader_benchmark_writes_well_formed_json(synth_root, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "bench.json"
+    script(loader, monkeypatch, f"--data.root={synth_root}", "--data.num_workers", "0", "--data.batch_size", "2",
+           "--data.augment.crop_size", "32", "--batches", "2", "--warmup", "1", "--json", str(out))  # fmt: skip
+    result = json.loads(out.read_text())
+    assert result["images_per_s"] > 0 and result["timed_batches"] == 2 and result["crop_size"] == 32
+    assert result["epoch_start_wait_s"] > 0
+    with pytest.raises(SystemExit):
+        script(loader, monkeypatch, f"--data.root={synth_root}", "--batch", "2")  # not a loader setting
+    assert "unrecognised argument '--batch'" in capsys.readouterr().err

@@ -74,8 +74,6 @@ def test_the_printed_config_is_a_file_that_loads_back_to_the_same_config(capsys,
          "predict: --trainer.max_epochs is not a setting of this command; it takes --predict.*"),
         (["score", "s.csv", "--labels", "l", "--data.root", "r"],
          "score: --data.root is not a setting of this command; it takes --data.unknown_colours"),
-        (["benchmark", "data", "--batch", "2"], "benchmark data: --batch is for train and infer; the loader reads "
-         "--data.batch_size and --data.augment.crop_size"),
         (["config", "--model.name", "cmx_b9"], "model.name: unknown model 'cmx_b9'; did you mean 'cmx_b5'?"),
         (["config", "--data.batchsize", "2"], "data.batchsize: unknown key; did you mean 'batch_size'?"),
         (["models", "--model.aux_channels", "0"], "model.aux_channels: 0 is out of range; expected a value >= 1"),

@@ -169,7 +169,6 @@ def run_case(case: str, capsys, tmp_path: Path, synth_root: Path, checkpoint: Pa
         "synth-size-typo": ["synth", tmp_path / "data", "--sizee", "64"],
         "check-data-spelling": ["check-data", synth_root, "--unknown-colors", "ignore"],
         "score-stray": ["score", "s.csv", "--labels", "l", "--data.unknown_colours", "ignore", "--whatever", "3"],
-        "benchmark-data-batch": ["benchmark", "data", "--batch", "2", "--size", "128"],
         "unknown-model": ["config", "--model.name", "cmx_b9"],
         "evaluate-root": ["evaluate", "--checkpoint", checkpoint, "--root", synth_root],
         "evaluate-tta": ["evaluate", "--checkpoint", checkpoint, "--tta", "d4"],

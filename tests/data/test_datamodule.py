@@ -171,35 +171,6 @@ def test_show_augmentations_on_the_shared_sample_writes_outside_it(l8biome, tmp_
     assert (tmp_path / "aug.png").is_file()
 
 
-def test_benchmark_data_writes_well_formed_json(synth_root, tmp_path, capsys):
-    out = tmp_path / "bench.json"
-    assert (
-        main(
-            [
-                "benchmark",
-                "data",
-                f"--data.root={synth_root}",
-                "--data.num_workers",
-                "0",
-                "--data.batch_size",
-                "2",
-                "--data.augment.crop_size",
-                "32",
-                "--batches",
-                "2",
-                "--warmup",
-                "1",
-                "--json",
-                str(out),
-            ]
-        )
-        == 0
-    )
-    result = json.loads(out.read_text())
-    assert result["images_per_s"] > 0 and result["timed_batches"] == 2 and result["crop_size"] == 32
-    assert result["epoch_start_wait_s"] > 0
-
-
 def test_files_pair_by_name_across_png_jpg_and_tif(tmp_path):
     import cv2
 

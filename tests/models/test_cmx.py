@@ -99,11 +99,10 @@ def test_fusion_module_maps_two_streams_to_one_map_of_the_same_size():
     assert fused.shape == (2, 16, 9, 11)
 
 
-@pytest.mark.parametrize("fold", [True, False])
 @pytest.mark.parametrize("training", [False, True])
-def test_decoder_matches_transformers_segformer_decode_head_in_output_and_gradients(training, fold):
-    # By default the decoder folds each projection into its slice of the fuse conv (AllMLPDecoder._folded); both
-    # ways it must be SegFormer's head, parameter for parameter. Hugging Face concatenates the coarsest first.
+def test_decoder_matches_transformers_segformer_decode_head_in_output_and_gradients(training):
+    # The decoder folds each projection into its slice of the fuse conv; it must still be SegFormer's head,
+    # parameter for parameter. Hugging Face concatenates the coarsest first.
     from transformers import SegformerConfig
     from transformers.models.segformer.modeling_segformer import SegformerDecodeHead
 
@@ -112,7 +111,6 @@ def test_decoder_matches_transformers_segformer_decode_head_in_output_and_gradie
     torch.manual_seed(0)
     widths, dim = (8, 16, 24, 32), 12
     ours = AllMLPDecoder(widths, 4, dim, dropout=0.0).double().train(training)
-    ours.fold = fold
     config = SegformerConfig(
         hidden_sizes=list(widths), decoder_hidden_size=dim, num_labels=4, classifier_dropout_prob=0
     )

@@ -4,7 +4,6 @@ import argparse
 import difflib
 import json
 import logging
-import sys
 import time
 import typing
 
@@ -279,58 +278,6 @@ def run_demo(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
-BENCHMARK_DEFAULTS = {"model": "cmx_b2", "size": 512, "batch": 16}
-
-
-def run_benchmark(args: argparse.Namespace, overrides: list[str]) -> int:
-    from cloudseg import benchmark
-    from cloudseg.models.checkpoint import default_device
-
-    given = [f"--{name}" for name in BENCHMARK_DEFAULTS if getattr(args, name) is not None]
-    if args.target == "data":
-        if given:
-            raise ConfigError(
-                f"benchmark data: {given[0]} is for train and infer; the loader reads --data.batch_size and "
-                "--data.augment.crop_size"
-            )
-        cfg = resolved_config(args, overrides)
-        print(benchmark.write_result(benchmark.benchmark_data(cfg.data, args.batches, args.warmup), args.json))
-        return 0
-    if overrides:
-        raise ConfigError(f"benchmark {args.target}: --{overrides[0].partition('=')[0]} is a setting of benchmark data")
-    for name, default in BENCHMARK_DEFAULTS.items():
-        setattr(args, name, default if getattr(args, name) is None else getattr(args, name))
-    device = default_device(args.device)
-    fast = benchmark.fast_recipe(args.batch, device, args.precision, args.compile)
-    recipe = fast if args.mode == "fast" else benchmark.BASELINE
-    model = {"model_name": args.model, "device": device}
-    timing = {"steps": args.batches, "warmup": args.warmup, "peak_tflops": args.peak_tflops}
-    if args.scene:
-        if args.target != "infer":
-            raise ConfigError("--scene measures sliding-window inference: use it with `benchmark infer`")
-        if args.overlap >= args.size:
-            raise ConfigError(f"--overlap {args.overlap} must be smaller than the tile (--size {args.size})")
-        result = benchmark.benchmark_scene(
-            scene=args.scene, tile=args.size, overlap=args.overlap, recipe=recipe, repeats=args.batches,
-            warmup=args.warmup, **model,
-        )  # fmt: skip
-    elif args.profile:
-        result = benchmark.profile_model(args.target, size=args.size, recipe=recipe, steps=args.batches, **model)
-        print(benchmark.format_profile(result), file=sys.stderr)
-    elif args.ladder:
-        recipes = benchmark.ladder(args.target, args.batch, args.compile)
-        result = {"rows": benchmark.benchmark_recipes(args.target, recipes, size=args.size, **model, **timing)}
-        print(benchmark.format_rows(result["rows"]), file=sys.stderr)
-    elif args.compare:
-        result = benchmark.compare(args.target, fast, size=args.size, **model, **timing)
-        print(benchmark.format_rows([result["baseline"], result["fast"]]), file=sys.stderr)
-    else:
-        result = benchmark.benchmark_model(args.target, size=args.size, recipe=recipe, **model, **timing)
-        print(benchmark.format_rows([result]), file=sys.stderr)
-    print(benchmark.write_result(result, args.json))
-    return 0
-
-
 TRAIN_HELP = (
     SETTINGS_HELP
     + """
@@ -507,38 +454,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--fast", action="store_true", help="a smoke test of the whole path in about a minute")
     demo.add_argument("--output", default="cloudseg-demo", help="folder for everything the demo writes")
 
-    bench = command(
-        "benchmark", run_benchmark, "measure throughput and write it as JSON", ("data",),
-        memory="--batch or --size (benchmark data: --data.batch_size or --data.augment.crop_size)",
-    )  # fmt: skip
-    bench.add_argument(
-        "target", choices=("train", "infer", "data"),
-        help="train: training steps; infer: inference batches; data: the training loader with full augmentation",
-    )  # fmt: skip
-    bench.add_argument("--config", help="YAML config (data)")
-    bench.add_argument("--model", help="train and infer: the model (default cmx_b2)")
-    bench.add_argument("--size", type=int, help="train and infer: input size (default 512); with --scene, the tile")
-    bench.add_argument("--batch", type=int, help="train and infer: batch of the fast mode (default 16; baseline 4)")
-    bench.add_argument("--mode", choices=("fast", "baseline"), default="fast")
-    how = bench.add_mutually_exclusive_group()
-    how.add_argument("--compare", action="store_true", help="run baseline and fast, and report the speed-up")
-    how.add_argument("--ladder", action="store_true", help="baseline, then one speed-up more per row, each measured")
-    how.add_argument("--profile", action="store_true", help="time per kind of block, and the costliest operators")
-    how.add_argument("--scene", type=int, help="infer: sliding-window prediction of one SCENE x SCENE pair")
-    bench.add_argument("--overlap", type=int, default=128, help="with --scene: tile overlap in pixels")
-    bench.add_argument(
-        "--precision", choices=("auto", "32", "bf16"), default="auto", help="fast mode's (auto: bf16 on GPUs)"
-    )
-    bench.add_argument(
-        "--compile", choices=("auto", "none", "default", "max-autotune", "reduce-overhead"), default="auto",
-        help="fast mode's torch.compile mode (auto: default on GPUs, none on CPUs; reduce-overhead adds CUDA "
-        "graphs); with --ladder, a mode other than default adds a row",
-    )  # fmt: skip
-    bench.add_argument("--device", help="cuda or cpu (default: cuda if available)")
-    bench.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, for MFU")
-    bench.add_argument("--batches", type=int, default=20, help="timed steps (with --scene: timed scenes)")
-    bench.add_argument("--warmup", type=int, default=3)
-    bench.add_argument("--json", help="also write the result to this file")
     return parser
 
 

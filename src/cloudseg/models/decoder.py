@@ -25,8 +25,6 @@ class AllMLPDecoder(nn.Module):
         )
         self.dropout = nn.Dropout2d(dropout)
         self.classify = nn.Conv2d(embed_dim, num_classes, 1)
-        self.fold = True  # False: the order above, step by step (benchmarks measure the reference's way with it)
-        self.gather_backward = True  # False: F.interpolate's scattering backward (benchmarks, as above)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -42,29 +40,18 @@ class AllMLPDecoder(nn.Module):
         self.fuse[1].reset_parameters()
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        # The order above, folded: the fuse conv is linear and, like any 1x1 conv, commutes with bilinear upsampling
+        # (which also keeps constants), so each stage's projection is folded with its slice of the fuse weights into
+        # one conv run at the stage's own resolution, and the 1/4-resolution maps are only summed: the same function,
+        # gradients and parameters, without the (n x D)-channel concatenation and its n*D -> D matmul per pixel (for
+        # CMX-B0 at 512², 35 of its 47 forward GFLOP). benchmarks/speed.py keeps the step-by-step order to compare.
         size = features[0].shape[-2:]
-        fused = self._folded(features, size) if self.fold else self._stepwise(features, size)
-        return self.classify(self.dropout(self.fuse[2](self.fuse[1](fused))))  # BatchNorm, ReLU; (B, K, H/4, W/4)
-
-    def _stepwise(self, features: Sequence[torch.Tensor], size: torch.Size) -> torch.Tensor:
-        # Project before upsampling (the same result as the other order, at a fraction of the cost). Stages after
-        # the first are always coarser: an index test, not a traced shape, so the ONNX export stays general.
-        maps = [project(f) for project, f in zip(self.project, features, strict=True)]
-        maps = [maps[0]] + [upsample_bilinear(m, size, self.gather_backward) for m in maps[1:]]
-        return self.fuse[0](torch.cat(maps, dim=1))
-
-    def _folded(self, features: Sequence[torch.Tensor], size: torch.Size) -> torch.Tensor:
-        # The same function, gradients and parameters as _stepwise without its costliest step. The fuse conv is
-        # linear and, like any 1x1 conv, commutes with bilinear upsampling (which also keeps constants), so each
-        # stage's projection is folded with its slice of the fuse weights into one conv run at the stage's own
-        # resolution, and the 1/4-resolution maps are only summed: no (n x D)-channel concatenation and no
-        # n*D -> D matmul per pixel (for CMX-B0 at 512², 35 of its 47 forward GFLOP).
         fuse = self.fuse[0].weight.flatten(1).split(self.fuse[0].out_channels, dim=1)  # n x (D, D)
-        total = None
+        fused = None
         for index, (project, feature, fuse_part) in enumerate(zip(self.project, features, fuse, strict=True)):
             weight = (fuse_part @ project.weight.flatten(1))[..., None, None]  # (D, C_i, 1, 1)
             folded = F.conv2d(feature, weight, fuse_part @ project.bias)
-            if index:
-                folded = upsample_bilinear(folded, size, self.gather_backward)
-            total = folded if total is None else total + folded
-        return total
+            if index:  # stages after the first are always coarser: an index test keeps the ONNX export general
+                folded = upsample_bilinear(folded, size)
+            fused = folded if fused is None else fused + folded
+        return self.classify(self.dropout(self.fuse[2](self.fuse[1](fused))))  # BatchNorm, ReLU; (B, K, H/4, W/4)

@@ -37,10 +37,9 @@ class _GatherBackwardUpsample(torch.autograd.Function):
         return rows.T @ grad @ columns, None  # (B, C, H_in, W_in)
 
 
-def upsample_bilinear(x: torch.Tensor, size: tuple[int, int] | torch.Size, gather: bool = True) -> torch.Tensor:
+def upsample_bilinear(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
     """`F.interpolate(x, size, mode="bilinear", align_corners=False)` for (B, C, H, W) `x`, with the gathering
-    backward where a gradient is wanted; inference, tracing (the ONNX export) and `gather=False` (the benchmarks'
-    reference way) see plain F.interpolate."""
-    if gather and torch.is_grad_enabled() and x.requires_grad and not torch.jit.is_tracing():
+    backward where a gradient is wanted; inference and tracing (the ONNX export) see plain F.interpolate."""
+    if torch.is_grad_enabled() and x.requires_grad and not torch.jit.is_tracing():
         return _GatherBackwardUpsample.apply(x, tuple(size))
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)

@@ -1,19 +1,32 @@
-"""`cloudseg benchmark`: throughput measurements written as JSON (speed is measured here, never in tests)."""
+"""Training and inference throughput of cloudseg's models, measured the way the docs report it (speed is measured
+here, never in tests): a recipe's steps on random inputs, a ladder of recipes that adds one speed-up per row in
+one process, or sliding windows over a scene; with FLOPs, MFU and peak memory. Results print as a table and JSON.
 
+    python benchmarks/speed.py train --model cmx_b2 --size 512 --batch 16 --compare   # baseline vs fast
+    python benchmarks/speed.py train --model cmx_b2 --ladder                         # one speed-up more per row
+    python benchmarks/speed.py train --model cmx_b2 --profile                        # time per block, operators
+    python benchmarks/speed.py infer --model cmx_b2 --batch 64 --compare             # whole 512² images
+    python benchmarks/speed.py infer --model cmx_b2 --scene 4096                     # sliding window, one scene
+"""
+
+import argparse
 import dataclasses
 import json
-import os
 import platform
 import resource
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import torch
+import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from cloudseg.config import DataConfig, LossConfig
+from cloudseg.config import LossConfig
+from cloudseg.models.checkpoint import default_device
+from cloudseg.models.resample import upsample_bilinear
 
 # Dense bf16 tensor-core peaks in TFLOP/s (vendor data sheets, without sparsity), matched by substring of the
 # device name, most specific first. `--peak-tflops` overrides.
@@ -91,6 +104,38 @@ def count_flops(model: torch.nn.Module, rgb: torch.Tensor, aux: torch.Tensor, lo
     }
 
 
+def use_decoder_variant(model: torch.nn.Module, folded: bool, gather_backward: bool) -> None:
+    """The decoder of the ladder's earlier rows: step by step as SegFormer describes it (upsample every stage's
+    projection, concatenate, fuse) unless `folded`, and with F.interpolate's scattering backward unless
+    `gather_backward`. cloudseg's own decoder is folded, with the gathering backward (models/resample.py)."""
+    if folded and gather_backward:
+        return
+    decoder = model.decoder
+
+    def upsample(x: torch.Tensor, size: torch.Size) -> torch.Tensor:
+        if gather_backward:
+            return upsample_bilinear(x, size)
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+    def forward(features: list[torch.Tensor]) -> torch.Tensor:
+        size = features[0].shape[-2:]
+        if folded:  # as AllMLPDecoder.forward computes it
+            fuse = decoder.fuse[0].weight.flatten(1).split(decoder.fuse[0].out_channels, dim=1)
+            fused = sum(
+                upsample(map, size) if index else map
+                for index, map in enumerate(
+                    F.conv2d(feature, (part @ project.weight.flatten(1))[..., None, None], part @ project.bias)
+                    for project, feature, part in zip(decoder.project, features, fuse, strict=True)
+                )
+            )
+        else:
+            maps = [project(feature) for project, feature in zip(decoder.project, features, strict=True)]
+            fused = decoder.fuse[0](torch.cat([maps[0]] + [upsample(m, size) for m in maps[1:]], dim=1))
+        return decoder.classify(decoder.dropout(decoder.fuse[2](decoder.fuse[1](fused))))
+
+    decoder.forward = forward
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How a benchmark runs the model. The defaults are the reference implementation's way (the baseline):
@@ -154,7 +199,7 @@ def _inputs(size: int, batch: int, device: torch.device, memory_format: torch.me
     return rgb.contiguous(memory_format=memory_format), aux.contiguous(memory_format=memory_format), mask
 
 
-def _build_step(target: str, model_name: str, size: int, recipe: Recipe, dev: torch.device):
+def build_step(target: str, model_name: str, size: int, recipe: Recipe, dev: torch.device):
     """The model and one training step or inference batch of it on fixed random inputs, run as `recipe` says."""
     from cloudseg.config import WITHOUT_CUDA_GRAPHS
     from cloudseg.models.registry import build_model
@@ -163,8 +208,7 @@ def _build_step(target: str, model_name: str, size: int, recipe: Recipe, dev: to
     torch.manual_seed(0)
     memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
     model = build_model(model_name).to(dev).train(target == "train").to(memory_format=memory_format)
-    model.decoder.fold = recipe.folded_decoder
-    model.decoder.gather_backward = recipe.gather_backward
+    use_decoder_variant(model, recipe.folded_decoder, recipe.gather_backward)
     rgb, aux, mask = _inputs(size, recipe.batch, dev, memory_format)
     loss_fn = SegmentationLoss(LossConfig()).to(dev)
     torch._dynamo.reset()  # each recipe compiles afresh, not against the last one's guards
@@ -230,7 +274,7 @@ def benchmark_model(
 
     dev = default_device(device)
     flops = flops or _count_model_flops(model_name, size, recipe.folded_decoder, dev)
-    model, step = _build_step(target, model_name, size, recipe, dev)
+    model, step = build_step(target, model_name, size, recipe, dev)
     warmup_seconds, seconds = timed_steps(step, steps, warmup, dev)
     images_per_s = recipe.batch / seconds
     per_image = flops["flops_train_per_image" if target == "train" else "flops_forward_per_image"]
@@ -255,7 +299,7 @@ def _count_model_flops(model_name: str, size: int, folded_decoder: bool, dev: to
     from cloudseg.training.losses import SegmentationLoss
 
     model = build_model(model_name).to(dev)
-    model.decoder.fold = folded_decoder
+    use_decoder_variant(model, folded_decoder, gather_backward=True)
     rgb, aux, _ = _inputs(size, 1, dev, torch.contiguous_format)
     return count_flops(model, rgb, aux, SegmentationLoss(LossConfig()).to(dev))
 
@@ -320,7 +364,7 @@ def benchmark_scene(
     dev = default_device(device)
     torch.manual_seed(0)
     model = build_model(model_name).to(dev).eval()
-    model.decoder.fold = recipe.folded_decoder
+    use_decoder_variant(model, recipe.folded_decoder, gather_backward=True)
     predictor = model_predictor(model, dev, "bf16" if recipe.bf16 else "32", compile=bool(recipe.compile))
     predictor = pixel_predictor(predictor, dev)
     rgb, aux = (torch.randint(0, 256, (1, channels, scene, scene), dtype=torch.uint8) for channels in (3, 1))
@@ -342,218 +386,6 @@ def benchmark_scene(
     return result
 
 
-# The blocks whose forward time `profile_model` reports, by class name; they do not nest inside each other.
-PROFILE_REGIONS = {
-    "OverlapPatchEmbed": "MiT patch embedding",
-    "EfficientSelfAttention": "MiT efficient attention",
-    "MixFFN": "MiT Mix-FFN",
-    "FeatureRectifyModule": "FRM",
-    "FeatureFusionModule": "FFM",
-    "AllMLPDecoder": "decoder",
-}
-
-
-def _region_times(model: torch.nn.Module, dev: torch.device) -> tuple[dict, list]:
-    """Forward hooks that add each region's time, the device synchronised on entry and exit, into a dict."""
-    seconds: dict[str, float] = {}
-    started: dict[int, float] = {}
-    handles = []
-
-    def enter(module, _inputs):
-        _synchronize(dev)
-        started[id(module)] = time.perf_counter()
-
-    def leave(module, _inputs, _output):
-        _synchronize(dev)
-        region = PROFILE_REGIONS[type(module).__name__]
-        seconds[region] = seconds.get(region, 0.0) + time.perf_counter() - started.pop(id(module))
-
-    for module in model.modules():
-        if type(module).__name__ in PROFILE_REGIONS:
-            handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
-    return seconds, handles
-
-
-def profile_model(
-    target: str,
-    model_name: str = "cmx_b2",
-    size: int = 512,
-    recipe: Recipe = BASELINE,
-    steps: int = 3,
-    warmup: int = 2,
-    device: str | torch.device | None = None,
-    top: int = 25,
-) -> dict:
-    """Where the time goes, two ways. Forward time per kind of block (MiT attention, Mix-FFN, FRM, FFM, decoder,
-    ...), timed eagerly with a device sync around each block; and the operators (kernels on a GPU) that take
-    the most time over whole steps as the recipe runs them, compiled or not, from torch.profiler: kernels on a GPU,
-    operators on a CPU."""
-    from torch.profiler import ProfilerActivity, profile
-
-    from cloudseg.models.checkpoint import default_device
-
-    dev = default_device(device)
-    eager = dataclasses.replace(recipe, compile=None)
-    model, step = _build_step(target, model_name, size, eager, dev)
-    seconds, handles = _region_times(model, dev)
-    forward = model.forward
-    total = [0.0]
-
-    def timed_forward(*args):
-        _synchronize(dev)
-        started = time.perf_counter()
-        out = forward(*args)
-        _synchronize(dev)
-        total[0] += time.perf_counter() - started
-        return out
-
-    model.forward = timed_forward
-    for _ in range(warmup):
-        step()
-    seconds.clear()
-    total[0] = 0.0
-    for _ in range(steps):
-        step()
-    for handle in handles:
-        handle.remove()
-    regions = {name: 1000 * value / steps for name, value in sorted(seconds.items(), key=lambda kv: -kv[1])}
-    forward_ms = 1000 * total[0] / steps
-    regions["other (norms, residuals, upsampling)"] = forward_ms - sum(regions.values())
-    del model, step
-
-    model, step = _build_step(target, model_name, size, recipe, dev)
-    for _ in range(warmup):
-        step()
-    _synchronize(dev)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
-    with profile(activities=activities) as profiler:
-        started = time.perf_counter()
-        for _ in range(steps):
-            step()
-        _synchronize(dev)
-        step_ms = 1000 * (time.perf_counter() - started) / steps
-    gpu = dev.type == "cuda"
-    key = "self_device_time_total" if gpu else "self_cpu_time_total"
-    events = sorted(timed_events(profiler.key_averages(), gpu), key=lambda e: -getattr(e, key))
-    busy = sum(getattr(e, key) for e in events)
-    families: dict[str, float] = {}
-    for e in events:
-        family = kernel_family(e.key)
-        families[family] = families.get(family, 0.0) + getattr(e, key) / 1000 / steps
-    operators = [
-        {"name": e.key, "calls_per_step": e.count / steps, "ms_per_step": getattr(e, key) / 1000 / steps,
-         "share": getattr(e, key) / busy if busy else None}
-        for e in events[:top]
-    ]  # fmt: skip
-    del model, step
-    _release(dev)
-    return {
-        "benchmark": "profile", "target": target, "model": model_name, "size": size, "batch": recipe.batch,
-        "recipe": dataclasses.asdict(recipe), "forward_ms_eager": forward_ms, "forward_regions_ms": regions,
-        "operators_by": "kernel device time" if gpu else "operator CPU time",
-        "operators_total_ms_per_step": busy / 1000 / steps, "step_ms_profiled": step_ms,
-        "families_ms_per_step": dict(sorted(families.items(), key=lambda kv: -kv[1])), "operators": operators,
-        **_environment(dev),
-    }  # fmt: skip
-
-
-def timed_events(events, gpu: bool) -> list:
-    """The profiler's events whose own times add up to the device's (on a GPU) or the host's busy time. On a GPU
-    only kernels and copies count: an operator's self device time is its kernels' time again, and a marked range
-    (the optimiser's `Optimizer.step#AdamW.step`, say) spans kernels that are counted already."""
-    if not gpu:
-        return list(events)
-    return [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA and not e.is_user_annotation]
-
-
-# Kinds of kernel (on a CPU, of operator), by name, first match. The order matters: inductor's kernels are named
-# after the operations they fuse (a convolution's bias gradient, say), and cuDNN's implicit-GEMM convolutions
-# also say "gemm".
-KERNEL_FAMILIES = (
-    ("inductor pointwise", ("triton_poi",)),
-    ("inductor reduction", ("triton_red", "triton_per")),
-    ("attention", ("sdpa", "flash", "fmha", "attention")),
-    ("convolution", ("conv", "fprop", "dgrad", "wgrad")),
-    ("matmul", ("gemm", "nvjet", "cutlass", "cublas", "xmma", "triton_tem", "aten::mm", "aten::addmm", "aten::bmm")),
-    ("optimizer", ("adam",)),
-    ("copies", ("memcpy", "memset", "copy")),
-)
-
-
-def kernel_family(name: str) -> str:
-    lowered = name.lower()
-    return next((family for family, keys in KERNEL_FAMILIES if any(k in lowered for k in keys)), "other")
-
-
-def format_profile(result: dict) -> str:
-    """The profile's three tables as plain text."""
-
-    def shares(times: dict[str, float], total: float) -> list[str]:
-        return [f"  {name:<40} {ms:>9.2f} ms {100 * ms / total:>5.1f}%" for name, ms in times.items()]
-
-    forward = result["forward_ms_eager"]
-    lines = [f"forward, eager, per kind of block ({forward:.1f} ms per batch of {result['batch']}):"]
-    lines += shares(result["forward_regions_ms"], forward)
-    busy, step = result["operators_total_ms_per_step"], result["step_ms_profiled"]
-    lines.append(f"{result['operators_by']} by kind ({busy:.1f} ms of a {step:.1f}-ms step, profiled):")
-    lines += shares(result["families_ms_per_step"], busy)
-    lines.append(f"operators by {result['operators_by']} ({busy:.1f} ms per step):")
-    lines += [
-        f"  {op['name'][:60]:<60} {op['calls_per_step']:>6.0f} {op['ms_per_step']:>9.2f} ms {100 * op['share']:>5.1f}%"
-        for op in result["operators"]
-    ]
-    return "\n".join(lines)
-
-
-def benchmark_data(cfg: DataConfig, batches: int = 20, warmup: int = 3) -> dict:
-    """Training-loader throughput with the full augmentation: images/s overall and per worker."""
-    from cloudseg.data.datamodule import CloudDataModule
-
-    module = CloudDataModule(cfg)
-    module.setup("fit")
-    loader = module.train_dataloader()
-    images, started, epoch = 0, None, 0
-    iterator = iter(loader)
-    for step in range(warmup + batches):
-        try:
-            batch = next(iterator)
-        except StopIteration:  # a small dataset: start another epoch, as Lightning does
-            epoch += 1
-            loader.sampler.set_epoch(epoch)
-            iterator = iter(loader)
-            batch = next(iterator)
-        if step == warmup - 1:
-            started = time.perf_counter()
-        elif step >= warmup:
-            images += batch["rgb"].shape[0]
-    seconds = time.perf_counter() - started
-    # Training's wait for an epoch's first batch: the rest of this epoch, a pause for what ends an epoch
-    # (validation, checkpoints), then the next epoch's first batch.
-    for _ in iterator:
-        pass
-    time.sleep(0.5)
-    loader.sampler.set_epoch(epoch + 1)
-    waited = time.perf_counter()
-    next(iter(loader))
-    epoch_start_wait = time.perf_counter() - waited
-    workers = cfg.num_workers
-    return {
-        "benchmark": "data",
-        "images_per_s": images / seconds,
-        "images_per_s_per_worker": images / seconds / max(workers, 1),
-        "ms_per_batch": 1000 * seconds / batches,
-        "epoch_start_wait_s": epoch_start_wait,
-        "batch_size": cfg.batch_size,
-        "crop_size": cfg.augment.crop_size,
-        "num_workers": workers,
-        "timed_batches": batches,
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "machine": platform.machine(),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
 def write_result(result: dict, path: str | None) -> str:
     text = json.dumps(result, indent=2)
     if path:
@@ -562,3 +394,66 @@ def write_result(result: dict, path: str | None) -> str:
         with atomic_path(path) as temporary:
             temporary.write_text(text + "\n")
     return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
+    parser.add_argument("target", choices=("train", "infer"), help="train: training steps; infer: inference batches")
+    parser.add_argument("--model", default="cmx_b2")
+    parser.add_argument("--size", type=int, default=512, help="input size; with --scene, the tile size")
+    parser.add_argument("--batch", type=int, default=16, help="batch of the fast mode (baseline uses 4)")
+    parser.add_argument("--mode", choices=("fast", "baseline"), default="fast")
+    how = parser.add_mutually_exclusive_group()
+    how.add_argument("--compare", action="store_true", help="run baseline and fast, and report the speed-up")
+    how.add_argument("--ladder", action="store_true", help="baseline, then one speed-up more per row, each measured")
+    how.add_argument("--profile", action="store_true", help="time per kind of block, and the costliest operators")
+    how.add_argument("--scene", type=int, help="infer: sliding-window prediction of one SCENE x SCENE pair")
+    parser.add_argument("--overlap", type=int, default=128, help="with --scene: tile overlap in pixels")
+    parser.add_argument("--precision", choices=("auto", "32", "bf16"), default="auto", help="fast mode's")
+    parser.add_argument(
+        "--compile", choices=("auto", "none", "default", "max-autotune", "reduce-overhead"), default="auto",
+        help="fast mode's torch.compile mode (auto: default on GPUs, none on CPUs; reduce-overhead adds CUDA "
+        "graphs); with --ladder, a mode other than default adds a row",
+    )  # fmt: skip
+    parser.add_argument("--device", help="cuda or cpu (default: cuda if available)")
+    parser.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, for MFU")
+    parser.add_argument("--batches", type=int, default=20, help="timed steps (with --scene: timed scenes)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--json", help="also write the result to this file")
+    args = parser.parse_args()
+    if args.scene and args.target != "infer":
+        parser.error("--scene measures sliding-window inference: use it with infer")
+    if args.scene and args.overlap >= args.size:
+        parser.error(f"--overlap {args.overlap} must be smaller than the tile (--size {args.size})")
+    device = default_device(args.device)
+    fast = fast_recipe(args.batch, device, args.precision, args.compile)
+    recipe = fast if args.mode == "fast" else BASELINE
+    model = {"model_name": args.model, "device": device}
+    timing = {"steps": args.batches, "warmup": args.warmup, "peak_tflops": args.peak_tflops}
+    if args.scene:
+        result = benchmark_scene(
+            scene=args.scene, tile=args.size, overlap=args.overlap, recipe=recipe, repeats=args.batches,
+            warmup=args.warmup, **model,
+        )  # fmt: skip
+    elif args.profile:
+        from profile_steps import format_profile, profile_model
+
+        result = profile_model(args.target, size=args.size, recipe=recipe, steps=args.batches, **model)
+        print(format_profile(result), file=sys.stderr)
+    elif args.ladder:
+        recipes = ladder(args.target, args.batch, args.compile)
+        result = {"rows": benchmark_recipes(args.target, recipes, size=args.size, **model, **timing)}
+        print(format_rows(result["rows"]), file=sys.stderr)
+    elif args.compare:
+        result = compare(args.target, fast, size=args.size, **model, **timing)
+        print(format_rows([result["baseline"], result["fast"]]), file=sys.stderr)
+    else:
+        result = benchmark_model(args.target, size=args.size, recipe=recipe, **model, **timing)
+        print(format_rows([result]), file=sys.stderr)
+    print(write_result(result, args.json))
+
+
+if __name__ == "__main__":
+    main()
