@@ -26,9 +26,8 @@ import torch
 from cloudseg.data.dataset import find_samples, model_inputs, to_chw
 from cloudseg.data.io import read_sample
 from cloudseg.data.synth import make_scene
-from cloudseg.inference.predict import model_predictor
+from cloudseg.inference.predictor import Predictor
 from cloudseg.metrics import confusion_scores
-from cloudseg.models.checkpoint import load_ensemble, load_model
 from cloudseg.panels import colourise, grid, save_rgb
 from cloudseg.schema import encode_reflectance
 
@@ -44,8 +43,9 @@ def ukis_mask(reflectance_bgrn: np.ndarray) -> np.ndarray:
     return CSmask(reflectance_bgrn.astype(np.float32), band_order=UKIS_BANDS, product_level="l1c").csm[..., 0]
 
 
-def tensors(rgb: np.ndarray, nir: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    return model_inputs(to_chw(rgb)[None], to_chw(nir)[None])
+def pixels(rgb: np.ndarray, nir: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(H, W, C) uint8 arrays -> (1, C, H, W) uint8 tensors, as the dataset serves a pair."""
+    return to_chw(rgb)[None], to_chw(nir)[None]
 
 
 def timed(run, repeats: int) -> float:
@@ -60,21 +60,20 @@ def timed(run, repeats: int) -> float:
 
 def speed(args: argparse.Namespace) -> dict:
     image, _ = make_scene(np.random.default_rng(0), 512)  # (512, 512, 4) reflectance: R, G, B, NIR
-    pixels = encode_reflectance(image)
-    rgb, aux = tensors(pixels[..., :3], pixels[..., 3:])
-    model, _ = load_model(args.checkpoint)
-    predict = model_predictor(model, torch.device("cpu"), "32")
-    predict_bf16 = model_predictor(model, torch.device("cpu"), "bf16")
+    encoded = encode_reflectance(image)
+    rgb, aux = pixels(encoded[..., :3], encoded[..., 3:])
+    fp32 = Predictor.from_checkpoint(args.checkpoint, "cpu", precision="32")
+    bf16 = Predictor.from_checkpoint(args.checkpoint, "cpu", precision="bf16")
     results = {
-        "cloudseg_pytorch_s": timed(lambda: predict(rgb, aux), args.repeats),
-        "cloudseg_pytorch_bf16_s": timed(lambda: predict_bf16(rgb, aux), args.repeats),
+        "cloudseg_pytorch_s": timed(lambda: fp32.logits(rgb, aux), args.repeats),
+        "cloudseg_pytorch_bf16_s": timed(lambda: bf16.logits(rgb, aux), args.repeats),
         "ukis_csmask_4b_s": timed(lambda: ukis_mask(image[..., [2, 1, 0, 3]]), args.repeats),
     }
     if args.onnx:
         import onnxruntime
 
         session = onnxruntime.InferenceSession(args.onnx, providers=["CPUExecutionProvider"])
-        feed = {"rgb": rgb.numpy(), "aux": aux.numpy()}
+        feed = dict(zip(("rgb", "aux"), (t.numpy() for t in model_inputs(rgb, aux)), strict=True))
         results["cloudseg_onnx_s"] = timed(lambda: session.run(None, feed), args.repeats)
     results.update({key.replace("_s", "_images_per_s"): 1.0 / value for key, value in list(results.items())})
     return {"size": 512, "threads": torch.get_num_threads(), "repeats": args.repeats, **results}
@@ -102,9 +101,8 @@ def ukis_on_patch(rgb: np.ndarray, nir: np.ndarray) -> np.ndarray:
 
 def cloudseg_on_patches(checkpoints: str | list[str], patches: list) -> list[np.ndarray]:
     """Four-class id maps of each patch, by one checkpoint or the mean of several."""
-    model, _ = load_ensemble(checkpoints)
-    predict = model_predictor(model, torch.device("cpu"))
-    return [predict(*tensors(rgb, nir))[0].argmax(0).numpy().astype(np.uint8) for _, rgb, nir, _ in patches]
+    predictor = Predictor.from_checkpoint(checkpoints, "cpu")
+    return [predictor.class_ids(*pixels(rgb, nir))[0].numpy().astype(np.uint8) for _, rgb, nir, _ in patches]
 
 
 def model_runs(args: argparse.Namespace) -> dict[str, list]:

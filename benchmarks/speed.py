@@ -158,7 +158,7 @@ BASELINE = Recipe()
 def fast_recipe(batch: int, device: torch.device, precision: str = "auto", compile_mode: str = "auto") -> Recipe:
     """Everything on: bf16 autocast (auto: on GPUs), channels_last, fused AdamW and torch.compile (auto: on GPUs,
     as compiling takes minutes on a CPU)."""
-    from cloudseg.inference.predict import runs_bf16
+    from cloudseg.inference.predictor import runs_bf16
     from cloudseg.training.task import fused_adamw
 
     cuda = device.type == "cuda"
@@ -356,22 +356,24 @@ def benchmark_scene(
     predictor with the recipe's precision and compilation (which brings cudnn.benchmark on a GPU), `recipe.batch`
     tiles at a time, blended, back on the CPU. The scene starts on the CPU as uint8 pixels, as a read image
     does."""
-    from cloudseg.inference.predict import model_predictor, pixel_predictor
-    from cloudseg.inference.sliding import sliding_logits, tile_starts
-    from cloudseg.models.checkpoint import default_device
+    from cloudseg.config import Config, PredictConfig
+    from cloudseg.inference.predictor import Predictor
+    from cloudseg.inference.sliding import tile_starts
+    from cloudseg.models.checkpoint import Release, default_device
     from cloudseg.models.registry import build_model
 
     dev = default_device(device)
     torch.manual_seed(0)
     model = build_model(model_name).to(dev).eval()
     use_decoder_variant(model, recipe.folded_decoder, gather_backward=True)
-    predictor = model_predictor(model, dev, "bf16" if recipe.bf16 else "32", compile=bool(recipe.compile))
-    predictor = pixel_predictor(predictor, dev)
+    cfg = PredictConfig(tile=tile, overlap=overlap, tile_batch=recipe.batch, precision="bf16" if recipe.bf16 else "32",
+                        compile=bool(recipe.compile), memory_check="off")  # fmt: skip
+    predictor = Predictor(model, Release.of(Config()), dev, cfg)
     rgb, aux = (torch.randint(0, 256, (1, channels, scene, scene), dtype=torch.uint8) for channels in (3, 1))
     tiles = len(tile_starts(scene, tile, overlap)) ** 2
 
-    def step(predict=predictor) -> None:
-        sliding_logits(predict, rgb, aux, tile, overlap, recipe.batch, device=dev, fixed_batch=bool(recipe.compile))
+    def step(logits=predictor.logits) -> None:
+        logits(rgb, aux)
 
     warmup_seconds, seconds = timed_steps(step, repeats, warmup, dev)
     result = {

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from speed import timed_steps
 
-from cloudseg.config import PredictConfig
+from cloudseg.config import Config, PredictConfig
 from cloudseg.data.io import load_label
 from cloudseg.inference.outputs import ImageOutputs, OutputWriters, write_batch
-from cloudseg.inference.predict import model_predictor
-from cloudseg.models.checkpoint import default_device
+from cloudseg.inference.predictor import Predictor
+from cloudseg.models.checkpoint import Release, default_device
 from cloudseg.models.registry import build_model
 
 
@@ -70,8 +70,10 @@ def main() -> None:
     if device.type == "cpu":
         torch.set_num_threads(1)  # the other cores are the writers'
     # predict's own way: channels_last, bf16 on a GPU, uncompiled
-    predict = model_predictor(build_model(args.model).to(device).eval(), device)
-    rgb, aux = (torch.randn(args.batch, c, args.side, args.side, device=device) for c in (3, 1))
+    predictor = Predictor(build_model(args.model), Release.of(Config()), device, PredictConfig(memory_check="off"))
+    predict = predictor.logits
+    shape = (args.batch, args.side, args.side)
+    rgb, aux = (torch.randint(0, 256, (shape[0], c, *shape[1:]), dtype=torch.uint8, device=device) for c in (3, 1))
     ids = np.stack([load_label(path) for path in sorted(args.labels.glob("*.png"))[:16]])
     masks = ImageOutputs([f"mask_{i}" for i in range(len(ids))], ids)
     output, cfg = Path(tempfile.mkdtemp()), PredictConfig()

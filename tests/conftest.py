@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cloudseg.config import Config, ModelConfig
 from cloudseg.models import MiTSpec
 
 # An unforeseen error in a command raises with its traceback, in this process and in the commands tests start,
@@ -18,6 +19,9 @@ def user_view(monkeypatch):
     """The command line as a user sees it: one line per error, no traceback."""
     monkeypatch.delenv("CLOUDSEG_DEBUG", raising=False)
 
+
+# The defaults' recipe with the CPU-sized model, for checkpoints and tasks that tests build.
+B0 = Config(model=ModelConfig(name="cmx_b0"))
 
 # Widths <= 32 and two blocks in one stage, so block indexing is exercised.
 TINY_SPEC = MiTSpec(widths=(8, 16, 24, 32), depths=(1, 2, 1, 1), heads=(1, 2, 3, 4))

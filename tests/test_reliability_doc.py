@@ -16,10 +16,11 @@ import pytest
 import torch
 
 from cloudseg.cli.main import main
-from cloudseg.config import Config, to_dict
+from cloudseg.config import to_dict
 from cloudseg.data.io import index_to_colour, write_image
 from cloudseg.models import build_model
 from cloudseg.models.checkpoint import save_release
+from tests.conftest import B0
 from tests.training.helpers import ROOT, cloudseg, run_folder, tiny_run
 
 DOC = ROOT / "docs" / "RELIABILITY.md"
@@ -44,7 +45,7 @@ CASES = cases()
 def checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("run")
-    return save_release(build_model("cmx_b0").eval(), to_dict(Config()), folder / "checkpoints" / "best.safetensors")
+    return save_release(build_model("cmx_b0").eval(), to_dict(B0), folder / "checkpoints" / "best.safetensors")
 
 
 @contextlib.contextmanager

@@ -126,13 +126,16 @@ class ModelConfig(Section):
 
     section: ClassVar[str] = "model"
 
-    name: str = "cmx_b0"
+    name: str = "cmx_b2"
     num_classes: Annotated[int, Bounds(2, IGNORE_INDEX - 1)] = NUM_CLASSES
     aux_channels: AtLeastOne = AUX_CHANNELS
     pretrained: str | None = None  # SegFormer weights: HF folder, state-dict file, or hub id in the local cache
     init_from: str | None = None  # a cloudseg release checkpoint to fine-tune (same model and classes)
-    decoder_dim: AtLeastOne = 512
-    drop_path_rate: Annotated[float, Bounds(0, 1, high_open=True)] = 0.1
+    decoder_dim: AtLeastOne = 512  # CMX's (and SegFormer-B2..B5's) all-MLP decoder width, for every variant alike
+    decoder_dropout: Annotated[float, Bounds(0, 1, high_open=True)] = 0.1
+    drop_path_rate: Annotated[float, Bounds(0, 1, high_open=True)] = 0.1  # stochastic depth of the last block
+    # LayerNorm epsilon of the MiT blocks: 1e-6 in the SegFormer release that trained the ImageNet weights
+    norm_eps: Positive = 1e-6
 
     def check(self) -> None:
         from cloudseg.models.registry import MODEL_NAMES
@@ -200,7 +203,7 @@ class DataConfig(Section):
     split_file: str | None = None  # JSON {"train": [...], "val": [...]} of names; overrides the ratio and folds
     unknown_colours: UnknownColours = "error"  # "ignore": unknown label colours -> ignore index
     batch_size: AtLeastOne = 4
-    num_workers: NonNegativeInt = 4
+    num_workers: NonNegativeInt = 8
     cache: str | None = None  # a folder written by `cloudseg cache`: training reads decoded arrays from it
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -278,8 +281,8 @@ class TrainerConfig(Section):
     section: ClassVar[str] = "trainer"
 
     max_epochs: AtLeastOne = 100
-    accumulate_grad_batches: AtLeastOne = 1
-    check_val_every_n_epoch: AtLeastOne = 1
+    accumulate_grad_batches: AtLeastOne = 4  # 4 batches of 4: the reference recipe's 16 images a step
+    check_val_every_n_epoch: AtLeastOne = 5
     precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = "auto"  # auto: bf16 on GPUs that have it
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"] = "auto"
     devices: Annotated[int, Bounds(-1)] | str = "auto"  # a count (-1: all), "auto", or device ids such as "0,2"
@@ -367,8 +370,7 @@ class PredictConfig(Section):
 
     def for_device(self, device: Any) -> "PredictConfig":
         """The config to run on `device` (a torch.device): an automatic `tile_batch` made concrete. A GPU wants
-        many images a pass, and 16 fit a small one: CMX-B2 took 1.5 GB for 4 of 512² uncompiled in fp32 on the
-        H100 (docs/PERFORMANCE.md), bf16 halves the activations."""
+        many images a pass, and 16 of 512² fit a small one; a CPU gains little from more than a few."""
         return dataclasses.replace(self, tile_batch=self.tile_batch or (16 if device.type == "cuda" else 4))
 
 
@@ -388,7 +390,8 @@ class RunConfig(Section):
 
 @dataclass(frozen=True)
 class Config(Section):
-    """Everything a run needs; each section is filled from YAML and `--section.key value` overrides."""
+    """Everything a run needs; each section is filled from YAML and `--section.key value` overrides. The defaults
+    are the reference recipe (CMX-B2, configs/cmx_b2.yaml); shipped configs set only what differs from it."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)

@@ -68,9 +68,7 @@ def model_bytes(model: ModelConfig, side: int, batch: int, training: bool) -> tu
     from cloudseg.models.registry import build_model
 
     with torch.device("meta"):
-        network = build_model(
-            model.name, model.num_classes, model.aux_channels, decoder_dim=model.decoder_dim, drop_path_rate=0.0
-        )
+        network = build_model(model, pretrained=None, drop_path_rate=0.0)
         network.train(training)
         rgb = torch.empty(batch, 3, side, side)
         aux = torch.empty(batch, model.aux_channels, side, side)

@@ -7,14 +7,16 @@ import pytest
 import torch
 
 from cloudseg.cli.main import main
-from cloudseg.config import AugmentConfig, DataConfig
+from cloudseg.config import AugmentConfig, DataConfig, PredictConfig
 from cloudseg.data.datamodule import CloudDataModule
 from cloudseg.data.dataset import CloudDataset, find_samples, prepare_sample
 from cloudseg.data.io import read_sample
 from cloudseg.data.split import fold_split, load_split, make_split
 from cloudseg.errors import ConfigError, DataError
-from cloudseg.inference.predict import pixel_predictor
+from cloudseg.inference.predictor import Predictor
+from cloudseg.models.checkpoint import Release
 from cloudseg.schema import AUX_NORM, RGB_NORM
+from tests.conftest import B0
 
 SMALL_CROP = AugmentConfig(crop_size=32)  # the synthetic scenes are 64²
 
@@ -81,7 +83,13 @@ def test_dataset_serves_the_files_pixels_and_prepare_batch_normalises_them_with_
     assert batch["aux"][0, 0, 5, 7].item() == pytest.approx((nir[5, 7, 0] / 255 - AUX_NORM.mean[0]) / AUX_NORM.std[0])
     assert torch.equal(batch["mask"][0], item["mask"].long())
     fed = []  # prediction normalises its uint8 images as training does
-    pixel_predictor(lambda *inputs: fed.append(inputs), torch.device("cpu"))(item["rgb"][None], item["aux"][None])
+
+    class Feeding(torch.nn.Module):
+        def forward(self, rgb, aux):
+            fed.append((rgb, aux))
+            return torch.zeros(1, 4, *rgb.shape[-2:])
+
+    Predictor(Feeding(), Release.of(B0), torch.device("cpu"), PredictConfig()).logits(item["rgb"], item["aux"])
     assert torch.equal(fed[0][0], batch["rgb"]) and torch.equal(fed[0][1], batch["aux"])
 
 
@@ -114,7 +122,7 @@ def test_the_training_loader_begins_the_next_epoch_early_and_serves_the_same_bat
         expected = epoch(plain, number)
         assert len(expected) == 3
         assert all(torch.equal(a, b) for a, b in zip(epoch(ahead, number), expected, strict=True))
-        assert ahead._ahead == number + 1  # the workers are on the next epoch before it is asked for
+        assert ahead.epoch_ahead == number + 1  # the workers are on the next epoch before it is asked for
     assert not all(torch.equal(a, b) for a, b in zip(epoch(plain, 0), epoch(plain, 1), strict=True))
 
 

@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from cloudseg.cli.main import main
-from cloudseg.config import Config, ModelConfig, PredictConfig, to_dict
+from cloudseg.config import Config, ModelConfig, to_dict
 from cloudseg.data.dataset import find_samples, stack_chw
 from cloudseg.data.io import read_sample
 from cloudseg.data.split import Split
 from cloudseg.errors import DataError, WeightsError
 from cloudseg.inference.evaluate import evaluate
-from cloudseg.inference.predict import checkpoint_predictor
+from cloudseg.inference.predictor import Predictor
 from cloudseg.models import build_model
 from cloudseg.models.checkpoint import Ensemble, load_ensemble, save_release
 
@@ -23,7 +23,9 @@ def release(folder, name: str, seed: int, num_classes: int = 4):
     """A run folder holding an untrained `name` model as checkpoints/best.safetensors."""
     torch.manual_seed(seed)
     config = to_dict(Config(model=ModelConfig(name=name, num_classes=num_classes)))
-    return save_release(build_model(name, num_classes).eval(), config, folder / "checkpoints" / "best.safetensors")
+    return save_release(
+        build_model(name, num_classes=num_classes).eval(), config, folder / "checkpoints" / "best.safetensors"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +66,7 @@ def test_predict_with_several_checkpoints_writes_the_classes_of_their_mean(runs,
     samples = find_samples(synth_root / "test", None)
     images = [read_sample(s)[:2] for s in samples]
     rgb, nir = stack_chw([i[0] for i in images]), stack_chw([i[1] for i in images])
-    cfg = PredictConfig()
-    each = [checkpoint_predictor(run, cfg, "cpu")[0](rgb, nir) for run in runs]
+    each = [Predictor.from_checkpoint(run, "cpu").logits(rgb, nir) for run in runs]
     expected = ((each[0] + each[1]) / 2).argmax(1).byte().numpy()
     written = np.stack([cv2.imread(str(output / "index" / f"{s.name}.png"), 0) for s in samples])
     assert np.array_equal(written, expected)
@@ -76,7 +77,7 @@ def test_predict_with_several_checkpoints_writes_the_classes_of_their_mean(runs,
 def test_an_ensemble_refuses_checkpoints_that_predict_different_classes(runs, tmp_path):
     three = release(tmp_path / "three", "cmx_b0", 2, num_classes=3)
     with pytest.raises(WeightsError, match=rf"{three}: its classes.*differ from those of {runs[0]}"):
-        checkpoint_predictor([runs[0], three], PredictConfig(), "cpu")
+        Predictor.from_checkpoint([runs[0], three], "cpu")
 
 
 def test_evaluate_scores_an_ensemble_on_test_and_refuses_a_val_split_it_trained_on(runs, synth_root):

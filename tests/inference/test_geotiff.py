@@ -4,18 +4,31 @@ import numpy as np
 import pytest
 import torch
 
+from cloudseg.config import PredictConfig
 from cloudseg.errors import DataError
 from cloudseg.inference.geotiff import NODATA, predict_scene
-from cloudseg.inference.predict import pixel_predictor
+from cloudseg.inference.predictor import Predictor
+from cloudseg.models.checkpoint import Release
+from tests.conftest import B0
 
 rasterio = pytest.importorskip("rasterio")
 from rasterio.transform import from_origin  # noqa: E402
 
 
-def pointwise_predictor():
-    torch.manual_seed(0)
-    conv = torch.nn.Conv2d(4, 4, 1)
-    return pixel_predictor(lambda rgb, aux: conv(torch.cat((rgb, aux), dim=1)), torch.device("cpu"))
+class Pointwise(torch.nn.Module):
+    """A 1x1 conv over RGB and NIR: the same answer for a pixel whether it is predicted whole or in tiles."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(4, 4, 1)
+
+    def forward(self, rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+        return self.conv(torch.cat((rgb, aux), dim=1))
+
+
+def pointwise_predictor(**settings) -> Predictor:
+    return Predictor(Pointwise(), Release.of(B0), torch.device("cpu"), PredictConfig(**settings))
 
 
 @pytest.fixture
@@ -33,9 +46,9 @@ def scene(tmp_path):
 
 
 def test_output_keeps_the_georeference_and_blocks_agree_with_the_whole_scene(scene, tmp_path):
-    predictor = pointwise_predictor()
-    whole = predict_scene(predictor, scene, tmp_path / "whole.tif", (4, 3, 2, 5), 2e-5, -0.1, tile=256, block=4096)
-    blocks = predict_scene(predictor, scene, tmp_path / "blocks.tif", (4, 3, 2, 5), 2e-5, -0.1, tile=32, overlap=8,
+    whole = predict_scene(pointwise_predictor(tile=256), scene, tmp_path / "whole.tif", (4, 3, 2, 5), 2e-5, -0.1)
+    tiled = pointwise_predictor(tile=32, overlap=8)
+    blocks = predict_scene(tiled, scene, tmp_path / "blocks.tif", (4, 3, 2, 5), 2e-5, -0.1,
                            block=48)  # fmt: skip
     with rasterio.open(scene) as src, rasterio.open(whole) as a, rasterio.open(blocks) as b:
         assert a.crs == src.crs and a.transform == src.transform and (a.width, a.height) == (170, 150)
@@ -55,11 +68,11 @@ def test_too_few_bands_is_an_error_naming_the_file(scene, tmp_path):
 
 def test_predict_command_reads_a_scene_with_a_sensor_preset(scene, tmp_path, capsys):
     from cloudseg.cli.main import main
-    from cloudseg.config import Config, to_dict
+    from cloudseg.config import to_dict
     from cloudseg.models import build_model
     from cloudseg.models.checkpoint import save_release
 
-    checkpoint = save_release(build_model("cmx_b0").eval(), to_dict(Config()), tmp_path / "best.safetensors")
+    checkpoint = save_release(build_model("cmx_b0").eval(), to_dict(B0), tmp_path / "best.safetensors")
     output = tmp_path / "mask.tif"
     assert main(["predict", "--checkpoint", str(checkpoint), "--input", str(scene), "--output", str(output),
                  "--sensor", "landsat8", "--predict.tile", "64", "--predict.overlap", "16"]) == 0  # fmt: skip
@@ -70,13 +83,14 @@ def test_predict_command_reads_a_scene_with_a_sensor_preset(scene, tmp_path, cap
     assert "has 5 bands; bands 4,3,2,8" in capsys.readouterr().err
 
 
-class Recording:
-    """A predictor of uint8 pixels that keeps every tile it is given and predicts class 0 everywhere."""
+class Recording(Predictor):
+    """A predictor that keeps the uint8 pixels of every block it is given and predicts class 0 everywhere."""
 
-    def __init__(self):
+    def __init__(self, **settings):
+        super().__init__(Pointwise(), Release.of(B0), torch.device("cpu"), PredictConfig(**settings))
         self.rgb, self.aux = [], []
 
-    def __call__(self, rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+    def logits(self, rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
         self.rgb.append(rgb.clone())
         self.aux.append(aux.clone())
         logits = torch.zeros(rgb.shape[0], 4, *rgb.shape[-2:])
@@ -94,8 +108,8 @@ def stretched(reflectance: np.ndarray) -> np.ndarray:
     [((4, 3, 2, 5), 2e-5, -0.1), ((3, 2, 1, 4), 1e-4, 0.0), ((1, 2, 3, 5), 3e-5, 0.05)],
 )
 def test_the_model_sees_each_bands_reflectance_in_the_training_stretch(scene, tmp_path, bands, scale, offset):
-    recording = Recording()
-    predict_scene(recording, scene, tmp_path / "m.tif", bands, scale, offset, tile=256, block=4096)
+    recording = Recording(tile=256)
+    predict_scene(recording, scene, tmp_path / "m.tif", bands, scale, offset, block=4096)
     with rasterio.open(scene) as src:
         values = src.read().astype(np.float64)
     expected = stretched(values[[b - 1 for b in bands]] * scale + offset)  # (4, H, W): R, G, B, NIR
@@ -113,8 +127,8 @@ def test_float_files_are_reflectance_and_no_data_in_one_band_is_no_data(tmp_path
                "transform": from_origin(10.0, 50.0, 0.001, 0.001), "nodata": -1.0}  # fmt: skip
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(reflectance)
-    recording = Recording()
-    output = predict_scene(recording, path, tmp_path / "m.tif", (1, 2, 3, 4), 7.0, 3.0, tile=64, overlap=16)
+    recording = Recording(tile=64, overlap=16)
+    output = predict_scene(recording, path, tmp_path / "m.tif", (1, 2, 3, 4), 7.0, 3.0)
     expected = stretched(reflectance.astype(np.float64))  # float input: scale and offset do not apply
     expected[:, 5:9, 20:30] = 0  # no data in one band: the pixel has no data, in every band
     assert np.array_equal(recording.rgb[0][0].numpy(), expected[:3])
@@ -139,7 +153,7 @@ def test_float_files_are_reflectance_and_no_data_in_one_band_is_no_data(tmp_path
 def test_command_line_presets_and_flags_resolve_to_bands_scale_and_offset(flags, expected, tmp_path, monkeypatch):
     import cloudseg.inference.geotiff
     from cloudseg.cli.main import main
-    from cloudseg.config import Config, to_dict
+    from cloudseg.config import to_dict
     from cloudseg.models import build_model
     from cloudseg.models.checkpoint import save_release
 
@@ -150,7 +164,7 @@ def test_command_line_presets_and_flags_resolve_to_bands_scale_and_offset(flags,
         return output
 
     monkeypatch.setattr(cloudseg.inference.geotiff, "predict_scene", capture)
-    checkpoint = save_release(build_model("cmx_b0").eval(), to_dict(Config()), tmp_path / "best.safetensors")
+    checkpoint = save_release(build_model("cmx_b0").eval(), to_dict(B0), tmp_path / "best.safetensors")
     assert main(["predict", "--checkpoint", str(checkpoint), "--input", str(tmp_path / "scene.tif"),
                  "--output", str(tmp_path / "mask.tif"), *flags]) == 0  # fmt: skip
     assert seen["call"] == expected

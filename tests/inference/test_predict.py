@@ -6,20 +6,20 @@ import pytest
 import torch
 
 from cloudseg.cli.main import main
-from cloudseg.config import Config, PredictConfig, to_dict
+from cloudseg.config import PredictConfig, to_dict
 from cloudseg.data.dataset import stack_chw, to_chw
 from cloudseg.data.io import load_label
 from cloudseg.inference.predict import predict
+from cloudseg.inference.predictor import Predictor
 from cloudseg.models import build_model
-from cloudseg.models.checkpoint import save_release
+from cloudseg.models.checkpoint import Release, save_release
+from tests.conftest import B0
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
-    return save_release(
-        build_model("cmx_b0").eval(), to_dict(Config()), tmp_path_factory.mktemp("ckpt") / "best.safetensors"
-    )
+    return save_release(build_model("cmx_b0").eval(), to_dict(B0), tmp_path_factory.mktemp("ckpt") / "best.safetensors")
 
 
 def test_predict_writes_masks_of_the_input_size_and_optional_maps(checkpoint, synth_root, tmp_path):
@@ -75,22 +75,30 @@ def test_images_of_one_size_that_fit_a_tile_are_batched_and_larger_ones_go_alone
     assert runs == [[0, 1, 2], [3, 4], [5], [6], [7], [8], [9]]
 
 
-def test_a_compiled_model_sees_every_run_of_whole_images_padded_to_one_batch_shape():
-    from cloudseg.config import PredictConfig
-    from cloudseg.inference.predict import image_logits
+class Recording(torch.nn.Module):
+    """Logits that are the inputs themselves; it keeps the shapes it is given, and compiles to itself."""
 
-    shapes = []
+    def __init__(self):
+        super().__init__()
+        self.shapes = []
 
-    def recording(rgb, aux):
-        shapes.append(tuple(rgb.shape))
+    def compile(self, **options) -> None:  # the shapes a compiled model would see, without compiling
+        pass
+
+    def forward(self, rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+        self.shapes.append(tuple(rgb.shape))
         return torch.cat((rgb, aux), dim=1)
 
-    rgb, aux = torch.rand(3, 3, 40, 40), torch.rand(3, 1, 40, 40)
+
+def test_a_compiled_model_sees_every_run_of_whole_images_padded_to_one_batch_shape():
+    rgb, aux = (torch.randint(0, 256, (3, c, 40, 40), dtype=torch.uint8) for c in (3, 1))
+    outputs = []
     for compile in (True, False):
+        model = Recording()
         cfg = PredictConfig(tile=64, overlap=16, tile_batch=4, compile=compile)
-        logits = image_logits(recording, rgb, aux, cfg, torch.device("cpu"))
-        assert torch.equal(logits, torch.cat((rgb, aux), dim=1))  # the padding's logits are dropped
-    assert shapes == [(4, 3, 40, 40), (3, 3, 40, 40)]
+        outputs.append(Predictor(model, Release.of(B0), torch.device("cpu"), cfg).logits(rgb, aux))
+        assert model.shapes == [(4 if compile else 3, 3, 40, 40)]
+    assert outputs[0].shape == (3, 4, 40, 40) and torch.equal(*outputs)  # the padding's logits are dropped
 
 
 def write_pairs(folder, sizes, seed=0):
@@ -162,15 +170,17 @@ def test_an_unreadable_image_among_others_is_an_error_naming_it(checkpoint, tmp_
 
 
 def test_bf16_precision_runs_the_model_in_bf16_on_a_cpu_within_its_rounding():
-    from cloudseg.inference.predict import model_predictor
-
     torch.manual_seed(0)
     model = build_model("cmx_b0").eval()
-    rgb, aux = torch.randn(1, 3, 64, 64), torch.randn(1, 1, 64, 64)
-    cpu = torch.device("cpu")
-    full = model_predictor(model, cpu, "32")(rgb, aux)
-    assert torch.equal(model_predictor(model, cpu, "auto")(rgb, aux), full)  # auto is fp32 on a CPU
-    half = model_predictor(model, cpu, "bf16")(rgb, aux)
+    rgb, aux = (torch.randint(0, 256, (1, c, 64, 64), dtype=torch.uint8) for c in (3, 1))
+
+    def logits(precision: str) -> torch.Tensor:
+        cfg = PredictConfig(precision=precision)
+        return Predictor(model, Release.of(B0), torch.device("cpu"), cfg).logits(rgb, aux)
+
+    full = logits("32")
+    assert torch.equal(logits("auto"), full)  # auto is fp32 on a CPU
+    half = logits("bf16")
     error = ((half.float() - full).norm() / full.norm()).item()
     assert 1e-4 < error < 5e-2  # really bf16 (not fp32), but only by bf16's rounding
 

@@ -5,9 +5,13 @@ import itertools
 import pytest
 import torch
 
-from cloudseg.inference.sliding import sliding_logits, tile_starts, with_tta
+from cloudseg.config import PredictConfig
+from cloudseg.data.dataset import model_inputs
+from cloudseg.inference.predictor import Predictor
+from cloudseg.inference.sliding import sliding_logits, tile_starts
 from cloudseg.models import build_from_spec
-from tests.conftest import TINY_SPEC
+from cloudseg.models.checkpoint import Release
+from tests.conftest import B0, TINY_SPEC
 
 
 def pointwise_model():
@@ -81,22 +85,42 @@ def test_blending_hides_seams_that_plain_tiling_shows():
     assert seam_jump(blended, 64) < 2.0 and seam_jump(whole, 64) < 2.0
 
 
+class Pointwise(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(4, 3, 1)
+
+    def forward(self, rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+        return self.conv(torch.cat((rgb, aux), dim=1))
+
+
+def averaging(model: torch.nn.Module, **settings) -> Predictor:
+    return Predictor(model, Release.of(B0), torch.device("cpu"), PredictConfig(**settings))
+
+
+def pixels(*shape: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return tuple(torch.randint(0, 256, (shape[0], c, *shape[1:]), dtype=torch.uint8) for c in (3, 1))
+
+
 @pytest.mark.parametrize("tta", ["flips", "d4"])
 def test_tta_changes_nothing_for_a_model_equivariant_to_it(tta):
-    model = pointwise_model()
-    rgb, aux = torch.randn(2, 3, 37, 53), torch.randn(2, 1, 37, 53)
+    model = Pointwise()
+    rgb, aux = pixels(2, 37, 53)
     with torch.no_grad():
-        torch.testing.assert_close(with_tta(model, tta)(rgb, aux), model(rgb, aux), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            averaging(model, tta=tta).logits(rgb, aux), model(*model_inputs(rgb, aux)), rtol=1e-5, atol=1e-5
+        )
 
 
 def test_tta_averages_over_the_transforms_of_a_model_that_is_not_equivariant():
     torch.manual_seed(0)
     model = build_from_spec("cmx", TINY_SPEC).eval()
-    rgb, aux = torch.randn(1, 3, 64, 64), torch.randn(1, 1, 64, 64)
+    rgb8, aux8 = pixels(1, 64, 64)
+    averaged = averaging(model, tta="flips").logits(rgb8, aux8)
+    rgb, aux = model_inputs(rgb8, aux8)
     with torch.no_grad():
         plain, flipped = model(rgb, aux), model(rgb.flip(-1), aux.flip(-1)).flip(-1)
-        averaged = with_tta(model, "flips")(rgb, aux)
         hv = model(rgb.flip(-2), aux.flip(-2)).flip(-2) + model(rgb.flip(-2, -1), aux.flip(-2, -1)).flip(-2, -1)
     torch.testing.assert_close(averaged, (plain + flipped + hv) / 4, rtol=1e-5, atol=1e-5)
-    scaled = with_tta(model, "none", (0.5, 1.0))(rgb, aux)
+    scaled = averaging(model, scales=(0.5, 1.0)).logits(rgb8, aux8)
     assert scaled.shape == plain.shape and not torch.allclose(scaled, plain)

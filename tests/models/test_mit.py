@@ -13,7 +13,7 @@ def conv_out(n: int, kernel: int, stride: int) -> int:
 
 @pytest.mark.parametrize("size", [(64, 64), (97, 130), (33, 31)])
 def test_stage_shapes_follow_the_patch_embedding_strides(tiny_spec, size):
-    features = MiTEncoder(tiny_spec).eval()(torch.randn(2, 3, *size))
+    features = MiTEncoder(tiny_spec, 3, 0.1, 1e-6).eval()(torch.randn(2, 3, *size))
     h, w = size
     for i, feature in enumerate(features):
         h, w = conv_out(h, PATCH_KERNELS[i], PATCH_STRIDES[i]), conv_out(w, PATCH_KERNELS[i], PATCH_STRIDES[i])
@@ -24,7 +24,7 @@ def test_stage_shapes_follow_the_patch_embedding_strides(tiny_spec, size):
 def test_every_variant_has_its_published_shape(variant):
     spec = MIT_VARIANTS[variant]
     with torch.device("meta"):
-        encoder = MiTEncoder(spec)
+        encoder = MiTEncoder(spec, 3, 0.1, 1e-6)
     assert encoder.feature_channels == spec.widths
     assert [len(stage.blocks) for stage in encoder.stages] == list(spec.depths)
     reductions = [stage.blocks[0].attn.sr.stride[0] if stage.blocks[0].attn.sr else 1 for stage in encoder.stages]
@@ -37,7 +37,7 @@ def test_spec_rejects_widths_not_divisible_by_heads():
 
 
 def test_drop_path_rates_rise_linearly_to_the_given_rate(tiny_spec):
-    encoder = MiTEncoder(tiny_spec, drop_path_rate=0.3)
+    encoder = MiTEncoder(tiny_spec, 3, drop_path_rate=0.3, norm_eps=1e-6)
     rates = [block.drop_path.p for stage in encoder.stages for block in stage.blocks]
     assert rates == pytest.approx(torch.linspace(0, 0.3, sum(tiny_spec.depths)).tolist())
 

@@ -167,7 +167,7 @@ def test_key_map_covers_the_published_checkpoint_layout(published_layouts, varia
     converted, dropped, unrecognised = convert_segformer_keys(state)
     assert sorted(dropped) == ["classifier.bias", "classifier.weight"]
     assert unrecognised == []
-    encoder = MiTEncoder(MIT_VARIANTS[variant])
+    encoder = MiTEncoder(MIT_VARIANTS[variant], 3, 0.1, 1e-6)
     load_encoder_state(encoder, converted, 3, "file", unrecognised)
     # Every tensor of the file arrives in the encoder (kv counts once for key + value).
     kv_pairs = sum(".attn.kv." in k for k in converted)

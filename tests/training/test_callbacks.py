@@ -9,6 +9,7 @@ import torch
 from cloudseg.errors import CloudsegError
 from cloudseg.training import callbacks
 from cloudseg.training.callbacks import AtomicCheckpointIO, CompilationNotice, LastCheckpoint
+from tests.conftest import B0
 
 
 class Clock:
@@ -52,11 +53,11 @@ def test_validation_panels_run_the_model_uncompiled(tmp_path):
     import numpy as np
     import torch
 
-    from cloudseg.config import Config, to_dict
+    from cloudseg.config import to_dict
     from cloudseg.training.callbacks import ValidationPanels
     from cloudseg.training.task import SegmentationTask
 
-    config = to_dict(Config())
+    config = to_dict(B0)
     config["trainer"]["compile"] = True
     task = SegmentationTask(config).eval()
 

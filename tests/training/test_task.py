@@ -17,7 +17,7 @@ from cloudseg.models.checkpoint import load_model, save_release
 from cloudseg.schema import AUX_NORM, RGB_NORM, encode_reflectance
 from cloudseg.training.losses import SegmentationLoss
 from cloudseg.training.task import SegmentationTask, build_scheduler, parameter_groups
-from tests.conftest import TINY_SPEC
+from tests.conftest import B0, TINY_SPEC
 
 
 def test_groups_split_encoders_from_the_head_and_exempt_one_dimensional_parameters():
@@ -81,14 +81,15 @@ def test_tiny_cmx_overfits_a_few_synthetic_images():
 
 
 def test_release_checkpoint_rebuilds_the_model_alone(tmp_path):
-    cfg = Config()
+    cfg = B0
     model = build_from_spec("cmx", MIT_VARIANTS["b0"]).eval()
     path = save_release(model, to_dict(cfg), tmp_path / "best.safetensors", {"epoch": 3, "metrics": {"mIoU": 0.5}})
-    loaded, header = load_model(path)
+    loaded, release = load_model(path)
     rgb, aux = torch.randn(1, 3, 64, 64), torch.randn(1, 1, 64, 64)
     with torch.no_grad():
         assert torch.equal(loaded(rgb, aux), model(rgb, aux))
-    assert header["epoch"] == 3 and header["classes"][3]["name"] == "cloud_shadow"
+    assert release.info["epoch"] == 3 and release.classes[3].name == "cloud_shadow" and release.config == cfg
+    assert release.rgb_norm == RGB_NORM and release.aux_norm == AUX_NORM  # what inference normalises with
     assert (tmp_path / "best.json").is_file()
 
 
@@ -105,27 +106,31 @@ def test_other_files_are_refused_as_checkpoints(tmp_path):
 
 def test_init_from_refuses_a_checkpoint_of_another_variant_or_class_count(tmp_path):
     model = build_from_spec("cmx", MIT_VARIANTS["b0"])
-    path = save_release(model, to_dict(Config()), tmp_path / "b0.safetensors")
-    task = SegmentationTask(to_dict(from_dict(Config, {"model": {"init_from": str(path)}})))
+    path = save_release(model, to_dict(B0), tmp_path / "b0.safetensors")
+    task = SegmentationTask(to_dict(from_dict(Config, {"model": {"name": "cmx_b0", "init_from": str(path)}})))
     assert all(
         torch.equal(a, b) for a, b in zip(task.model.state_dict().values(), model.state_dict().values(), strict=True)
     )
     with pytest.raises(
         WeightsError, match=r"trained as cmx_b0 with 4 classes .* this run builds cmx_b0 with 3 classes"
     ):
-        SegmentationTask(to_dict(from_dict(Config, {"model": {"init_from": str(path), "num_classes": 3}})))
+        SegmentationTask(
+            to_dict(from_dict(Config, {"model": {"name": "cmx_b0", "init_from": str(path), "num_classes": 3}}))
+        )
 
 
 def test_a_resumed_task_does_not_need_its_start_weights(tmp_path):
-    config = to_dict(from_dict(Config, {"model": {"pretrained": str(tmp_path / "gone" / "mit_b0.pth")}}))
+    config = to_dict(
+        from_dict(Config, {"model": {"name": "cmx_b0", "pretrained": str(tmp_path / "gone" / "mit_b0.pth")}})
+    )
     with pytest.raises(WeightsError, match="no such file or folder"):
         SegmentationTask(config)
     assert SegmentationTask(config, start_weights=False).hparams["config"] == config
 
 
 def test_compiling_keeps_the_checkpoint_keys_and_stores_each_weight_once():
-    plain = SegmentationTask(to_dict(Config()))
-    config = to_dict(Config())
+    plain = SegmentationTask(to_dict(B0))
+    config = to_dict(B0)
     config["trainer"]["compile"] = True
     compiled = SegmentationTask(config)  # compiles lazily, at the first call
     keys = list(compiled.state_dict())
@@ -140,14 +145,14 @@ def test_compiling_keeps_the_checkpoint_keys_and_stores_each_weight_once():
 def test_cuda_graphs_are_recorded_for_the_model_alone(monkeypatch, mode, loss_mode):
     modes = {}
     monkeypatch.setattr(torch.nn.Module, "compile", lambda module, **kw: modes.setdefault(type(module), kw["mode"]))
-    config = to_dict(Config())
-    config["trainer"] |= {"compile": True, "compile_mode": mode}
+    config = to_dict(B0)
+    config["trainer"] |= {"compile": True, "compile_mode": mode, "accumulate_grad_batches": 1}
     task = SegmentationTask(config)
     assert modes == {type(task.model): mode, SegmentationLoss: loss_mode}
 
 
 def test_cuda_graphs_with_accumulated_gradients_are_refused_before_training():
-    config = to_dict(Config())
+    config = to_dict(B0)
     config["trainer"] |= {"compile": True, "compile_mode": "max-autotune", "accumulate_grad_batches": 4}
     with pytest.raises(ConfigError, match=r"'max-autotune' records CUDA graphs.*'max-autotune-no-cudagraphs'"):
         SegmentationTask(config)
@@ -170,7 +175,7 @@ def gradient_norm(module: torch.nn.Module) -> float:
 
 def test_gradients_are_clipped_under_mixed_precision_with_the_fused_optimiser():
     # Lightning's mixed-precision plugin refuses to clip for a fused AdamW; this stopped the first GPU run.
-    task = SegmentationTask(to_dict(from_dict(Config, {"optim": {"grad_clip": 1e-3}})))
+    task = SegmentationTask(to_dict(from_dict(Config, {"model": {"name": "cmx_b0"}, "optim": {"grad_clip": 1e-3}})))
     sample = {"rgb": torch.randn(3, 64, 64), "aux": torch.randn(1, 64, 64), "mask": torch.randint(0, 4, (64, 64))}
     norms = _GradientNorms()
     trainer = L.Trainer(
@@ -184,7 +189,7 @@ def test_gradients_are_clipped_under_mixed_precision_with_the_fused_optimiser():
 
 def test_fp16_gradients_are_unscaled_before_they_are_clipped():
     # fp16 AMP runs on GPUs only, so its scaler is given here: clipping must measure the true gradients.
-    task = SegmentationTask(to_dict(Config()))
+    task = SegmentationTask(to_dict(B0))
     optimizer = torch.optim.AdamW(task.parameters(), fused=True)
     scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
     scaler.scale(torch.zeros(()))  # as the scaled loss does: the scale is made at its first use
@@ -220,7 +225,7 @@ class _CudnnBenchmarkSeen(L.Callback):
 def test_cudnn_times_its_algorithms_for_the_training_crops_only(deterministic):
     # The crops have one shape, so timing cuDNN's algorithms once pays; whole validation images may come in many
     # sizes, each of which would be timed anew. A deterministic run never picks algorithms by their speed.
-    config = from_dict(Config, {"trainer": {"deterministic": deterministic, "panels": 0}})
+    config = from_dict(Config, {"model": {"name": "cmx_b0"}, "trainer": {"deterministic": deterministic, "panels": 0}})
     task = SegmentationTask(to_dict(config))
     sample = {"rgb": torch.randn(3, 64, 64), "aux": torch.randn(1, 64, 64), "mask": torch.randint(0, 4, (64, 64))}
     loader = torch.utils.data.DataLoader([sample] * 4, batch_size=2)

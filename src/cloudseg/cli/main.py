@@ -111,7 +111,7 @@ def run_models(args: argparse.Namespace, overrides: list[str]) -> int:
     model = resolved_config(args, overrides).model
     print(f"{'model':<20} {'parameters':>11}  ({model.num_classes} classes, {model.aux_channels} aux channels)")
     for name in MODEL_NAMES:
-        params = count_parameters(name, model.num_classes, model.aux_channels)
+        params = count_parameters(name, num_classes=model.num_classes, aux_channels=model.aux_channels)
         print(f"{name:<20} {params / 1e6:>10.2f}M  {ARCHITECTURES[parse_model_name(name)[0]].summary}")
     return 0
 

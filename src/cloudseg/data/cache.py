@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cloudseg.config import DataConfig, UnknownColours
 from cloudseg.data.io import SampleFiles, codec_workers, read_sample
 from cloudseg.errors import DataError
 from cloudseg.files import atomic_path
@@ -20,7 +21,9 @@ def _stamp(files: SampleFiles) -> list[list[int]]:
     return [[(stat := os.stat(path)).st_size, stat.st_mtime_ns] for path in (files.rgb, files.ngr, files.label)]
 
 
-def build_cache(samples: list[SampleFiles], folder: str | Path, unknown_colours: str = "error") -> Path:
+def build_cache(
+    samples: list[SampleFiles], folder: str | Path, unknown_colours: UnknownColours = DataConfig.unknown_colours
+) -> Path:
     """Decodes every sample into `folder`; returns the folder."""
     folder = Path(folder)
 
@@ -42,7 +45,7 @@ def build_cache(samples: list[SampleFiles], folder: str | Path, unknown_colours:
 class SampleCache:
     """Reads cached samples; refuses a cache that is missing any sample or older than its source files."""
 
-    def __init__(self, folder: str | Path, samples: list[SampleFiles], unknown_colours: str):
+    def __init__(self, folder: str | Path, samples: list[SampleFiles], unknown_colours: UnknownColours):
         self.folder = Path(folder)
         try:
             index = json.loads((self.folder / "index.json").read_text())

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cloudseg.config import DataConfig, UnknownColours
 from cloudseg.data.dataset import pair_files
 from cloudseg.data.io import SampleFiles, class_pixels, codec_workers, load_label, load_nir, load_rgb, size_problem
 from cloudseg.errors import DataError
@@ -84,7 +85,7 @@ class _SampleCheck:
     size: tuple[int, int] | None = None  # (width, height)
 
 
-def _check_sample(files: SampleFiles, unknown_colours: str) -> _SampleCheck:
+def _check_sample(files: SampleFiles, unknown_colours: UnknownColours) -> _SampleCheck:
     found, arrays = _SampleCheck(), []
     for path, load in ((files.rgb, load_rgb), (files.ngr, load_nir)):
         try:
@@ -110,7 +111,9 @@ def _check_sample(files: SampleFiles, unknown_colours: str) -> _SampleCheck:
 
 
 def check_dataset(
-    root: str | Path, unknown_colours: str = "error", splits: tuple[str, ...] = ("train", "test")
+    root: str | Path,
+    unknown_colours: UnknownColours = DataConfig.unknown_colours,
+    splits: tuple[str, ...] = ("train", "test"),
 ) -> DataReport:
     """Reads every file of the dataset under `root` and reports all problems at once."""
     root = Path(root)

@@ -24,13 +24,17 @@ class EpochAheadLoader(DataLoader):
     """The training loader: as it hands out an epoch's last batch, its workers start on the next epoch's batches.
 
     With persistent workers the next epoch would begin only when Lightning asks for it, after the last step,
-    validation and the checkpoints, and its first batch is made by one worker alone while the GPU waits (in the
-    5-epoch H100 recipe, Lightning counted 1.3 s of waiting for batches: docs/PERFORMANCE.md). `EpochSampler`'s
-    keys are a function of (seed, epoch), so the batches are the same either way; a next epoch other than the
-    one begun (a resumed run) is begun afresh.
+    validation and the checkpoints, and its first batch is made by one worker alone while the GPU waits.
+    `EpochSampler`'s keys are a function of (seed, epoch), so the batches are the same either way; a next epoch
+    other than the one begun (a resumed run) is begun afresh.
     """
 
     _ahead: tuple[int, Iterator] | None = None  # the epoch the workers were started on, and its batches
+
+    @property
+    def epoch_ahead(self) -> int | None:
+        """The epoch whose batches the workers have begun, if any."""
+        return self._ahead[0] if self._ahead is not None else None
 
     def __iter__(self):
         if not (self.persistent_workers and isinstance(self.sampler, EpochSampler)):

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from cloudseg.config import DataConfig, UnknownColours
 from cloudseg.data.cache import SampleCache
 from cloudseg.data.io import IMAGE_SUFFIXES, SampleFiles, read_sample
 from cloudseg.errors import DataError
@@ -126,7 +127,7 @@ class CloudDataset(Dataset):
         samples: list[SampleFiles],
         transform: SampleTransform | None = None,
         copy_paste: "CopyPaste | None" = None,
-        unknown_colours: str = "error",
+        unknown_colours: UnknownColours = DataConfig.unknown_colours,
         cache: str | Path | None = None,
     ):
         if not samples:

@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from cloudseg.config import DataConfig, UnknownColours
 from cloudseg.errors import DataError
 from cloudseg.files import atomic_path
 from cloudseg.schema import CLASSES, IGNORE_INDEX, NGR_NIR_CHANNEL
@@ -105,7 +106,9 @@ def load_nir(path: Path, notes: list[str] | None = None) -> np.ndarray:
     return np.ascontiguousarray(image[..., NGR_NIR_CHANNEL : NGR_NIR_CHANNEL + 1])
 
 
-def load_label(path: Path, unknown_colours: str = "error", notes: list[str] | None = None) -> np.ndarray:
+def load_label(
+    path: Path, unknown_colours: UnknownColours = DataConfig.unknown_colours, notes: list[str] | None = None
+) -> np.ndarray:
     """(H, W) uint8 class ids from a colour label (or a single-channel label of ids)."""
     image = read_raw(path)
     if image.dtype != np.uint8:
@@ -125,7 +128,9 @@ def load_label(path: Path, unknown_colours: str = "error", notes: list[str] | No
     return colour_to_index(image, path, unknown_colours)
 
 
-def colour_to_index(label_bgr: np.ndarray, source: os.PathLike | str, unknown_colours: str = "error") -> np.ndarray:
+def colour_to_index(
+    label_bgr: np.ndarray, source: os.PathLike | str, unknown_colours: UnknownColours = DataConfig.unknown_colours
+) -> np.ndarray:
     """(H, W, 3) BGR label colours -> (H, W) uint8 class ids; colours outside the table are an error or ignored."""
     codes = _pack(label_bgr)
     ids = np.full(codes.shape, IGNORE_INDEX, dtype=np.uint8)
@@ -197,7 +202,9 @@ def size_problem(name: str, shapes: dict[Path, tuple[int, ...]]) -> str | None:
     return f"{name}: sizes differ ({sizes}); rgb, ngr and label must have one size"
 
 
-def read_sample(files: SampleFiles, unknown_colours: str = "error") -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def read_sample(
+    files: SampleFiles, unknown_colours: UnknownColours = DataConfig.unknown_colours
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(RGB (H, W, 3), NIR (H, W, 1), ids (H, W) or None) as uint8 arrays; sizes must agree."""
     rgb, nir = load_rgb(files.rgb), load_nir(files.ngr)
     mask = load_label(files.label, unknown_colours) if files.label else None

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import torch
 
-from cloudseg.config import Config, PredictConfig, from_dict
+from cloudseg.config import PredictConfig
 from cloudseg.data.dataset import CloudDataset, find_samples
 from cloudseg.data.split import load_split
 from cloudseg.errors import DataError
 from cloudseg.files import atomic_path
-from cloudseg.inference.predict import checkpoint_predictor, image_logits
-from cloudseg.metrics import class_ids, class_names, confusion_metric, confusion_scores, flat_scores, format_table
-from cloudseg.models.checkpoint import checkpoint_paths, default_device
+from cloudseg.inference.predictor import Predictor
+from cloudseg.metrics import class_names, confusion_metric, confusion_scores, flat_scores, format_table
+from cloudseg.models.checkpoint import checkpoint_paths
 from cloudseg.panels import PANEL_TITLES, grid, prediction_row, save_rgb
 from cloudseg.plots import plot_confusion
 
@@ -66,11 +66,9 @@ def evaluate(
     beside the run, or for an ensemble in the first run's parent folder)."""
     checkpoints = checkpoint_paths(checkpoints)
     root = Path(root)
-    device = default_device(device)
-    cfg = (cfg or PredictConfig()).for_device(device)
     samples = evaluation_samples(checkpoints, root, split)
-    predictor, headers = checkpoint_predictor(checkpoints, cfg, device)
-    num_classes = from_dict(Config, headers[0]["config"]).model.num_classes
+    predictor = Predictor.from_checkpoint(checkpoints, device, cfg)
+    cfg, num_classes = predictor.cfg, predictor.release.config.model.num_classes
     names = class_names(num_classes)
     scored = Path(split).stem + ("" if cfg.tta == "none" else f"_tta-{cfg.tta}")
     run = checkpoints[0].parent.parent
@@ -81,11 +79,10 @@ def evaluate(
     rows, row_names = [], []
     for i in range(len(dataset)):
         sample = dataset[i]
-        logits = image_logits(predictor, sample["rgb"][None], sample["aux"][None], cfg, device)
-        prediction = class_ids(logits).cpu()
-        confusion.update(prediction, sample["mask"][None].long())
+        prediction = predictor.class_ids(sample["rgb"], sample["aux"]).cpu()
+        confusion.update(prediction[None], sample["mask"][None].long())
         if i < panels:
-            rows.append(prediction_row(sample, prediction[0].numpy()))
+            rows.append(prediction_row(sample, prediction.numpy()))
             row_names.append(sample["name"])
     matrix = confusion.compute().cpu()
     scores = confusion_scores(matrix)

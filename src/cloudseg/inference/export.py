@@ -6,7 +6,6 @@ from pathlib import Path
 
 import torch
 
-from cloudseg.config import Config, from_dict
 from cloudseg.errors import CloudsegError, ConfigError
 from cloudseg.files import atomic_path
 from cloudseg.models.checkpoint import load_ensemble
@@ -19,8 +18,8 @@ def export_onnx(checkpoints: str | Path | Sequence[str | Path], output: str | Pa
     output = Path(output) / "model.onnx" if folder else Path(output)
     if output.suffix != ".onnx":
         raise ConfigError(f"--output {output}: expected a file name ending in .onnx, or a folder for model.onnx")
-    model, headers = load_ensemble(checkpoints)
-    aux_channels = from_dict(Config, headers[0]["config"]).model.aux_channels
+    model, releases = load_ensemble(checkpoints)
+    aux_channels = releases[0].config.model.aux_channels
     example = (torch.randn(1, 3, 256, 256), torch.randn(1, aux_channels, 256, 256))
     dynamic = {0: "batch", 2: "height", 3: "width"}
     try:

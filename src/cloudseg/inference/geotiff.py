@@ -13,15 +13,18 @@ class: they are written as the output's nodata value, 255.
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from cloudseg.config import PredictConfig
 from cloudseg.data.dataset import to_chw
 from cloudseg.errors import CloudsegError, ConfigError, DataError
 from cloudseg.files import atomic_path
-from cloudseg.inference.sliding import Predictor, sliding_logits
-from cloudseg.metrics import class_ids
 from cloudseg.schema import CLASSES, encode_reflectance
+
+if TYPE_CHECKING:
+    from cloudseg.inference.predictor import Predictor
 
 NODATA = 255
 
@@ -63,21 +66,17 @@ def _block_windows(height: int, width: int, block: int, halo: int):
 
 
 def predict_scene(
-    predictor: Predictor,
+    predictor: "Predictor",
     source: str | Path,
     output: str | Path,
     bands: tuple[int, int, int, int],
     scale: float,
     offset: float,
-    tile: int = 512,
-    overlap: int = 128,
-    tile_batch: int = 4,
     block: int = 4096,
-    window: str = "gaussian",
 ) -> Path:
-    """Predicts a scene block by block (each block read with a halo of `overlap` pixels, so memory is bounded
-    by the block) and writes a tiled, compressed single-band GeoTIFF of class ids with the input's georeference.
-    `predictor` takes the uint8 pixels (`predict.pixel_predictor`)."""
+    """Predicts a scene block by block (each block read with a halo of the predictor's tile overlap, so memory is
+    bounded by the block) and writes a tiled, compressed single-band GeoTIFF of class ids with the input's
+    georeference."""
     rasterio = _rasterio()
     source, output = Path(source), Path(output)
     try:
@@ -96,7 +95,7 @@ def predict_scene(
             "blockxsize": 256, "blockysize": 256, "compress": "deflate",
         }  # fmt: skip
         with atomic_path(output) as temporary, rasterio.open(temporary, "w", **profile) as dst:
-            for read, inner, target in _block_windows(src.height, src.width, block, overlap):
+            for read, inner, target in _block_windows(src.height, src.width, block, predictor.cfg.overlap):
                 try:
                     values = src.read(list(bands), window=read).astype(np.float64)  # (4, h, w)
                     valid = np.all(src.read_masks(list(bands), window=read) > 0, axis=0)
@@ -107,8 +106,7 @@ def predict_scene(
                 reflectance[:, ~valid] = 0.0
                 pixels = encode_reflectance(reflectance).transpose(1, 2, 0)  # (h, w, 4): R, G, B, NIR
                 rgb, aux = to_chw(pixels[..., :3])[None], to_chw(pixels[..., 3:])[None]
-                logits = sliding_logits(predictor, rgb, aux, tile, overlap, tile_batch, window)
-                ids = class_ids(logits)[0].byte().numpy()
+                ids = predictor.class_ids(rgb, aux)[0].byte().cpu().numpy()
                 ids[~valid] = NODATA
                 dst.write(ids[inner], 1, window=target)
             dst.write_colormap(1, {c.id: (*c.display_rgb, 255) for c in CLASSES})
@@ -117,11 +115,10 @@ def predict_scene(
 
 
 def predict_scene_from_checkpoint(
-    checkpoint, source, output, sensor: str | None, bands, scale, offset, cfg, device=None
-):
+    checkpoint, source, output, sensor: str | None, bands, scale, offset, cfg: PredictConfig, device=None
+) -> Path:
     """`cloudseg predict --input scene.tif`: a checkpoint's model on a whole scene."""
-    from cloudseg.inference.predict import checkpoint_predictor
-    from cloudseg.models.checkpoint import default_device
+    from cloudseg.inference.predictor import Predictor
 
     preset = SENSORS[sensor] if sensor else None
     bands = bands or (preset.bands if preset else None)
@@ -131,9 +128,6 @@ def predict_scene_from_checkpoint(
     offset = offset if offset is not None else (preset.offset if preset else 0.0)
     if Path(output).is_dir() or Path(output).suffix.lower() not in (".tif", ".tiff"):
         raise ConfigError(f"--output {output}: a scene's mask is one GeoTIFF; name a .tif file")
-    device = default_device(device)
-    cfg = cfg.for_device(device)
-    predictor, _ = checkpoint_predictor(checkpoint, cfg, device)
     return predict_scene(
-        predictor, source, output, tuple(bands), scale, offset, cfg.tile, cfg.overlap, cfg.tile_batch, window=cfg.window
+        Predictor.from_checkpoint(checkpoint, device, cfg), source, output, tuple(bands), scale, offset
     )

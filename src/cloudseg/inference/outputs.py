@@ -1,11 +1,9 @@
 """What `predict` writes for each image, written in worker processes.
 
 The process that runs the model needs the GIL between every two operations it launches, and writer threads
-beside it (PNG encoding, RLE, file handling) take it: on a CPU they made a small, launch-bound model's forward
-pass up to 1.7 times as long (docs/PERFORMANCE.md). On a GPU, where every operation is short, `predict`'s
-model thread spent 0.9 s a batch of 64 that the compiled model alone runs in 59 ms; how much of it the GIL
-cost is not measured yet. Writer processes take nothing from it. This module imports no torch, so that a
-worker starts in a fraction of a second.
+beside it (PNG encoding, RLE, file handling) would take it and slow a launch-bound model down (what that cost is
+in docs/PERFORMANCE.md); writer processes take nothing from it. This module imports no torch, so that a worker
+starts in a fraction of a second.
 """
 
 import multiprocessing

@@ -9,20 +9,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from rich.progress import Progress
 from torch.utils.data import DataLoader, Dataset
 
-from cloudseg.config import ModelConfig, PredictConfig, from_dict
-from cloudseg.data.dataset import model_inputs, pair_files, stack_chw
+from cloudseg.config import PredictConfig
+from cloudseg.data.dataset import pair_files, stack_chw
 from cloudseg.data.io import IMAGE_SUFFIXES, SampleFiles, codec_workers, read_sample
 from cloudseg.errors import ConfigError, DataError
 from cloudseg.inference.outputs import ImageOutputs, OutputWriters
+from cloudseg.inference.predictor import Predictor
 from cloudseg.inference.rle import write_submission
-from cloudseg.inference.sliding import Predictor, fits_one_tile, sliding_logits, with_tta
-from cloudseg.memory import MemoryCheck, inference_bytes
+from cloudseg.inference.sliding import fits_one_tile
 from cloudseg.metrics import class_ids
-from cloudseg.models.checkpoint import checkpoint_paths, default_device, load_ensemble, read_header
 from cloudseg.signals import ignore_stop_signals
 
 
@@ -48,77 +46,6 @@ def find_pairs(source: str | Path) -> list[SampleFiles]:
     if problems:
         raise DataError(f"{split}: {len(problems)} problems: " + "; ".join(problems))
     return samples
-
-
-# MiT's first stage works at 1/4 scale and shrinks its keys by 8 (later stages: 1/8 and 4, ...): a side of 4 * 8.
-MIN_SIDE = 32
-
-
-def runs_bf16(precision: str, device: torch.device) -> bool:
-    """Whether a `precision` of auto, 32 or bf16 means bf16 autocast on `device`: auto is bf16 on GPUs only, as
-    CPUs without bf16 instructions run it slower than fp32."""
-    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
-
-
-def model_predictor(
-    model: torch.nn.Module, device: torch.device, precision: str = "auto", compile: bool = False
-) -> Predictor:
-    """The model as a predictor on `device`: channels_last (25% faster on a CPU too); bf16 autocast where
-    `precision` says (auto: on GPUs); compiled for static shapes if asked, which pays over many tiles. Images
-    with a side under MIN_SIDE are padded to it."""
-    model = model.to(memory_format=torch.channels_last)
-    if compile:
-        model.compile(dynamic=False)
-        # A compiled model sees one shape (tile or image size, padded batches), so cuDNN's search for its fastest
-        # convolution algorithms is made once and pays over every batch; uncompiled, images of many sizes would
-        # each pay for a search.
-        torch.backends.cudnn.benchmark = device.type == "cuda"
-    bf16 = runs_bf16(precision, device)
-
-    @torch.no_grad()
-    def predict(rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
-        height, width = rgb.shape[-2:]
-        padding = (0, max(0, MIN_SIDE - width), 0, max(0, MIN_SIDE - height))
-        rgb, aux = (t.to(device, non_blocking=True) for t in (rgb, aux))
-        if any(padding):  # edge pixels repeated, and their logits cut off again
-            rgb, aux = (F.pad(t, padding, mode="replicate") for t in (rgb, aux))
-        rgb, aux = (t.contiguous(memory_format=torch.channels_last) for t in (rgb, aux))
-        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-            return model(rgb, aux)[..., :height, :width]
-
-    return predict
-
-
-def pixel_predictor(predict: Predictor, device: torch.device) -> Predictor:
-    """A predictor of uint8 pixels (B, C, H, W), as images are read, normalised on `device`: images and tiles
-    travel there as a quarter of the bytes."""
-
-    def from_pixels(rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
-        return predict(*model_inputs(rgb.to(device), aux.to(device)))
-
-    return from_pixels
-
-
-def checkpoint_predictor(
-    checkpoints: str | Path | Sequence[str | Path], cfg: PredictConfig, device: str | torch.device | None = None
-) -> tuple[Predictor, list[dict]]:
-    """A release checkpoint's model, or the average of several (an ensemble), as a predictor of uint8 pixels, with
-    the precision and TTA of `cfg`, on `device` (default: GPU if any); and the checkpoints' headers."""
-    device = default_device(device)
-    models = [
-        from_dict(ModelConfig, header["config"]["model"]) for header in map(read_header, checkpoint_paths(checkpoints))
-    ]
-    bf16 = runs_bf16(cfg.precision, device)
-    MemoryCheck(
-        f"predicting {cfg.tile_batch or 1} image(s) or tiles of up to {cfg.tile}² at a time",
-        inference_bytes(models, cfg.tile, cfg.tile_batch or 1, bf16),
-        device,
-        "predict.tile_batch or predict.tile",
-        "predict.memory_check",
-    ).apply(cfg.memory_check)
-    model, headers = load_ensemble(checkpoints, device)
-    model_on_device = model_predictor(model, device, cfg.precision, cfg.compile)
-    return pixel_predictor(with_tta(model_on_device, cfg.tta, cfg.scales), device), headers
 
 
 def uncertainty_map(probabilities: torch.Tensor, kind: str) -> torch.Tensor:
@@ -189,18 +116,6 @@ def read_runs(pairs: list[SampleFiles], cfg: PredictConfig, workers: int) -> Ite
         if isinstance(item, str):
             raise DataError(item)
         yield from item
-
-
-def image_logits(
-    predictor: Predictor, rgb: torch.Tensor, aux: torch.Tensor, cfg: PredictConfig, device: torch.device
-) -> torch.Tensor:
-    """Logits (B, K, H, W) of a run of images: whole, as one batch (padded to `tile_batch` for a compiled model,
-    which then sees one batch shape), or, for one image larger than a tile, its tiles blended."""
-    if not fits_one_tile(*rgb.shape[-2:], cfg.tile):
-        tiles = {"batch_size": cfg.tile_batch, "window": cfg.window, "fixed_batch": cfg.compile}
-        return sliding_logits(predictor, rgb, aux, cfg.tile, cfg.overlap, device=device, **tiles)
-    padding = cfg.tile_batch - len(rgb) if cfg.compile else 0
-    return predictor(*(torch.cat((t, t[-1:].expand(padding, -1, -1, -1))) for t in (rgb, aux)))[: len(rgb)]
 
 
 def image_outputs(names: list[str], logits: torch.Tensor, cfg: PredictConfig) -> ImageOutputs:
@@ -274,10 +189,9 @@ def predict(
             f"--output {output}: predict writes a <name>.png mask for each image into a folder; name a folder"
         )
     pairs = find_pairs(source)
-    device = default_device(device)
-    cfg = cfg.for_device(device)
     with result.timing("loading the model"):
-        predictor, _ = checkpoint_predictor(checkpoints, cfg, device)
+        predictor = Predictor.from_checkpoint(checkpoints, device, cfg)
+    cfg = predictor.cfg
     rows = []
     workers = cfg.io_workers or codec_workers()
     with (
@@ -290,7 +204,7 @@ def predict(
             # The first batch also pays for the device's lazy start (kernels loaded, libraries set up) and for any
             # compilation: apart, so that the rest shows the steady pace.
             with result.timing("model" if index else "model, first batch"):
-                outputs = image_outputs(names, image_logits(predictor, rgb, aux, cfg, device), cfg)
+                outputs = image_outputs(names, predictor.logits(rgb, aux), cfg)
             with result.timing("waiting for writes"):
                 finished = writers.submit(outputs)
             rows += finished

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cloudseg.config import DataConfig, UnknownColours
 from cloudseg.data.io import IMAGE_SUFFIXES, colour_to_index, index_to_colour, load_label
 from cloudseg.errors import DataError, os_error
 from cloudseg.files import atomic_path
@@ -137,7 +138,9 @@ def read_submission(path: str | Path) -> dict[str, str]:
     return rows
 
 
-def score_submission(path: str | Path, labels: str | Path, unknown_colours: str = "error") -> dict:
+def score_submission(
+    path: str | Path, labels: str | Path, unknown_colours: UnknownColours = DataConfig.unknown_colours
+) -> dict:
     """Per-class IoU and Dice over all pixels, and the mean over images of the per-image mean Dice."""
     labels = Path(labels)
     if not labels.is_dir():

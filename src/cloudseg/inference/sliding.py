@@ -1,12 +1,12 @@
-"""Logits for images of any size: whole-image or sliding windows blended with a smooth weight, and TTA."""
+"""Logits of images larger than a tile, from overlapping tiles blended with a smooth weight; and the flips and
+rotations of test-time augmentation."""
 
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
 # (rgb, aux) -> logits, all (B, C, H, W)
-Predictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Logits = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 DEVICE_BLEND_BUDGET = 2**31  # bytes of a scene and its blend that may stay on the model's device
 
@@ -40,7 +40,7 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
 
 @torch.no_grad()
 def sliding_logits(
-    predict: Predictor,
+    predict: Logits,
     rgb: torch.Tensor,
     aux: torch.Tensor,
     tile: int,
@@ -51,16 +51,12 @@ def sliding_logits(
     device_budget: int = DEVICE_BLEND_BUDGET,
     fixed_batch: bool = False,
 ) -> torch.Tensor:
-    """(1, K, H, W) float32 logits on the CPU of one image: whole if it fits in one tile, else blended tiles run
-    `batch_size` at a time. Tiles are cut and blended on `device` (the model's) when the scene and its blend fit
+    """(1, K, H, W) float32 logits on the CPU of one image larger than a tile: its tiles run `batch_size` at a
+    time, blended. Tiles are cut and blended on `device` (the model's) when the scene and its blend fit
     in `device_budget` bytes there, which saves a host copy per tile; else on the CPU, so that device memory stays
     bounded by the tile batch whatever the scene's size. `fixed_batch` pads the last batch with repeated tiles,
     so that a model compiled for static shapes sees one batch shape only."""
-    if overlap >= tile:
-        raise ValueError(f"overlap {overlap} must be smaller than the tile {tile}")
     height, width = rgb.shape[-2:]
-    if fits_one_tile(height, width, tile):
-        return predict(rgb, aux).float().cpu()
     # the scene, the blend weights and the blend of up to 16 classes, in float32
     scene_bytes = (rgb.shape[1] + aux.shape[1] + 1 + 16) * height * width * 4
     blend_on = device if device is not None and scene_bytes <= device_budget else torch.device("cpu")
@@ -102,29 +98,4 @@ TTA_SETS = {
     "flips": tuple(_FLIPS),
     "d4": (*_FLIPS, *_ROTATIONS, *_TRANSPOSED),  # all 8 symmetries of the square
 }
-_ALL = {**_FLIPS, **_ROTATIONS, **_TRANSPOSED}
-
-
-def with_tta(predict: Predictor, tta: str = "none", scales: tuple[float, ...] = (1.0,)) -> Predictor:
-    """A predictor that averages logits over the flips/rotations of `tta` and the resize factors `scales`."""
-    names = TTA_SETS[tta]
-
-    def averaged(rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
-        size = rgb.shape[-2:]
-        total = None
-        for scale in scales:
-            if scale != 1.0:
-                scaled = [
-                    F.interpolate(t, scale_factor=scale, mode="bilinear", align_corners=False) for t in (rgb, aux)
-                ]
-            else:
-                scaled = [rgb, aux]
-            for name in names:
-                forward, inverse = _ALL[name]
-                logits = inverse(predict(forward(scaled[0]), forward(scaled[1])).float())
-                if scale != 1.0:
-                    logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-                total = logits if total is None else total + logits
-        return total / (len(names) * len(scales))
-
-    return averaged
+TRANSFORMS = {**_FLIPS, **_ROTATIONS, **_TRANSPOSED}  # by name: (forward, inverse)

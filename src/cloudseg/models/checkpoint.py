@@ -4,6 +4,7 @@ normalisation (so `load_model` needs no other file), and a `<name>.json` beside 
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -11,9 +12,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from cloudseg.config import Config, from_dict
 from cloudseg.errors import ConfigError, WeightsError
 from cloudseg.files import atomic_path
-from cloudseg.schema import AUX_NORM, CLASSES, RGB_NORM
+from cloudseg.schema import AUX_NORM, CLASSES, RGB_NORM, CloudClass, Normalisation
 
 FORMAT = "cloudseg-checkpoint-1"
 
@@ -70,15 +72,61 @@ def read_header(path: str | os.PathLike) -> dict:
     return header
 
 
+@dataclass(frozen=True)
+class Release:
+    """What a release checkpoint says of itself: the resolved config, the class table and the normalisation it was
+    trained with, and what its run recorded (`info`: epoch, step, validation metrics)."""
+
+    config: Config
+    classes: tuple[CloudClass, ...]
+    rgb_norm: Normalisation
+    aux_norm: Normalisation
+    info: dict
+
+    @classmethod
+    def from_header(cls, header: dict) -> "Release":
+        norms = {
+            stream: Normalisation(tuple(values["mean"]), tuple(values["std"]))
+            for stream, values in header["normalisation"].items()
+        }
+        classes = tuple(CloudClass(c["id"], c["name"], tuple(c["bgr"]), _display(c["id"])) for c in header["classes"])
+        known = ("format", "config", "classes", "normalisation")
+        info = {key: value for key, value in header.items() if key not in known}
+        return cls(from_dict(Config, header["config"]), classes, norms["rgb"], norms["aux"], info)
+
+    @classmethod
+    def of(cls, config: Config) -> "Release":
+        """What a checkpoint of `config` written now says: cloudseg.schema's class table and normalisation."""
+        return cls(config, CLASSES, RGB_NORM, AUX_NORM, {})
+
+    def meaning(self) -> tuple:
+        """What an ensemble's members must share: the classes they predict from the same inputs."""
+        model = self.config.model
+        return (
+            model.num_classes,
+            model.aux_channels,
+            [(c.id, c.name, c.bgr) for c in self.classes],
+            self.rgb_norm,
+            self.aux_norm,
+        )
+
+
+def _display(class_id: int) -> tuple[int, int, int]:
+    return CLASSES[class_id].display_rgb if class_id < len(CLASSES) else (128, 128, 128)
+
+
+def read_release(path: str | os.PathLike) -> Release:
+    """A release checkpoint's own description, from its header alone (no weights read)."""
+    return Release.from_header(read_header(path))
+
+
 def load_weights_into(
     model: nn.Module, path: str | os.PathLike, name: str, num_classes: int, aux_channels: int
 ) -> None:
     """Starts `model` (built as `name`, `num_classes`, `aux_channels`) from a release checkpoint of the same build."""
     from safetensors.torch import load_file
 
-    from cloudseg.config import Config, from_dict
-
-    saved = from_dict(Config, read_header(path)["config"]).model
+    saved = read_release(path).config.model
     if (saved.name, saved.num_classes, saved.aux_channels) != (name, num_classes, aux_channels):
         raise WeightsError(
             f"{path}: trained as {saved.name} with {saved.num_classes} classes and {saved.aux_channels} aux channels; "
@@ -87,18 +135,15 @@ def load_weights_into(
     model.load_state_dict(load_file(str(path)))
 
 
-def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuilds a trained model from its release checkpoint alone; returns (model in eval mode, header)."""
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, Release]:
+    """Rebuilds a trained model from its release checkpoint alone; returns (model in eval mode, its Release)."""
     from safetensors.torch import load_file
 
-    from cloudseg.config import Config, from_dict
     from cloudseg.models.registry import build_model
 
-    header = read_header(path)
-    cfg = from_dict(Config, header["config"]).model
-    model = build_model(
-        cfg.name, cfg.num_classes, cfg.aux_channels, decoder_dim=cfg.decoder_dim, drop_path_rate=cfg.drop_path_rate
-    )
+    release = read_release(path)
+    cfg = release.config.model
+    model = build_model(cfg, pretrained=None)  # the weights are the checkpoint's
     state = load_file(str(path), device=str(map_location))
     expected = model.state_dict()
     problems = sorted(expected.keys() ^ state.keys()) + [
@@ -109,7 +154,7 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     if problems:
         raise WeightsError(f"{path}: weights do not match its own config ({cfg.name}): {'; '.join(problems[:5])}")
     model.load_state_dict(state)
-    return model.to(map_location).eval(), header
+    return model.to(map_location).eval(), release
 
 
 class Ensemble(nn.Module):
@@ -132,23 +177,18 @@ def checkpoint_paths(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> 
 
 def load_ensemble(
     paths: str | os.PathLike | Sequence[str | os.PathLike], map_location: str | torch.device = "cpu"
-) -> tuple[nn.Module, list[dict]]:
-    """One release checkpoint's model, or several as an `Ensemble`, in eval mode, and their headers. The models
+) -> tuple[nn.Module, list[Release]]:
+    """One release checkpoint's model, or several as an `Ensemble`, in eval mode, and their Releases. The models
     may differ in builder and size but must agree on what their outputs mean: the same classes, inputs and
     normalisation."""
     paths = checkpoint_paths(paths)
     if not paths:
         raise WeightsError("no checkpoint given")
-    models, headers = zip(*(load_model(path, map_location) for path in paths), strict=True)
-
-    def meaning(header: dict) -> tuple:
-        model = header["config"]["model"]
-        return model["num_classes"], model["aux_channels"], json.dumps([header["classes"], header["normalisation"]])
-
-    for path, header in zip(paths[1:], headers[1:], strict=True):
-        if meaning(header) != meaning(headers[0]):
+    models, releases = zip(*(load_model(path, map_location) for path in paths), strict=True)
+    for path, release in zip(paths[1:], releases[1:], strict=True):
+        if release.meaning() != releases[0].meaning():
             raise WeightsError(
                 f"{path}: its classes, aux channels or normalisation differ from those of {paths[0]}; an ensemble "
                 "averages models that predict the same classes from the same inputs"
             )
-    return (models[0] if len(models) == 1 else Ensemble(models).eval()), list(headers)
+    return (models[0] if len(models) == 1 else Ensemble(models).eval()), list(releases)

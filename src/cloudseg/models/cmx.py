@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cloudseg.config import ModelConfig
 from cloudseg.models.decoder import AllMLPDecoder
 from cloudseg.models.fusion import FeatureFusionModule, FeatureRectifyModule
 from cloudseg.models.mit import MiTEncoder, MiTSpec, init_weights
@@ -20,23 +21,15 @@ class CMX(nn.Module):
     rectified features feed the next stage), and an FFM fuses the pair into the map the decoder reads.
     """
 
-    def __init__(
-        self,
-        spec: MiTSpec,
-        num_classes: int,
-        aux_channels: int,
-        decoder_dim: int = 512,
-        drop_path_rate: float = 0.1,
-        norm_eps: float = 1e-6,
-    ):
+    def __init__(self, spec: MiTSpec, cfg: ModelConfig):
         super().__init__()
-        if aux_channels < 1:
-            raise ValueError(f"CMX needs at least one auxiliary channel, got aux_channels={aux_channels}")
-        self.rgb = MiTEncoder(spec, 3, drop_path_rate, norm_eps)
-        self.aux = MiTEncoder(spec, aux_channels, drop_path_rate, norm_eps)
-        self.rectify = nn.ModuleList(FeatureRectifyModule(c) for c in spec.widths)
-        self.fuse = nn.ModuleList(FeatureFusionModule(c, h) for c, h in zip(spec.widths, spec.heads, strict=True))
-        self.decoder = AllMLPDecoder(spec.widths, num_classes, decoder_dim)  # initialises itself
+        self.rgb = MiTEncoder(spec, 3, cfg.drop_path_rate, cfg.norm_eps)
+        self.aux = MiTEncoder(spec, cfg.aux_channels, cfg.drop_path_rate, cfg.norm_eps)
+        widths = self.rgb.feature_channels
+        self.rectify = nn.ModuleList(FeatureRectifyModule(c) for c in widths)
+        self.fuse = nn.ModuleList(FeatureFusionModule(c, h) for c, h in zip(widths, spec.heads, strict=True))
+        # initialises itself
+        self.decoder = AllMLPDecoder(widths, cfg.num_classes, cfg.decoder_dim, cfg.decoder_dropout)
         for part in (self.rgb, self.aux, self.rectify, self.fuse):
             part.apply(init_weights)
 
@@ -58,20 +51,14 @@ class CMX(nn.Module):
 class SegFormer(nn.Module):
     """Single-stream baseline: one MiT on RGB, or on RGB and the auxiliary channels stacked (early fusion)."""
 
-    def __init__(
-        self,
-        spec: MiTSpec,
-        num_classes: int,
-        aux_channels: int,
-        early_fusion: bool,
-        decoder_dim: int = 512,
-        drop_path_rate: float = 0.1,
-        norm_eps: float = 1e-6,
-    ):
+    def __init__(self, spec: MiTSpec, cfg: ModelConfig, early_fusion: bool):
         super().__init__()
         self.early_fusion = early_fusion
-        self.encoder = MiTEncoder(spec, 3 + aux_channels if early_fusion else 3, drop_path_rate, norm_eps)
-        self.decoder = AllMLPDecoder(spec.widths, num_classes, decoder_dim)  # initialises itself
+        in_channels = 3 + cfg.aux_channels if early_fusion else 3
+        self.encoder = MiTEncoder(spec, in_channels, cfg.drop_path_rate, cfg.norm_eps)
+        widths = self.encoder.feature_channels
+        # initialises itself
+        self.decoder = AllMLPDecoder(widths, cfg.num_classes, cfg.decoder_dim, cfg.decoder_dropout)
         self.encoder.apply(init_weights)
 
     def encoder_streams(self) -> dict[str, tuple[MiTEncoder, int]]:

@@ -15,7 +15,7 @@ class AllMLPDecoder(nn.Module):
     A 1x1 conv is the per-pixel Linear of the paper. Logits come out at 1/4 of the input size.
     """
 
-    def __init__(self, in_channels: Sequence[int], num_classes: int, embed_dim: int = 512, dropout: float = 0.1):
+    def __init__(self, in_channels: Sequence[int], num_classes: int, embed_dim: int, dropout: float):
         super().__init__()
         self.project = nn.ModuleList(nn.Conv2d(c, embed_dim, 1) for c in in_channels)
         self.fuse = nn.Sequential(

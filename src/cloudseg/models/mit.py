@@ -168,7 +168,7 @@ class MiTEncoder(nn.Module):
     the ImageNet weights, 1e-5 in the Hugging Face port.
     """
 
-    def __init__(self, spec: MiTSpec, in_channels: int = 3, drop_path_rate: float = 0.1, norm_eps: float = 1e-6):
+    def __init__(self, spec: MiTSpec, in_channels: int, drop_path_rate: float, norm_eps: float):
         super().__init__()
         total = sum(spec.depths)
         # Stochastic depth grows linearly with block index across the whole encoder.

@@ -69,9 +69,9 @@ def _write_atomically(checkpoint: dict, path: Path) -> None:
 
 
 class CompilationNotice(L.Callback):
-    """Says that torch.compile works during the first training batch, which would otherwise look like a hang
-    (145 s for CMX-B2 on a fresh H100 machine, docs/PERFORMANCE.md), and then how long that batch took: its
-    host time is the compilation's, as nothing in it waits for the device."""
+    """Says that torch.compile works during the first training batch, which would otherwise look like a hang (it
+    takes minutes for CMX-B2 on a fresh GPU machine), and then how long that batch took: its host time is the
+    compilation's, as nothing in it waits for the device."""
 
     def __init__(self):
         self.started: float | None = None

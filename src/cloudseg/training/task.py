@@ -83,14 +83,7 @@ class SegmentationTask(L.LightningModule):
         self.cfg = from_dict(Config, config)
         m = self.cfg.model
         # A resumed run takes every weight from its checkpoint; it must not need the start weights any more.
-        self.model = build_model(
-            m.name,
-            m.num_classes,
-            m.aux_channels,
-            m.pretrained if start_weights else None,
-            decoder_dim=m.decoder_dim,
-            drop_path_rate=m.drop_path_rate,
-        )
+        self.model = build_model(m, pretrained=m.pretrained if start_weights else None)
         if m.init_from and start_weights:
             load_weights_into(self.model, m.init_from, m.name, m.num_classes, m.aux_channels)
         if self.cfg.trainer.channels_last:

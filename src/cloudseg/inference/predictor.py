@@ -1,0 +1,133 @@
+"""`Predictor`: a trained model, or an ensemble, ready for images of any size; every command that runs a trained
+model (predict, evaluate, GeoTIFF scenes, export, the demo) goes through it."""
+
+import dataclasses
+import os
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from cloudseg.config import PredictConfig
+from cloudseg.data.dataset import normalise
+from cloudseg.inference.sliding import TRANSFORMS, TTA_SETS, fits_one_tile, sliding_logits
+from cloudseg.memory import MemoryCheck, inference_bytes
+from cloudseg.metrics import class_ids
+from cloudseg.models.checkpoint import Release, checkpoint_paths, default_device, load_ensemble, read_release
+
+# MiT's first stage works at 1/4 scale and shrinks its keys by 8 (later stages: 1/8 and 4, ...): a side of 4 * 8.
+MIN_SIDE = 32
+
+
+def runs_bf16(precision: str, device: torch.device) -> bool:
+    """Whether a `precision` of auto, 32 or bf16 means bf16 autocast on `device`: auto is bf16 on GPUs only, as
+    CPUs without bf16 instructions run it slower than fp32."""
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
+class Predictor:
+    """A model on its device and precision, with its checkpoint's normalisation and `cfg`'s test-time augmentation
+    and tiling. It takes uint8 pixels as the dataset serves them, RGB (3, H, W) and aux (A, H, W) or batches of
+    them, and decides once per size whether an image runs whole or in blended tiles.
+
+    The model runs channels_last (25% faster on a CPU too), under bf16 autocast where `cfg.precision` says (auto:
+    on GPUs), and compiled for static shapes if `cfg.compile` (which pays over many tiles). Images travel to the
+    device as uint8, a quarter of the bytes, and are normalised there.
+    """
+
+    def __init__(self, model: torch.nn.Module, release: Release, device: torch.device, cfg: PredictConfig):
+        self.release, self.device = release, device
+        self.cfg = cfg.for_device(device)
+        self.bf16 = runs_bf16(self.cfg.precision, device)
+        self.model = model.to(device, memory_format=torch.channels_last).eval()
+        if self.cfg.compile:
+            self.model.compile(dynamic=False)
+            # A compiled model sees one shape (tile or image size, padded batches), so cuDNN's search for its
+            # fastest convolution algorithms is made once and pays over every batch; uncompiled, images of many
+            # sizes would each pay for a search.
+            torch.backends.cudnn.benchmark = device.type == "cuda"
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        paths: str | os.PathLike | Sequence[str | os.PathLike],
+        device: str | torch.device | None = None,
+        cfg: PredictConfig | None = None,
+        **settings,
+    ) -> "Predictor":
+        """One release checkpoint, or the mean of several (an ensemble), on `device` (default: the GPU if there is
+        one) with `cfg` and its fields replaced by `settings` (`tile=256`, `tta="flips"`, ...). The memory the
+        forward passes need is checked first (`cfg.memory_check`)."""
+        device = default_device(device)
+        cfg = dataclasses.replace(cfg or PredictConfig(), **settings).for_device(device)
+        models = [read_release(path).config.model for path in checkpoint_paths(paths)]
+        MemoryCheck(
+            f"predicting {cfg.tile_batch} image(s) or tiles of up to {cfg.tile}² at a time",
+            inference_bytes(models, cfg.tile, cfg.tile_batch, runs_bf16(cfg.precision, device)),
+            device,
+            "predict.tile_batch or predict.tile",
+            "predict.memory_check",
+        ).apply(cfg.memory_check)
+        model, releases = load_ensemble(paths, device)
+        return cls(model, releases[0], device, cfg)
+
+    def tiles(self, height: int, width: int) -> bool:
+        """Whether an image of this size runs in tiles rather than whole."""
+        return not fits_one_tile(height, width, self.cfg.tile)
+
+    def __call__(self, rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+        """Class probabilities, float32 (K, H, W) or (B, K, H, W), at the input's size."""
+        return self.logits(rgb, aux).float().softmax(-3)
+
+    def class_ids(self, rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+        """The most likely class of each pixel, (H, W) or (B, H, W)."""
+        return class_ids(self.logits(rgb, aux), dim=-3)
+
+    @torch.no_grad()
+    def logits(self, rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+        """Logits (K, H, W) or (B, K, H, W) of uint8 images: a batch of images that fit a tile in one pass (padded
+        to `tile_batch` for a compiled model, which then sees one batch shape), a larger image in blended tiles."""
+        if rgb.ndim == 3:
+            return self.logits(rgb[None], aux[None])[0]
+        if self.tiles(*rgb.shape[-2:]):
+            cfg = self.cfg
+            return torch.cat([
+                sliding_logits(self._averaged, rgb[i : i + 1], aux[i : i + 1], cfg.tile, cfg.overlap,
+                               cfg.tile_batch, cfg.window, self.device, fixed_batch=cfg.compile)
+                for i in range(len(rgb))
+            ])  # fmt: skip
+        padding = self.cfg.tile_batch - len(rgb) if self.cfg.compile else 0
+        batch = [torch.cat((t, t[-1:].expand(padding, -1, -1, -1))) for t in (rgb, aux)]
+        return self._averaged(*batch)[: len(rgb)]
+
+    def _averaged(self, rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+        """Logits of uint8 (B, C, H, W) pixels, averaged over the flips and rotations of `cfg.tta` and over
+        `cfg.scales`."""
+        rgb, aux = (
+            normalise(rgb.to(self.device), self.release.rgb_norm),
+            normalise(aux.to(self.device), self.release.aux_norm),
+        )
+        size, names, scales = rgb.shape[-2:], TTA_SETS[self.cfg.tta], self.cfg.scales
+        total = None
+        for scale in scales:
+            scaled = [rgb, aux]
+            if scale != 1.0:
+                scaled = [F.interpolate(t, scale_factor=scale, mode="bilinear", align_corners=False) for t in scaled]
+            for name in names:
+                forward, inverse = TRANSFORMS[name]
+                logits = inverse(self._forward(forward(scaled[0]), forward(scaled[1])).float())
+                if scale != 1.0:
+                    logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+                total = logits if total is None else total + logits
+        return total / (len(names) * len(scales))
+
+    def _forward(self, rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+        """The model on normalised (B, C, H, W) inputs; a side under MIN_SIDE is padded with its edge pixels, and
+        their logits cut off again."""
+        height, width = rgb.shape[-2:]
+        padding = (0, max(0, MIN_SIDE - width), 0, max(0, MIN_SIDE - height))
+        if any(padding):
+            rgb, aux = (F.pad(t, padding, mode="replicate") for t in (rgb, aux))
+        rgb, aux = (t.contiguous(memory_format=torch.channels_last) for t in (rgb, aux))
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
+            return self.model(rgb, aux)[..., :height, :width]
