@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 import torch
 from speed import write_result
 
-from cloudseg.cli.main import config_overrides
+from cloudseg.cli.options import config_overrides
 from cloudseg.config import DataConfig, load_config
 from cloudseg.errors import ConfigError
 

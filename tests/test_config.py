@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from cloudseg.cli.main import config_overrides
-from cloudseg.config import Config, PredictConfig, from_dict, load_config, to_dict
+from cloudseg.cli.options import config_overrides
+from cloudseg.config import Config, PredictConfig, load_config
 from cloudseg.errors import ConfigError
+from cloudseg.sections import from_dict, to_dict
 
 
 def test_yaml_and_overrides_fill_typed_fields(tmp_path):

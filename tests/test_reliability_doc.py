@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from cloudseg.cli.main import main
-from cloudseg.config import to_dict
 from cloudseg.data.io import index_to_colour, write_image
 from cloudseg.models import build_model
 from cloudseg.models.checkpoint import save_release
+from cloudseg.sections import to_dict
 from tests.conftest import B0
 from tests.training.helpers import ROOT, cloudseg, run_folder, tiny_run
 

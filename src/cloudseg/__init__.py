@@ -6,9 +6,13 @@ try:
     __version__ = version("cloudseg")
 except PackageNotFoundError:  # run from a source tree on PYTHONPATH, not installed
     __version__ = "0+unknown"
-__all__ = ["__version__", "build_model", "load_model"]
+__all__ = ["Predictor", "__version__", "build_model", "load_model"]
 
-_LAZY = {"build_model": "cloudseg.models.registry", "load_model": "cloudseg.models.checkpoint"}
+_LAZY = {
+    "build_model": "cloudseg.models.registry",
+    "load_model": "cloudseg.models.checkpoint",
+    "Predictor": "cloudseg.inference.predictor",
+}
 
 
 def __getattr__(name: str):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cloudseg.cli.main import main
-from cloudseg.config import Config, ModelConfig, to_dict
+from cloudseg.config import Config, ModelConfig
 from cloudseg.data.dataset import find_samples, stack_chw
 from cloudseg.data.io import read_sample
 from cloudseg.data.split import Split
@@ -17,6 +17,7 @@ from cloudseg.inference.evaluate import evaluate
 from cloudseg.inference.predictor import Predictor
 from cloudseg.models import build_model
 from cloudseg.models.checkpoint import Ensemble, load_ensemble, save_release
+from cloudseg.sections import to_dict
 
 
 def release(folder, name: str, seed: int, num_classes: int = 4):

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from cloudseg.cli.main import main
-from cloudseg.config import Config, ModelConfig, to_dict
+from cloudseg.config import Config, ModelConfig
 from cloudseg.models import build_model
 from cloudseg.models.checkpoint import save_release
+from cloudseg.sections import to_dict
 from tests.inference.reference import NAMES, inputs, labels
 
 

@@ -68,9 +68,9 @@ def test_too_few_bands_is_an_error_naming_the_file(scene, tmp_path):
 
 def test_predict_command_reads_a_scene_with_a_sensor_preset(scene, tmp_path, capsys):
     from cloudseg.cli.main import main
-    from cloudseg.config import to_dict
     from cloudseg.models import build_model
     from cloudseg.models.checkpoint import save_release
+    from cloudseg.sections import to_dict
 
     checkpoint = save_release(build_model("cmx_b0").eval(), to_dict(B0), tmp_path / "best.safetensors")
     output = tmp_path / "mask.tif"
@@ -153,9 +153,9 @@ def test_float_files_are_reflectance_and_no_data_in_one_band_is_no_data(tmp_path
 def test_command_line_presets_and_flags_resolve_to_bands_scale_and_offset(flags, expected, tmp_path, monkeypatch):
     import cloudseg.inference.geotiff
     from cloudseg.cli.main import main
-    from cloudseg.config import to_dict
     from cloudseg.models import build_model
     from cloudseg.models.checkpoint import save_release
+    from cloudseg.sections import to_dict
 
     seen = {}
 

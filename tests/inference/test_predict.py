@@ -6,13 +6,14 @@ import pytest
 import torch
 
 from cloudseg.cli.main import main
-from cloudseg.config import PredictConfig, to_dict
+from cloudseg.config import PredictConfig
 from cloudseg.data.dataset import stack_chw, to_chw
 from cloudseg.data.io import load_label
 from cloudseg.inference.predict import predict
 from cloudseg.inference.predictor import Predictor
 from cloudseg.models import build_model
 from cloudseg.models.checkpoint import Release, save_release
+from cloudseg.sections import to_dict
 from tests.conftest import B0
 
 
@@ -293,3 +294,29 @@ def test_whole_image_outputs_equal_an_independent_forward_pass(checkpoint, synth
         uncertainty = cv2.imread(str(output / "uncertainty" / f"{name}.png"), cv2.IMREAD_UNCHANGED)
         assert np.abs(uncertainty.astype(int) - np.round(255 * entropy)).max() <= 1
         assert np.array_equal(rle_decode(rows[f"{name}.png"], 64, 64), colours(ids))  # the row is the mask
+
+
+def test_the_predictor_gives_probabilities_and_class_ids_for_one_image_or_a_batch(checkpoint, synth_root):
+    import cloudseg
+    from tests.inference.reference import inputs
+
+    predictor = cloudseg.Predictor.from_checkpoint(checkpoint, "cpu", tile=48, overlap=16)  # 64²: in tiles
+    rgb, nir = (to_chw(image) for image in read_sample_pair(synth_root, "synth_0000"))
+    probabilities = predictor(rgb, nir)
+    assert probabilities.shape == (4, 64, 64) and probabilities.dtype == torch.float32
+    torch.testing.assert_close(probabilities.sum(0), torch.ones(64, 64))
+    assert torch.equal(predictor.class_ids(rgb, nir), probabilities.argmax(0))
+    batch = predictor(torch.stack([rgb, rgb]), torch.stack([nir, nir]))
+    assert batch.shape == (2, 4, 64, 64) and torch.equal(batch[1], probabilities)
+    whole = cloudseg.Predictor.from_checkpoint(checkpoint, "cpu")  # 64² fits the default 512 tile
+    model, _ = cloudseg.load_model(checkpoint)
+    with torch.no_grad():
+        expected = model(*inputs(synth_root / "test", "synth_0000"))[0].softmax(0)
+    torch.testing.assert_close(whole(rgb, nir), expected, rtol=1e-5, atol=1e-6)
+
+
+def read_sample_pair(root, name):
+    from cloudseg.data.io import SampleFiles, read_sample
+
+    files = SampleFiles(name, root / "test" / "rgb" / f"{name}.png", root / "test" / "ngr" / f"{name}.png")
+    return read_sample(files)[:2]

@@ -53,7 +53,7 @@ def test_validation_panels_run_the_model_uncompiled(tmp_path):
     import numpy as np
     import torch
 
-    from cloudseg.config import to_dict
+    from cloudseg.sections import to_dict
     from cloudseg.training.callbacks import ValidationPanels
     from cloudseg.training.task import SegmentationTask
 

@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from cloudseg.config import Config, LossConfig, OptimConfig, from_dict, to_dict
+from cloudseg.config import Config, LossConfig, OptimConfig
 from cloudseg.data.dataset import normalise, to_chw
 from cloudseg.data.synth import make_scene
 from cloudseg.errors import ConfigError, WeightsError
 from cloudseg.models import MIT_VARIANTS, build_from_spec
 from cloudseg.models.checkpoint import load_model, save_release
 from cloudseg.schema import AUX_NORM, RGB_NORM, encode_reflectance
+from cloudseg.sections import from_dict, to_dict
 from cloudseg.training.losses import SegmentationLoss
 from cloudseg.training.task import SegmentationTask, build_scheduler, parameter_groups
 from tests.conftest import B0, TINY_SPEC

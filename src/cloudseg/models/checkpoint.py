@@ -12,10 +12,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from cloudseg.config import Config, from_dict
+from cloudseg.config import Config
 from cloudseg.errors import ConfigError, WeightsError
 from cloudseg.files import atomic_path
 from cloudseg.schema import AUX_NORM, CLASSES, RGB_NORM, CloudClass, Normalisation
+from cloudseg.sections import from_dict
 
 FORMAT = "cloudseg-checkpoint-1"
 

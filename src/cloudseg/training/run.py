@@ -20,13 +20,14 @@ from lightning.pytorch.profilers import SimpleProfiler
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from cloudseg.config import Config, from_dict, to_dict
+from cloudseg.config import Config
 from cloudseg.data.datamodule import CloudDataModule
 from cloudseg.errors import ConfigError, InterruptError, WeightsError
 from cloudseg.files import atomic_path
 from cloudseg.memory import MemoryCheck, training_bytes
 from cloudseg.models.checkpoint import read_header
 from cloudseg.models.weights import resolve_weights
+from cloudseg.sections import from_dict, to_dict
 from cloudseg.signals import StopRequest
 from cloudseg.training.callbacks import (
     PREVIOUS_CHECKPOINT,

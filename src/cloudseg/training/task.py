@@ -8,11 +8,12 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
 
-from cloudseg.config import WITHOUT_CUDA_GRAPHS, Config, OptimConfig, from_dict
+from cloudseg.config import WITHOUT_CUDA_GRAPHS, Config, OptimConfig
 from cloudseg.errors import CloudsegError
 from cloudseg.metrics import class_ids, class_names, confusion_metric, confusion_scores
 from cloudseg.models.checkpoint import load_weights_into
 from cloudseg.models.registry import build_model
+from cloudseg.sections import from_dict
 from cloudseg.training.ema import ExponentialAverage
 from cloudseg.training.losses import SegmentationLoss
 

@@ -1,0 +1,93 @@
+"""How each command takes its options and settings: its own options (argparse), and `--section.key value`
+settings of the config sections it declares; anything else is refused, naming what it was probably meant to be."""
+
+import argparse
+import difflib
+
+from cloudseg.config import Config
+from cloudseg.errors import ConfigError
+from cloudseg.sections import setting_keys
+
+ALL_SETTINGS = ("*",)
+SETTINGS_HELP = """\
+Settings are given as --section.key value (or --section.key=value); values are read as YAML (true, null, [1, 2]).
+`cloudseg config` prints every key with its default. Wrong keys, types or ranges are refused before anything runs.
+"""
+
+
+class CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser that remembers its option names, to suggest one for a mistyped option."""
+
+    def __init__(self, *args, **kwargs):
+        self.option_names: list[str] = []
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+        self.set_defaults(option_names=self.option_names)
+
+    def add_argument(self, *names, **kwargs):
+        self.option_names += [name for name in names if name.startswith("--")]
+        return super().add_argument(*names, **kwargs)
+
+
+def config_overrides(tokens: list[str]) -> list[str]:
+    """`--data.root x --data.augment.hflip=0` -> ["data.root=x", "data.augment.hflip=0"]."""
+    overrides, rest = [], list(tokens)
+    while rest:
+        token = rest.pop(0)
+        key, equals, value = token[2:].partition("=")
+        if not token.startswith("--") or "." not in key:
+            raise ConfigError(f"unrecognised argument {token!r}; config keys are given as --section.key value")
+        if not equals:
+            if not rest:
+                raise ConfigError(f"{token} needs a value")
+            value = rest.pop(0)
+        overrides.append(f"{key}={value}")
+    return overrides
+
+
+def takes(settings: tuple[str, ...], key: str) -> bool:
+    return settings == ALL_SETTINGS or any(key == s or key.startswith(f"{s}.") for s in settings)
+
+
+def settings_named(settings: tuple[str, ...]) -> str:
+    """('predict', 'data.root') -> '--predict.* or --data.root'."""
+    return " or ".join(f"--{s}.*" if "." not in s else f"--{s}" for s in settings)
+
+
+def suggestion(args: argparse.Namespace, name: str) -> str | None:
+    """The option or setting of the command that `name` was probably meant to be: --tta for --predict.tta."""
+    bare = name.lstrip("-").replace("-", "_")
+    keys = [key for key in setting_keys(Config) if args.settings and takes(args.settings, key)]
+    by_leaf = {key.rpartition(".")[2]: f"--{key}" for key in keys}
+    if bare in by_leaf:
+        return by_leaf[bare]
+    close = difflib.get_close_matches(name, args.option_names, n=1)
+    if close:
+        return close[0]
+    close = difflib.get_close_matches(bare, by_leaf, n=1)
+    return by_leaf[close[0]] if close else None
+
+
+def unrecognised(args: argparse.Namespace, token: str) -> ConfigError:
+    """The error for a token the command does not take, with the option it was probably meant to be."""
+    name = token.partition("=")[0]
+    if not name.startswith("--"):
+        return ConfigError(f"{args.command}: unrecognised argument {token!r}; see `cloudseg {args.command} --help`")
+    close = suggestion(args, name)
+    hint = f"; did you mean {close}?" if close else f"; see `cloudseg {args.command} --help`"
+    return ConfigError(f"{args.command}: unrecognised option {name}{hint}")
+
+
+def command_overrides(args: argparse.Namespace, tokens: list[str]) -> list[str]:
+    """The config overrides among the tokens argparse did not recognise, each checked against the settings the
+    command takes; anything else is an error that names it."""
+    for token in tokens[:1] if not args.settings else [t for t in tokens if "." not in t.partition("=")[0]]:
+        if token.startswith("--") or not args.settings:
+            raise unrecognised(args, token)
+    overrides = config_overrides(tokens)
+    for item in overrides:
+        key = item.partition("=")[0]
+        if not takes(args.settings, key):
+            raise ConfigError(
+                f"{args.command}: --{key} is not a setting of this command; it takes {settings_named(args.settings)}"
+            )
+    return overrides
