@@ -8,7 +8,7 @@ import torch
 
 from cloudseg.errors import CloudsegError, ConfigError
 from cloudseg.files import atomic_path
-from cloudseg.models.checkpoint import load_ensemble
+from cloudseg.inference.predictor import Predictor
 
 
 def export_onnx(checkpoints: str | Path | Sequence[str | Path], output: str | Path, opset: int = 17) -> Path:
@@ -18,8 +18,8 @@ def export_onnx(checkpoints: str | Path | Sequence[str | Path], output: str | Pa
     output = Path(output) / "model.onnx" if folder else Path(output)
     if output.suffix != ".onnx":
         raise ConfigError(f"--output {output}: expected a file name ending in .onnx, or a folder for model.onnx")
-    model, releases = load_ensemble(checkpoints)
-    aux_channels = releases[0].config.model.aux_channels
+    predictor = Predictor.from_checkpoint(checkpoints, "cpu", precision="32", memory_check="off")
+    model, aux_channels = predictor.model, predictor.release.config.model.aux_channels
     example = (torch.randn(1, 3, 256, 256), torch.randn(1, aux_channels, 256, 256))
     dynamic = {0: "batch", 2: "height", 3: "width"}
     try:
@@ -32,8 +32,8 @@ def export_onnx(checkpoints: str | Path | Sequence[str | Path], output: str | Pa
                 output_names=["logits"],
                 dynamic_axes={"rgb": dynamic, "aux": dynamic, "logits": dynamic},
                 opset_version=opset,
-                # The torch.export-based exporter (torch 2.13, onnxscript 0.7) took 48 s instead of 3 s for CMX-B0,
-                # and its graph ran 13% slower under onnxruntime at 512²; it also needs onnxscript.
+                # The legacy exporter: the torch.export-based one exports this model more slowly, its graph runs more
+                # slowly (docs/PERFORMANCE.md), and it needs onnxscript.
                 dynamo=False,
             )
     except (ImportError, ModuleNotFoundError) as error:
