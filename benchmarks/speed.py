@@ -143,7 +143,7 @@ class Recipe:
 
     name: str = "baseline"
     batch: int = 4
-    folded_decoder: bool = False  # the same function in a third of CMX-B0's FLOPs (AllMLPDecoder._folded)
+    folded_decoder: bool = False  # the same function in a third of CMX-B0's FLOPs (AllMLPDecoder.forward)
     gather_backward: bool = False  # the decoder's upsampling backward as matmuls, not atomic adds (models.resample)
     bf16: bool = False  # autocast
     channels_last: bool = False
@@ -211,7 +211,7 @@ def build_step(target: str, model_name: str, size: int, recipe: Recipe, dev: tor
     use_decoder_variant(model, recipe.folded_decoder, recipe.gather_backward)
     rgb, aux, mask = _inputs(size, recipe.batch, dev, memory_format)
     loss_fn = SegmentationLoss(LossConfig()).to(dev)
-    torch._dynamo.reset()  # each recipe compiles afresh, not against the last one's guards
+    torch.compiler.reset()  # each recipe compiles afresh, not against the last one's guards
     torch.backends.cudnn.benchmark = recipe.cudnn_benchmark  # process-wide: every recipe sets its own
     network = torch.compile(model, mode=recipe.compile, dynamic=False) if recipe.compile else model
     # as training compiles them: the loss without CUDA graphs

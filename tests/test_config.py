@@ -109,3 +109,41 @@ def test_the_command_lines_choices_are_the_configs_own():
     from cloudseg.inference.geotiff import SENSORS
 
     assert tuple(SENSORS) == typing.get_args(Sensor)
+
+
+def test_values_typed_on_the_command_line_keep_the_type_their_key_wants():
+    cfg = load_config(None, ["trainer.precision=32", "run.name=001", "data.root=2024", "trainer.devices=0,1"])
+    assert cfg.trainer.precision == "32"  # a choice written as a number
+    assert cfg.run.name == "001" and cfg.data.root == "2024"  # text as typed, not the numbers YAML reads
+    assert cfg.trainer.devices == "0,1"
+    assert load_config(None, ["trainer.devices=2", "model.pretrained=null"]).trainer.devices == 2
+    with pytest.raises(ConfigError, match=r"--predict\.scales \[1,: not a value YAML can read"):
+        load_config(None, ["predict.scales=[1,"])
+
+
+def test_a_section_built_in_python_refuses_a_wrong_type_or_choice():
+    from cloudseg.config import RunConfig, TrainerConfig
+
+    with pytest.raises(ConfigError, match=r"predict\.tta: 'flip' is not one of 'none', 'flips', 'd4'"):
+        PredictConfig(tta="flip")
+    with pytest.raises(ConfigError, match=r"trainer\.precision: 32; expected '32'"):
+        TrainerConfig(precision=32)
+    with pytest.raises(ConfigError, match=r"predict\.tile: expected int, got '512'"):
+        PredictConfig(tile="512")
+    with pytest.raises(ConfigError, match=r"run\.name: expected str, got 1"):
+        RunConfig(name=1)
+
+
+def test_a_saved_config_with_a_retired_key_still_loads():
+    saved = to_dict(Config())
+    saved["loss"]["ignore_index"] = 255  # configs saved before the ignore index became the schema's alone
+    assert from_dict(Config, saved) == Config()
+
+
+@pytest.mark.parametrize(
+    ("strategy", "message"),
+    [("ddp_notebook", "forks processes, which can hang"), ("ddp_fork", "forks processes, which can hang")],
+)
+def test_strategies_that_fork_are_refused(strategy, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [f"trainer.strategy={strategy}"])

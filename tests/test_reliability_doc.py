@@ -72,10 +72,10 @@ def labels_with_one_row(tmp_path: Path, row: str) -> list[str]:
     return ["score", tmp_path / "bad.csv", "--labels", tmp_path / "labels"]
 
 
-def signalled_training(synth_root: Path, tmp_path: Path, name: str) -> tuple[str, int]:
-    # 3 steps an epoch: the signal comes as step 4, in the second epoch, begins
+def signalled_training(synth_root: Path, tmp_path: Path, name: str, step: int = 4) -> tuple[str, int]:
+    # 3 steps an epoch: step 4 is the second epoch's second batch, step 5 its last
     arguments = tiny_run(synth_root, tmp_path, "run", "--trainer.callbacks", "[tests.training.helpers:SignalAtStep]")
-    result = cloudseg(*arguments, CLOUDSEG_TEST_SIGNAL=name, CLOUDSEG_TEST_SIGNAL_STEP="4", CLOUDSEG_DEBUG="")
+    result = cloudseg(*arguments, CLOUDSEG_TEST_SIGNAL=name, CLOUDSEG_TEST_SIGNAL_STEP=str(step), CLOUDSEG_DEBUG="")
     return result.stdout + result.stderr, result.returncode
 
 
@@ -126,6 +126,8 @@ def run_case(case: str, capsys, tmp_path: Path, synth_root: Path, checkpoint: Pa
         return in_process(capsys, "train", "--resume", checkpoint)
     if case in ("sigterm-train", "ctrl-c-train"):
         return signalled_training(synth_root, tmp_path, "SIGTERM" if case == "sigterm-train" else "SIGINT")
+    if case == "signal-epoch-end":
+        return signalled_training(synth_root, tmp_path, "SIGTERM", step=5)
     if case == "sigterm-command":
         environment = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "CLOUDSEG_DEBUG": ""}
         process = subprocess.Popen(
@@ -164,6 +166,8 @@ def run_case(case: str, capsys, tmp_path: Path, synth_root: Path, checkpoint: Pa
         "memory-predict": [*predict, "--output", tmp_path / "m", "--predict.tile", "8192",
                            "--predict.tile_batch", "64"],
         "tile-alone": [*predict, "--output", tmp_path / "m", "--predict.tile", "64"],
+        "strategy-typo": [*train, "--trainer.strategy", "dpp"],
+        "strategy-fork": [*train, "--trainer.strategy", "ddp_notebook"],
         "submit-missing": ["submit", "nothere"],
         "models-aux-zero": ["models", "--model.aux_channels", "0"],
         "synth-typo": ["synth", tmp_path / "data", "--nn", "2"],

@@ -141,6 +141,8 @@ class LossConfig(Section):
     """The loss is the weighted sum of these terms (weight 0 leaves a term out)."""
 
     section: ClassVar[str] = "loss"
+    # Saved configs before 2026-11-30 hold loss.ignore_index; labels, losses and metrics all use schema.IGNORE_INDEX
+    retired_keys: ClassVar[tuple[str, ...]] = ("ignore_index",)
 
     ce: NonNegative = 0.0
     ohem: NonNegative = 0.7  # cross-entropy over the hardest pixels only
@@ -153,7 +155,6 @@ class LossConfig(Section):
     # cross-entropy weight per class, or "sqrt_inverse": sqrt(share of the commonest class / share of the class)
     # over the training split's labels, resolved into numbers when the run starts (and saved in its config)
     class_weights: tuple[NonNegative, ...] | Literal["sqrt_inverse"] | None = None
-    ignore_index: Annotated[int, Bounds(0, 255)] = IGNORE_INDEX
 
     def check(self) -> None:
         if not any((self.ce, self.ohem, self.dice, self.lovasz, self.jaccard)):
@@ -246,6 +247,11 @@ class TrainerConfig(Section):
                 f"trainer.compile_mode {self.compile_mode!r} records CUDA graphs, which fail with accumulated "
                 "gradients (pytorch/pytorch#169545): set trainer.accumulate_grad_batches to 1 (a larger "
                 f"data.batch_size instead) or trainer.compile_mode to {WITHOUT_CUDA_GRAPHS[self.compile_mode]!r}"
+            )
+        if "fork" in self.strategy or "notebook" in self.strategy:
+            raise ConfigError(
+                f"trainer.strategy: {self.strategy!r} forks processes, which can hang once PyTorch has started its "
+                "threads; use ddp (Lightning starts the processes) or launch with torchrun"
             )
         for path in self.callbacks:
             module, colon, name = path.partition(":")
@@ -341,7 +347,7 @@ def config_path(name_or_path: str | Path) -> Path:
     if path.is_file():
         return path
     shipped = SHIPPED_CONFIGS / f"{path.stem}.yaml"
-    if shipped.is_file() and path.suffix in ("", ".yaml") and len(path.parts) <= 2:
+    if shipped.is_file() and path.suffix in ("", ".yaml") and len(path.parts) == 1:
         return shipped
     names = ", ".join(sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.yaml")))
     raise ConfigError(f"{name_or_path}: no such config file, and not a shipped config ({names})")

@@ -19,6 +19,20 @@ def _umask() -> int:
 NEW_FILE_MODE = 0o666 & ~_umask()
 
 
+def _keep_as(path: Path, previous: Path) -> None:
+    """`previous` becomes `path`'s current content, while `path` itself stays in place until it is replaced: a
+    hard link renamed over `previous`, so that no moment lacks either file. Where the file system has no hard
+    links, `path` is renamed instead, which leaves it missing until the new file arrives."""
+    link = previous.with_name(f".{previous.name}.link")
+    try:
+        link.unlink(missing_ok=True)
+        os.link(path, link)
+        os.replace(link, previous)
+    except OSError:
+        link.unlink(missing_ok=True)
+        os.replace(path, previous)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, previous: str | os.PathLike | None = None) -> Iterator[Path]:
     """Yields a temporary path beside `path`; on success it is renamed over `path`, on failure removed.
@@ -30,17 +44,20 @@ def atomic_path(path: str | os.PathLike, previous: str | os.PathLike | None = No
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise os_error(error) from error  # names the folder that cannot be made
+    try:
         handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(handle)
     except OSError as error:
-        raise os_error(error) from error
+        raise os_error(error, path) from error
     temporary = Path(name)
     try:
         yield temporary
         # After the write: some writers (safetensors) replace the file they are given with a private one.
         os.chmod(temporary, path.stat().st_mode & 0o7777 if path.exists() else NEW_FILE_MODE)
         if previous is not None and path.exists():
-            os.replace(path, previous)
+            _keep_as(path, Path(previous))
         os.replace(temporary, path)
     except OSError as error:
         raise os_error(error, path) from error

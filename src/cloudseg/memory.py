@@ -6,9 +6,7 @@ step keeps for its backward pass, the attention maps that grow with the square o
 inference frees as it goes. benchmarks/memory_estimate.py measures the estimate against real peaks.
 """
 
-import functools
 import logging
-import os
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +59,6 @@ class LiveStorage(TorchFunctionMode):
         self.live -= size
 
 
-@functools.cache
 def model_bytes(model: ModelConfig, side: int, batch: int, training: bool) -> tuple[int, int]:
     """(parameter bytes, peak bytes of the activations) of one forward pass of `batch` images of side² pixels, with
     what a training step keeps for its backward pass."""
@@ -115,10 +112,10 @@ def available_bytes(device: torch.device) -> int | None:
     try:
         lines = Path("/proc/meminfo").read_text().splitlines()
         free = next(int(line.split()[1]) * 1024 for line in lines if line.startswith("MemAvailable:"))
-    except (OSError, StopIteration, ValueError):
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else None
-    room = _cgroup_room()
-    return min(x for x in (free, room) if x is not None) if free is not None or room is not None else None
+    except (OSError, StopIteration, ValueError):  # not Linux
+        free = None
+    known = [x for x in (free, _cgroup_room()) if x is not None]
+    return min(known) if known else None
 
 
 @dataclass(frozen=True)

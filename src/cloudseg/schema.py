@@ -24,6 +24,8 @@ CLASSES: tuple[CloudClass, ...] = (
 NUM_CLASSES = len(CLASSES)
 CLASS_NAMES = tuple(c.name for c in CLASSES)
 IGNORE_INDEX = 255  # label value that losses and metrics skip
+# The smallest image side the models take: MiT's first stage works at 1/4 scale and shrinks its keys by 8 more.
+MIN_SIDE = 32
 
 
 @dataclass(frozen=True)

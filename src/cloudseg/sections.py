@@ -6,6 +6,7 @@ import dataclasses
 import difflib
 import functools
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import yaml
 
 from cloudseg.errors import ConfigError
+from cloudseg.schema import MIN_SIDE
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ Positive = Annotated[float, Bounds(0, low_open=True)]
 Probability = Annotated[float, Bounds(0, 1)]
 UnitOpen = Annotated[float, Bounds(0, 1, low_open=True, high_open=True)]  # strictly between 0 and 1
 PositivePair = tuple[Positive, Positive]  # a (low, high) range; sections check low <= high
-Side = Annotated[int, Bounds(32)]  # MiT needs 32 pixels a side: 1/4 scale, keys shrunk by 8 in the first stage
+Side = Annotated[int, Bounds(MIN_SIDE)]  # an image side the models take
 
 
 @functools.cache
@@ -83,16 +85,32 @@ def check_value(value: Any, kind: Any, where: str) -> None:
         raise ConfigError(f"{where}: {value} is not a finite number")
 
 
+@functools.cache
+def _plain_fields(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
 class Section:
-    """A config section: checks every field against its bounds, then the relations between fields (`check`), each
-    time one is built, from YAML or in Python. `section` is its key path in the whole config."""
+    """A config section: checks every field's type or choice and its bounds, then the relations between fields
+    (`check`), each time one is built, from YAML or in Python. `section` is its key path in the whole config."""
 
     section: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
-        for name, kind in _annotated_fields(type(self)).items():
-            if not name.startswith("_") and typing.get_origin(kind) is not ClassVar:
-                check_value(getattr(self, name), kind, self.key(name))
+        plain = _plain_fields(type(self))
+        for item in dataclasses.fields(self):
+            value, kind, where = getattr(self, item.name), plain[item.name], self.key(item.name)
+            if isinstance(value, os.PathLike):  # a Path given in Python is kept as the text a config holds
+                value = os.fspath(value)
+                object.__setattr__(self, item.name, value)
+            if dataclasses.is_dataclass(kind):
+                if not isinstance(value, kind):
+                    raise ConfigError(f"{where}: expected a {kind.__name__}, got {value!r}")
+                continue
+            coerced = _coerce(value, kind, where)  # a wrong type or choice is an error here
+            check_value(coerced, _annotated_fields(type(self))[item.name], where)
+            if coerced != value:  # a number for a choice of text, say
+                raise ConfigError(f"{where}: {value!r}; expected {coerced!r}")
         self.check()
 
     def key(self, name: str) -> str:
@@ -109,15 +127,26 @@ class Section:
                 raise ConfigError(f"{self.key(name)}: [{low:g}, {high:g}]; expected low <= high")
 
 
+@dataclass(frozen=True)
+class Typed:
+    """A value given on the command line: as YAML reads it, and the text as typed, which a text setting takes
+    (a run named 001 stays 001, not the number 1)."""
+
+    text: str
+    value: Any
+
+
 def _coerce(value: Any, kind: Any, where: str) -> Any:
     """`value` as type `kind`, or a ConfigError that names the key and what was expected."""
     origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if isinstance(value, Typed) and origin not in (typing.Union, types.UnionType):
+        value = value.text if kind is str else value.value
     if dataclasses.is_dataclass(kind):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping of {kind.__name__} fields, got {value!r}")
         return from_dict(kind, value)
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
+        if (value.value if isinstance(value, Typed) else value) is None and type(None) in args:
             return None
         errors = []
         for option in (a for a in args if a is not type(None)):
@@ -127,6 +156,8 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
                 errors.append(str(error))
         raise ConfigError(errors[0])
     if origin is Literal:
+        if value not in args and isinstance(value, int | float) and str(value) in args:
+            return str(value)  # YAML reads 32 as a number; the choice is the text "32"
         if value not in args:
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
         return value
@@ -152,10 +183,10 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
 
 def from_dict(cls: type, data: dict) -> Any:
     """Builds dataclass `cls` from a mapping; unknown keys, wrongly typed values and values out of range are
-    errors that name the key. Keys a class has renamed (its `renamed_keys`) are read under their new names, so
-    that saved configs keep loading."""
-    renamed = getattr(cls, "renamed_keys", {})
-    data = {renamed.get(key, key): value for key, value in data.items()}
+    errors that name the key. Keys a class has renamed (its `renamed_keys`) are read under their new names, and
+    keys it no longer has (`retired_keys`) are left out, so that saved configs keep loading."""
+    renamed, retired = getattr(cls, "renamed_keys", {}), getattr(cls, "retired_keys", ())
+    data = {renamed.get(key, key): value for key, value in data.items() if key not in retired}
     fields = {f.name: f for f in dataclasses.fields(cls)}
     section = getattr(cls, "section", "")
     unknown = sorted(set(data) - set(fields))
@@ -204,7 +235,10 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {part!r} is not a section")
-        node[leaf] = yaml.safe_load(text)
+        try:
+            node[leaf] = Typed(text, yaml.safe_load(text))
+        except yaml.YAMLError as error:
+            raise ConfigError(f"--{key} {text}: not a value YAML can read ({str(error).splitlines()[0]})") from error
     return result
 
 

@@ -320,3 +320,11 @@ def read_sample_pair(root, name):
 
     files = SampleFiles(name, root / "test" / "rgb" / f"{name}.png", root / "test" / "ngr" / f"{name}.png")
     return read_sample(files)[:2]
+
+
+def test_a_batch_larger_than_the_tile_batch_runs_in_parts_of_it():
+    rgb, aux = (torch.randint(0, 256, (5, c, 40, 40), dtype=torch.uint8) for c in (3, 1))
+    model = Recording()
+    cfg = PredictConfig(tile=64, overlap=16, tile_batch=2, compile=True)  # a compiled model: one batch shape
+    logits = Predictor(model, Release.of(B0), torch.device("cpu"), cfg).logits(rgb, aux)
+    assert model.shapes == [(2, 3, 40, 40)] * 3 and logits.shape == (5, 4, 40, 40)

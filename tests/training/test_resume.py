@@ -87,3 +87,18 @@ def test_resume_names_what_cannot_be_resumed(whole, tmp_path, user_view):
     assert weights_only.returncode == 2 and f"start a run with --model.init_from {release}" in weights_only.stderr
     empty = cloudseg("train", "--resume", str(tmp_path), CLOUDSEG_DEBUG="")
     assert empty.returncode == 2 and "no checkpoints/last.ckpt to resume from" in empty.stderr
+
+
+def test_a_signal_in_an_epochs_last_batch_lets_the_epoch_finish_and_be_saved(synth_root, whole, tmp_path):
+    command = tiny_run(synth_root, tmp_path, "last_batch", *SIGNAL_AT)  # last.ckpt only every 60 s, but for this
+    stopped = cloudseg(*command, CLOUDSEG_TEST_SIGNAL="SIGTERM", CLOUDSEG_TEST_SIGNAL_STEP="5", CLOUDSEG_DEBUG="")
+    folder = run_folder(tmp_path, "last_batch")
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    assert stopped.stderr.strip().splitlines()[-1] == (
+        f"cloudseg: stopped by SIGTERM after epoch 1; checkpoints/last.ckpt holds the end of epoch 1: continue with "
+        f"`cloudseg train --resume {folder}`"
+    )
+    assert (folder / "panels" / "epoch_001.png").is_file()  # epoch 1 was validated before the stop
+    resumed = cloudseg("train", "--resume", str(folder))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert same_weights(weights(whole), weights(folder))

@@ -8,9 +8,18 @@ import typing
 
 from cloudseg import __version__
 from cloudseg.cli.boundary import DEBUG_VARIABLE, EXIT_CODES, debug_requested, report
-from cloudseg.cli.options import ALL_SETTINGS, SETTINGS_HELP, CommandParser, command_overrides
+from cloudseg.cli.options import (
+    ALL_SETTINGS,
+    EVALUATE_HELP,
+    PREDICT_HELP,
+    SETTINGS_HELP,
+    TRAIN_HELP,
+    CommandParser,
+    command_overrides,
+)
 from cloudseg.config import Sensor
 from cloudseg.errors import ConfigError
+from cloudseg.schema import MIN_SIDE
 
 
 def resolved_config(args: argparse.Namespace, overrides: list[str], *preset: str):
@@ -40,7 +49,7 @@ def run_synth(args: argparse.Namespace, overrides: list[str]) -> int:
     from cloudseg.data.synth import synthesize
 
     at_least(args.n, 1, "--n")
-    at_least(args.size, 32, "--size")
+    at_least(args.size, MIN_SIDE, "--size")
     at_least(args.workers, 1, "--workers")
     if args.test is not None:
         at_least(args.test, 0, "--test")
@@ -135,6 +144,13 @@ def run_predict(args: argparse.Namespace, overrides: list[str]) -> int:
     from cloudseg.inference.predict import predict
 
     cfg = resolved_config(args, overrides).predict
+    scene_flags = [f"--{n}" for n in ("bands", "sensor", "scale", "offset") if getattr(args, n) is not None]
+    if is_scene(args.input) and args.submission:
+        raise ConfigError("--submission encodes masks of image pairs; a scene's mask is the GeoTIFF at --output")
+    if scene_flags and not is_scene(args.input):
+        raise ConfigError(
+            f"{scene_flags[0]} is for a GeoTIFF scene (--input scene.tif); {args.input} holds image pairs"
+        )
     if is_scene(args.input):
         from cloudseg.inference.geotiff import predict_scene_from_checkpoint
 
@@ -190,43 +206,6 @@ def run_demo(args: argparse.Namespace, overrides: list[str]) -> int:
 
     demo(args.output, args.fast)
     return 0
-
-
-TRAIN_HELP = (
-    SETTINGS_HELP
-    + """
-Main settings (all of them: `cloudseg config --config cmx_b0`):
-  --data.root PATH                 dataset folder with train/{rgb,ngr,label}/ (required)
-  --model.name NAME                cmx_b0 ... cmx_b5, segformer_b*, segformer_early_b* (`cloudseg models`)
-  --model.pretrained PATH_OR_ID    SegFormer ImageNet weights: a folder, a file or a hub id such as nvidia/mit-b2
-  --trainer.max_epochs N           epochs to train
-  --data.batch_size N              images per step (per device)
-  --data.augment.crop_size N       training crops, in pixels a side
-  --optim.lr_encoder / lr_head X   learning rates of the encoders and of fusion + decoder
-  --trainer.accelerator, --trainer.devices, --trainer.strategy, --trainer.num_nodes   Lightning's devices and DDP
-  --run.output_dir, --run.name     where the run folder goes: <output_dir>/<name>/<timestamp>/
-"""
-)
-PREDICT_HELP = (
-    SETTINGS_HELP
-    + """
-Prediction settings (--predict.*; also in the predict section of a --config file):
-  --predict.tile N, --predict.overlap N    images larger than a tile run in overlapping tiles (512, 128)
-  --predict.tile_batch N                   tiles or images per forward pass (0: 16 on a GPU, 4 on a CPU)
-  --predict.tta none|flips|d4              test-time augmentation
-  --predict.precision auto|32|bf16         auto: bf16 on GPUs
-  --predict.index_masks true, --predict.probabilities true, --predict.uncertainty entropy|max_probability
-"""
-)
-EVALUATE_HELP = (
-    SETTINGS_HELP
-    + """
-  --data.root PATH                 dataset folder (required)
-  --data.unknown_colours ignore    label colours outside the class table count as ignored pixels
-  --predict.tta none|flips|d4      score the prediction averaged over flips or all 8 symmetries
-  --predict.tile N, --predict.overlap N, --predict.tile_batch N, --predict.precision P   as for predict
-"""
-)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -299,14 +278,17 @@ def build_parser() -> argparse.ArgumentParser:
         "config", run_config, "print a config with its overrides applied: every key, as YAML", ALL_SETTINGS,
         epilog=SETTINGS_HELP,
     )  # fmt: skip
-    config.add_argument("--config", default=DEFAULT_CONFIG, help="YAML file or shipped config (default: cmx_b0)")
+    config.add_argument(
+        "--config", default=DEFAULT_CONFIG, help=f"YAML file or shipped config (default: {DEFAULT_CONFIG})"
+    )
 
     train = command(
         "train", run_train, "train a model (Lightning) and write a run folder", ALL_SETTINGS,
         memory="data.batch_size or data.augment.crop_size", epilog=TRAIN_HELP,
     )  # fmt: skip
     train.add_argument(
-        "--config", help="YAML file or shipped config: cmx_b0 (CPU; the default), cmx_b2 (the reference recipe)"
+        "--config",
+        help=f"YAML file or shipped config: cmx_b0 (CPU), cmx_b2 (reference recipe); default {DEFAULT_CONFIG}",
     )
     train.add_argument("--resume", help="run folder or last.ckpt to continue exactly where it stopped")
 

@@ -91,3 +91,40 @@ def command_overrides(args: argparse.Namespace, tokens: list[str]) -> list[str]:
                 f"{args.command}: --{key} is not a setting of this command; it takes {settings_named(args.settings)}"
             )
     return overrides
+
+
+TRAIN_HELP = (
+    SETTINGS_HELP
+    + """
+Main settings (all of them: `cloudseg config --config cmx_b0`):
+  --data.root PATH                 dataset folder with train/{rgb,ngr,label}/ (required)
+  --model.name NAME                cmx_b0 ... cmx_b5, segformer_b*, segformer_early_b* (`cloudseg models`)
+  --model.pretrained PATH_OR_ID    SegFormer ImageNet weights: a folder, a file or a hub id such as nvidia/mit-b2
+  --trainer.max_epochs N           epochs to train
+  --data.batch_size N              images per step (per device)
+  --data.augment.crop_size N       training crops, in pixels a side
+  --optim.lr_encoder / lr_head X   learning rates of the encoders and of fusion + decoder
+  --trainer.accelerator, --trainer.devices, --trainer.strategy, --trainer.num_nodes   Lightning's devices and DDP
+  --run.output_dir, --run.name     where the run folder goes: <output_dir>/<name>/<timestamp>/
+"""
+)
+PREDICT_HELP = (
+    SETTINGS_HELP
+    + """
+Prediction settings (--predict.*; also in the predict section of a --config file):
+  --predict.tile N, --predict.overlap N    images larger than a tile run in overlapping tiles
+  --predict.tile_batch N                   tiles or images per forward pass (0: as many as suit the device)
+  --predict.tta none|flips|d4              test-time augmentation
+  --predict.precision auto|32|bf16         auto: bf16 on GPUs
+  --predict.index_masks true, --predict.probabilities true, --predict.uncertainty entropy|max_probability
+"""
+)
+EVALUATE_HELP = (
+    SETTINGS_HELP
+    + """
+  --data.root PATH                 dataset folder (required)
+  --data.unknown_colours ignore    label colours outside the class table count as ignored pixels
+  --predict.tta none|flips|d4      score the prediction averaged over flips or all 8 symmetries
+  --predict.tile N, --predict.overlap N, --predict.tile_batch N, --predict.precision P   as for predict
+"""
+)

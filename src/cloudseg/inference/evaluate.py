@@ -42,9 +42,13 @@ def evaluation_samples(checkpoints: list[Path], root: Path, split: str) -> list:
     else:
         path = Path(split)
         try:
-            names = set(json.loads(path.read_text()))
+            listed = json.loads(path.read_text())
         except (OSError, ValueError) as error:
             raise DataError(f"{split}: expected val, train, test or a JSON list of names ({error})") from error
+        if not isinstance(listed, list):
+            raise DataError(f"{split}: a JSON {type(listed).__name__}; expected a list of names (a run's split: "
+                            "--split val or --split train)")  # fmt: skip
+        names = set(listed)
     chosen = [s for s in samples if s.name in names]
     if not chosen:
         raise DataError(f"{root}: no images of split {split!r}")

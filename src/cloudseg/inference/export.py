@@ -36,6 +36,6 @@ def export_onnx(checkpoints: str | Path | Sequence[str | Path], output: str | Pa
                 # slowly (docs/PERFORMANCE.md), and it needs onnxscript.
                 dynamo=False,
             )
-    except (ImportError, ModuleNotFoundError) as error:
+    except ImportError as error:
         raise CloudsegError(f"ONNX export needs the onnx extra: pip install 'cloudseg[onnx]' ({error})") from error
     return output

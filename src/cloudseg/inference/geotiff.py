@@ -30,16 +30,16 @@ NODATA = 255
 
 
 @dataclass(frozen=True)
-class Sensor:
+class SensorPreset:
     bands: tuple[int, int, int, int]  # 1-based band numbers of R, G, B, NIR
     scale: float
     offset: float
 
 
 SENSORS = {
-    "landsat8": Sensor((4, 3, 2, 5), 2e-5, -0.1),
-    "landsat9": Sensor((4, 3, 2, 5), 2e-5, -0.1),
-    "sentinel2": Sensor((4, 3, 2, 8), 1e-4, 0.0),
+    "landsat8": SensorPreset((4, 3, 2, 5), 2e-5, -0.1),
+    "landsat9": SensorPreset((4, 3, 2, 5), 2e-5, -0.1),
+    "sentinel2": SensorPreset((4, 3, 2, 8), 1e-4, 0.0),
 }
 
 

@@ -14,9 +14,7 @@ from cloudseg.inference.sliding import TRANSFORMS, TTA_SETS, fits_one_tile, slid
 from cloudseg.memory import MemoryCheck, inference_bytes
 from cloudseg.metrics import class_ids
 from cloudseg.models.checkpoint import Release, checkpoint_paths, default_device, load_ensemble, read_release
-
-# MiT's first stage works at 1/4 scale and shrinks its keys by 8 (later stages: 1/8 and 4, ...): a side of 4 * 8.
-MIN_SIDE = 32
+from cloudseg.schema import MIN_SIDE
 
 
 def runs_bf16(precision: str, device: torch.device) -> bool:
@@ -30,9 +28,9 @@ class Predictor:
     and tiling. It takes uint8 pixels as the dataset serves them, RGB (3, H, W) and aux (A, H, W) or batches of
     them, and decides once per size whether an image runs whole or in blended tiles.
 
-    The model runs channels_last (25% faster on a CPU too), under bf16 autocast where `cfg.precision` says (auto:
-    on GPUs), and compiled for static shapes if `cfg.compile` (which pays over many tiles). Images travel to the
-    device as uint8, a quarter of the bytes, and are normalised there.
+    The model runs channels_last (the layout GPUs' convolutions prefer), under bf16 autocast where
+    `cfg.precision` says (auto: on GPUs), and compiled for static shapes if `cfg.compile` (which pays over many
+    tiles). Images travel to the device as uint8, a quarter of the bytes, and are normalised there.
     """
 
     def __init__(self, model: torch.nn.Module, release: Release, device: torch.device, cfg: PredictConfig):
@@ -42,10 +40,11 @@ class Predictor:
         self.model = model.to(device, memory_format=torch.channels_last).eval()
         if self.cfg.compile:
             self.model.compile(dynamic=False)
-            # A compiled model sees one shape (tile or image size, padded batches), so cuDNN's search for its
-            # fastest convolution algorithms is made once and pays over every batch; uncompiled, images of many
-            # sizes would each pay for a search.
-            torch.backends.cudnn.benchmark = device.type == "cuda"
+            if device.type == "cuda":
+                # A compiled model sees one shape (tile or image size, padded batches), so cuDNN's search for its
+                # fastest convolution algorithms is made once and pays over every batch; uncompiled, images of
+                # many sizes would each pay for a search.
+                torch.backends.cudnn.benchmark = True
 
     @classmethod
     def from_checkpoint(
@@ -61,9 +60,10 @@ class Predictor:
         device = default_device(device)
         cfg = dataclasses.replace(cfg or PredictConfig(), **settings).for_device(device)
         models = [read_release(path).config.model for path in checkpoint_paths(paths)]
+        side = round(cfg.tile * max(cfg.scales))  # test-time scales above 1 enlarge every tile
         MemoryCheck(
-            f"predicting {cfg.tile_batch} image(s) or tiles of up to {cfg.tile}² at a time",
-            inference_bytes(models, cfg.tile, cfg.tile_batch, runs_bf16(cfg.precision, device)),
+            f"predicting {cfg.tile_batch} image(s) or tiles of up to {side}² at a time",
+            inference_bytes(models, side, cfg.tile_batch, runs_bf16(cfg.precision, device)),
             device,
             "predict.tile_batch or predict.tile",
             "predict.memory_check",
@@ -85,10 +85,13 @@ class Predictor:
 
     @torch.no_grad()
     def logits(self, rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
-        """Logits (K, H, W) or (B, K, H, W) of uint8 images: a batch of images that fit a tile in one pass (padded
-        to `tile_batch` for a compiled model, which then sees one batch shape), a larger image in blended tiles."""
+        """Logits (K, H, W) or (B, K, H, W) of uint8 images: images that fit a tile `tile_batch` at a time, on the
+        model's device (padded to `tile_batch` for a compiled model, which then sees one batch shape); a larger
+        image in blended tiles, on the CPU (a scene's blend need not fit on the device)."""
         if rgb.ndim == 3:
             return self.logits(rgb[None], aux[None])[0]
+        if len(rgb) > (size := self.cfg.tile_batch):
+            return torch.cat([self.logits(rgb[i : i + size], aux[i : i + size]) for i in range(0, len(rgb), size)])
         if self.tiles(*rgb.shape[-2:]):
             cfg = self.cfg
             return torch.cat([

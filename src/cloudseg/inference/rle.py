@@ -19,6 +19,7 @@ from cloudseg.schema import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 HEADER = ("Image_Label", "EncodedPixels")
 _NUMBER_TEXT = np.zeros(256, dtype=bool)  # the bytes EncodedPixels may hold: digits and white space
 _NUMBER_TEXT[list(b"0123456789 \t\r\n")] = True
+_NUMBER_TEXT.flags.writeable = False
 
 
 def rle_encode(colour_bgr: np.ndarray) -> str:
@@ -51,9 +52,9 @@ def rle_decode(encoded: str, height: int, width: int, where: str = "submission")
     any order and overlap, as a decoder that sets their pixels one run at a time would take them."""
     size = 3 * width * height
     starts, lengths = parse_runs(encoded, where)
-    ends = starts + lengths
-    if len(starts) and ends.max() > size:
+    if (len(starts) and (starts >= size).any()) or (lengths > size - starts).any():  # no sum: it could overflow
         raise DataError(f"{where}: runs reach outside the {height}x{width}x3 = {size} encoded values")
+    ends = starts + lengths
     if not len(starts):
         return np.zeros((height, width, 3), dtype=np.uint8)
     order = np.argsort(starts, kind="stable")

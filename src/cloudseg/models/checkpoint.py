@@ -59,6 +59,9 @@ def save_release(model: nn.Module, config: dict, path: str | os.PathLike, info: 
 def read_header(path: str | os.PathLike) -> dict:
     """The header of a release checkpoint; anything else is an error naming the file."""
     path = Path(path)
+    if path.is_dir() or path.suffix == ".ckpt":
+        what = "a folder" if path.is_dir() else "a training checkpoint (for --resume)"
+        raise WeightsError(f"{path}: {what}; expected a release checkpoint, a run's checkpoints/best.safetensors")
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}

@@ -1,6 +1,7 @@
 """Lightning callbacks of a run: release checkpoints, panels, curves, the validation table, throughput."""
 
 import logging
+import os
 import signal
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -66,6 +67,8 @@ def _write_atomically(checkpoint: dict, path: Path) -> None:
     # Through a file object, so that a full disk is an OSError (torch.save to a path reports it as "unexpected pos")
     with atomic_path(path, previous=path.with_name(PREVIOUS_CHECKPOINT)) as temporary, temporary.open("wb") as file:
         torch.save(checkpoint, file)
+        file.flush()
+        os.fsync(file.fileno())  # on disk before the rename, so that not even a power cut leaves it half written
 
 
 class CompilationNotice(L.Callback):
@@ -112,33 +115,34 @@ class LastCheckpoint(L.Callback):
 
 
 class StopOnSignal(L.Callback):
-    """Ends the fit after the batch in which SIGINT or SIGTERM arrived (`StopRequest`), with every file complete:
-    the checkpoint plugin's teardown finishes a write in progress, and last.ckpt keeps the end of the last epoch
-    it saved. With several processes they agree, at the batches where they read the loss and after validation,
-    so that all stop at the same step."""
+    """Stops the fit at the next safe point after SIGINT or SIGTERM (`StopRequest`), with every file complete.
+
+    In the middle of an epoch, that is the end of the batch: InterruptError, and last.ckpt keeps the end of the
+    last epoch it saved (a write in progress is finished by the checkpoint plugin's teardown). At an epoch's last
+    batch the epoch is let finish, its validation and checkpoints included, and the fit stops after it. With
+    several processes they agree where they all are (the batches where they read the loss, an epoch's end), so
+    that all stop at the same step."""
 
     def __init__(self, request: StopRequest):
         self.request = request
+        self.after_epoch: int | None = None  # the epoch after which it stopped the fit, if it did
 
-    def _stop_now(self, trainer: L.Trainer, agree: bool) -> None:
+    def _agreed(self, trainer: L.Trainer) -> bool:
         if trainer.world_size == 1:
-            stop = bool(self.request)
-        elif agree:
-            stop = trainer.strategy.reduce_boolean_decision(bool(self.request), all=False)
-        else:
-            return
-        if stop:
-            raise InterruptError(self.request.signum or signal.SIGTERM, f"stopped by {self.request.name}")
+            return bool(self.request)
+        return trainer.strategy.reduce_boolean_decision(bool(self.request), all=False)
 
     def on_train_batch_end(self, trainer: L.Trainer, task: L.LightningModule, outputs, batch, batch_index: int):
-        last = batch_index + 1 == trainer.num_training_batches
-        self._stop_now(trainer, last or (batch_index + 1) % task.sync_every() == 0)
+        if batch_index + 1 == trainer.num_training_batches:
+            return  # the epoch's end is nearer than its last checkpoint
+        if (trainer.world_size == 1 or (batch_index + 1) % task.sync_every() == 0) and self._agreed(trainer):
+            raise InterruptError(self.request.signum or signal.SIGTERM, f"stopped by {self.request.name}")
 
-    def on_validation_batch_end(self, trainer: L.Trainer, task: L.LightningModule, *args, **kwargs) -> None:
-        self._stop_now(trainer, agree=False)  # processes may validate different numbers of batches
-
-    def on_validation_end(self, trainer: L.Trainer, task: L.LightningModule) -> None:
-        self._stop_now(trainer, agree=True)
+    def on_train_epoch_end(self, trainer: L.Trainer, task: L.LightningModule) -> None:
+        # Before LastCheckpoint's (it comes first in the list), which then writes this epoch's end.
+        if self._agreed(trainer):
+            trainer.should_stop = True
+            self.after_epoch = trainer.current_epoch
 
 
 class BestRelease(L.Callback):

@@ -4,6 +4,7 @@ import copy
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 
 class ExponentialAverage(nn.Module):
@@ -20,6 +21,7 @@ class ExponentialAverage(nn.Module):
         super().__init__()
         self.module = copy.deepcopy(model).requires_grad_(False)
         self.decay = decay
+        self.lerp = get_ema_multi_avg_fn(decay)  # torch's own update, one fused lerp over every tensor
         self.updates = 0
 
     def forward(self, *args, **kwargs):
@@ -34,7 +36,7 @@ class ExponentialAverage(nn.Module):
             exact += floating
         elif floating:
             mine, theirs = zip(*floating, strict=True)
-            torch._foreach_lerp_(list(mine), list(theirs), 1.0 - self.decay)
+            self.lerp(list(mine), list(theirs), self.updates)
         for mine, theirs in exact:
             mine.copy_(theirs)
         self.updates += 1

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cloudseg.config import LossConfig
+from cloudseg.schema import IGNORE_INDEX
 
 
 def _mean_of_largest(values: torch.Tensor, count: torch.Tensor, bound: int) -> torch.Tensor:
@@ -117,7 +118,7 @@ class SegmentationLoss(nn.Module):
         self.terms = {name: w for name in ("ce", "ohem", "dice", "lovasz", "jaccard") if (w := getattr(cfg, name))}
 
     def _term(self, name: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        cfg, ignore = self.cfg, self.cfg.ignore_index
+        cfg, ignore = self.cfg, IGNORE_INDEX
         if name == "ce":
             return F.cross_entropy(logits, target, weight=self.class_weights, ignore_index=ignore)
         if name == "ohem":

@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.profilers import SimpleProfiler
 from lightning.pytorch.utilities import rank_zero_only
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from cloudseg.config import Config
 from cloudseg.data.datamodule import CloudDataModule
@@ -148,7 +148,7 @@ def _extra_callbacks(paths: tuple[str, ...]) -> list[L.Callback]:
         module, _, name = path.partition(":")
         try:
             callbacks.append(getattr(importlib.import_module(module), name)())
-        except (ImportError, AttributeError, ValueError) as error:
+        except (ImportError, AttributeError, ValueError, TypeError) as error:
             raise ConfigError(
                 f"trainer.callbacks: cannot load {path!r} ({error}); expected 'package.module:Class'"
             ) from error
@@ -172,6 +172,14 @@ def build_trainer(cfg: Config, run_dir: Path, resumed: dict | None, stop: StopRe
     lightning_log.setLevel(logging.WARNING)
     try:
         return _trainer(cfg, run_dir, resumed, stop)
+    except ConfigError:  # cloudseg's own, about the callbacks
+        raise
+    except (ValueError, TypeError, MisconfigurationException) as error:  # an unknown strategy, devices it lacks
+        t = cfg.trainer
+        raise ConfigError(
+            f"Lightning refused trainer.accelerator {t.accelerator!r}, devices {t.devices!r}, strategy {t.strategy!r}"
+            f" on this machine: {str(error).strip().splitlines()[0]}"
+        ) from error
     finally:
         lightning_log.setLevel(level)
 
@@ -215,14 +223,14 @@ def _trainer(cfg: Config, run_dir: Path, resumed: dict | None, stop: StopRequest
 def stopped(signum: int, run_dir: Path, trainer: L.Trainer) -> InterruptError:
     """The one line for a run that a signal stopped: what is kept, and how to go on."""
     saved = next((c.epoch for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)
-    what = f"stopped by {signal.Signals(signum).name} in epoch {trainer.current_epoch}"
+    after = next(c.after_epoch for c in trainer.callbacks if isinstance(c, StopOnSignal))
+    name = signal.Signals(signum).name
+    what = f"stopped by {name} " + (
+        f"after epoch {after}" if after is not None else f"in epoch {trainer.current_epoch}"
+    )
     if saved is None and not (run_dir / "checkpoints" / "last.ckpt").is_file():
         return InterruptError(signum, f"{what}, before its first epoch ended: there is nothing to resume")
-    kept = (
-        f"checkpoints/last.ckpt holds the end of epoch {saved}"
-        if saved is not None
-        else "checkpoints/last.ckpt is kept"
-    )
+    kept = "checkpoints/last.ckpt " + (f"holds the end of epoch {saved}" if saved is not None else "is kept")
     return InterruptError(signum, f"{what}; {kept}: continue with `cloudseg train --resume {run_dir}`")
 
 
@@ -233,7 +241,7 @@ def train(cfg: Config | None = None, resume: str | None = None) -> Path:
     Lightning's device settings, the dataset and the crop against its images, and the memory the run will need.
     SIGINT or SIGTERM ends the run at the next batch with every file complete."""
     if (cfg is None) == (resume is None):
-        raise ConfigError("train takes either a config or a run to resume, not both")
+        raise ConfigError("train takes a config, or a run to resume: one of the two")
     inherited = os.environ.get(RUN_DIR_VARIABLE)
     try:
         with warnings.catch_warnings():
@@ -299,6 +307,8 @@ def _train(cfg: Config | None, resume: str | None) -> Path:
             trainer.fit(task, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
         except (InterruptError, SIGTERMException) as error:  # Lightning raises the latter on SIGTERM by itself
             raise stopped(getattr(error, "signum", signal.SIGTERM), run_dir, trainer) from error
+    if stop:  # the fit stopped after an epoch, as StopOnSignal asked
+        raise stopped(stop.signum, run_dir, trainer)
     finished = time.perf_counter()
     if trainer.is_global_zero:
         log.info("fit took %.1f s, train() %.1f s in all", finished - fitting, finished - started)

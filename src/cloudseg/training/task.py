@@ -194,8 +194,8 @@ class SegmentationTask(L.LightningModule):
                 raise NonFiniteLossError(
                     f"the training loss is {value} at step {int(step)} (epoch {self.current_epoch}, batch "
                     f"{int(bad_batch)}); the run stopped at batch {batch_index}, before validating or saving any "
-                    "weights after it. Resume from the last checkpoint with `cloudseg train --resume <run "
-                    "folder>`, e.g. with a lower learning rate or trainer.precision=32"
+                    "weights after it. Resume from the last checkpoint with `cloudseg train --resume <run folder>`, or "
+                    "start again with a lower learning rate or --trainer.precision 32"
                 )
         # global_step counts optimiser steps, so with gradient accumulation the average moves once per step.
         if self.ema is not None and self.global_step != self._ema_step:
