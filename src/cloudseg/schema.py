@@ -35,10 +35,6 @@ class Normalisation:
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
-    @property
-    def channels(self) -> int:
-        return len(self.mean)
-
 
 # RGB is fed in R, G, B order (the order of the ImageNet weights), although cv2 reads B, G, R.
 RGB_NORM = Normalisation(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
