@@ -32,11 +32,9 @@ def _raise_at_once(signum: int, frame) -> None:
     raise InterruptError(signum, f"stopped by {signal.Signals(signum).name}; every file written so far is complete")
 
 
-@contextlib.contextmanager
-def stop_at_once() -> Iterator[None]:
+def stop_at_once() -> contextlib.AbstractContextManager:
     """Within the block, SIGINT and SIGTERM raise InterruptError wherever the main thread is."""
-    with _handling(_raise_at_once):
-        yield
+    return _handling(_raise_at_once)
 
 
 class StopRequest:
