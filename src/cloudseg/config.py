@@ -15,6 +15,7 @@ from cloudseg.errors import ConfigError
 from cloudseg.schema import AUX_BANDS, IGNORE_INDEX, NUM_CLASSES
 from cloudseg.sections import (
     AtLeastOne,
+    BelowOne,
     Bounds,
     NonNegative,
     NonNegativeInt,
@@ -33,7 +34,6 @@ AUX_CHANNELS = len(AUX_BANDS)
 
 
 UnknownColours = Literal["error", "ignore"]  # label colours outside the class table: an error, or ignored pixels
-TTA = Literal["none", "flips", "d4"]  # d4: flips, 90° rotations and transposes
 MemoryCheckMode = Literal["refuse", "warn", "off"]
 Sensor = Literal["landsat8", "landsat9", "sentinel2"]  # presets of band numbers and scaling for GeoTIFF scenes
 
@@ -50,8 +50,8 @@ class ModelConfig(Section):
     pretrained: str | None = None  # SegFormer weights: HF folder, state-dict file, or hub id in the local cache
     init_from: str | None = None  # a cloudseg release checkpoint to fine-tune (same model and classes)
     decoder_dim: AtLeastOne = 512  # CMX's (and SegFormer-B2..B5's) all-MLP decoder width, for every variant alike
-    decoder_dropout: Annotated[float, Bounds(0, 1, high_open=True)] = 0.1
-    drop_path_rate: Annotated[float, Bounds(0, 1, high_open=True)] = 0.1  # stochastic depth of the last block
+    decoder_dropout: BelowOne = 0.1
+    drop_path_rate: BelowOne = 0.1  # stochastic depth of the last block
     # LayerNorm epsilon of the MiT blocks: 1e-6 in the SegFormer release that trained the ImageNet weights
     norm_eps: Positive = 1e-6
 
@@ -114,7 +114,7 @@ class DataConfig(Section):
     section: ClassVar[str] = "data"
 
     root: str | None = None
-    val_fraction: Annotated[float, Bounds(0, 1, high_open=True)] = 0.2
+    val_fraction: BelowOne = 0.2
     split_seed: NonNegativeInt = 0
     folds: NonNegativeInt = 0  # k >= 2: validate on fold `fold` of a seeded k-fold partition instead of val_fraction
     fold: NonNegativeInt = 0
@@ -172,10 +172,7 @@ class OptimConfig(Section):
     lr_encoder: NonNegative = 3e-5  # 0 freezes the encoders
     lr_head: NonNegative = 3e-4
     weight_decay: NonNegative = 0.02
-    betas: tuple[Annotated[float, Bounds(0, 1, high_open=True)], Annotated[float, Bounds(0, 1, high_open=True)]] = (
-        0.9,
-        0.999,
-    )
+    betas: tuple[BelowOne, BelowOne] = (0.9, 0.999)
     schedule: Literal["cosine", "poly", "plateau", "constant"] = "cosine"
     warmup_epochs: NonNegative = 0.0
     min_lr: NonNegative = 1e-6
@@ -270,11 +267,10 @@ class PredictConfig(Section):
     overlap: NonNegativeInt = 128
     # tiles, or whole images of one size, per forward pass; 0: 16 on a GPU, 4 on a CPU
     tile_batch: NonNegativeInt = 0
-    io_workers: NonNegativeInt = (
-        0  # processes that read images, and as many that write outputs; 0: a core each, up to 8
-    )
+    # processes that read images, and as many that write outputs; 0: a core each, up to 8
+    io_workers: NonNegativeInt = 0
     window: Literal["gaussian", "ramp"] = "gaussian"  # how overlapping tiles are blended
-    tta: TTA = "none"
+    tta: Literal["none", "flips", "d4"] = "none"  # d4: flips, 90° rotations and transposes
     precision: Literal["auto", "32", "bf16"] = "auto"  # auto: bf16 on GPUs, fp32 on CPUs
     compile: bool = False  # torch.compile the model (minutes once; pays over many tiles)
     scales: tuple[Positive, ...] = (1.0,)

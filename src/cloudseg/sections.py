@@ -5,6 +5,7 @@ these."""
 import dataclasses
 import difflib
 import functools
+import json
 import math
 import os
 import types
@@ -44,13 +45,14 @@ NonNegativeInt = Annotated[int, Bounds(0)]
 NonNegative = Annotated[float, Bounds(0)]
 Positive = Annotated[float, Bounds(0, low_open=True)]
 Probability = Annotated[float, Bounds(0, 1)]
+BelowOne = Annotated[float, Bounds(0, 1, high_open=True)]  # 0 <= value < 1
 UnitOpen = Annotated[float, Bounds(0, 1, low_open=True, high_open=True)]  # strictly between 0 and 1
 PositivePair = tuple[Positive, Positive]  # a (low, high) range; sections check low <= high
 Side = Annotated[int, Bounds(MIN_SIDE)]  # an image side the models take
 
 
 @functools.cache
-def _annotated_fields(cls: type) -> dict[str, Any]:
+def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls, include_extras=True)
 
 
@@ -85,11 +87,6 @@ def check_value(value: Any, kind: Any, where: str) -> None:
         raise ConfigError(f"{where}: {value} is not a finite number")
 
 
-@functools.cache
-def _plain_fields(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
 class Section:
     """A config section: checks every field's type or choice and its bounds, then the relations between fields
     (`check`), each time one is built, from YAML or in Python. `section` is its key path in the whole config."""
@@ -97,9 +94,9 @@ class Section:
     section: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
-        plain = _plain_fields(type(self))
+        kinds = _field_types(type(self))
         for item in dataclasses.fields(self):
-            value, kind, where = getattr(self, item.name), plain[item.name], self.key(item.name)
+            value, kind, where = getattr(self, item.name), kinds[item.name], self.key(item.name)
             if isinstance(value, os.PathLike):  # a Path given in Python is kept as the text a config holds
                 value = os.fspath(value)
                 object.__setattr__(self, item.name, value)
@@ -108,13 +105,14 @@ class Section:
                     raise ConfigError(f"{where}: expected a {kind.__name__}, got {value!r}")
                 continue
             coerced = _coerce(value, kind, where)  # a wrong type or choice is an error here
-            check_value(coerced, _annotated_fields(type(self))[item.name], where)
+            check_value(coerced, kind, where)
             if coerced != value:  # a number for a choice of text, say
                 raise ConfigError(f"{where}: {value!r}; expected {coerced!r}")
         self.check()
 
-    def key(self, name: str) -> str:
-        return f"{self.section}.{name}" if self.section else name
+    @classmethod
+    def key(cls, name: str) -> str:
+        return f"{cls.section}.{name}" if cls.section else name
 
     def check(self) -> None:
         """Relations between fields; a subclass raises a ConfigError that names the keys."""
@@ -138,6 +136,8 @@ class Typed:
 
 def _coerce(value: Any, kind: Any, where: str) -> Any:
     """`value` as type `kind`, or a ConfigError that names the key and what was expected."""
+    if typing.get_origin(kind) is Annotated:  # bounds are checked apart, by check_value
+        return _coerce(value, typing.get_args(kind)[0], where)
     origin, args = typing.get_origin(kind), typing.get_args(kind)
     if isinstance(value, Typed) and origin not in (typing.Union, types.UnionType):
         value = value.text if kind is str else value.value
@@ -188,15 +188,13 @@ def from_dict(cls: type, data: dict) -> Any:
     renamed, retired = getattr(cls, "renamed_keys", {}), getattr(cls, "retired_keys", ())
     data = {renamed.get(key, key): value for key, value in data.items() if key not in retired}
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    section = getattr(cls, "section", "")
     unknown = sorted(set(data) - set(fields))
     if unknown:
         close = difflib.get_close_matches(unknown[0], fields, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
-        where = f"{section}.{unknown[0]}" if section else unknown[0]
-        raise ConfigError(f"{where}: unknown key; {hint}valid keys are {', '.join(fields)}")
-    hints = typing.get_type_hints(cls)
-    return cls(**{name: _coerce(value, hints[name], f"{section}.{name}".lstrip(".")) for name, value in data.items()})
+        raise ConfigError(f"{cls.key(unknown[0])}: unknown key; {hint}valid keys are {', '.join(fields)}")
+    kinds = _field_types(cls)
+    return cls(**{name: _coerce(value, kinds[name], cls.key(name)) for name, value in data.items()})
 
 
 def setting_keys(cls: type) -> list[str]:
@@ -211,15 +209,7 @@ def setting_keys(cls: type) -> list[str]:
 
 def to_dict(config: Any) -> dict:
     """A plain mapping (tuples as lists) that `from_dict` turns back into the same config."""
-
-    def plain(value: Any) -> Any:
-        if isinstance(value, (tuple, list)):
-            return [plain(v) for v in value]
-        if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items()}
-        return value
-
-    return plain(dataclasses.asdict(config))
+    return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
