@@ -5,6 +5,9 @@ import json
 import logging
 import time
 import typing
+from pathlib import Path
+
+import yaml
 
 from cloudseg import __version__
 from cloudseg.cli.boundary import DEBUG_VARIABLE, EXIT_CODES, debug_requested, report
@@ -17,14 +20,13 @@ from cloudseg.cli.options import (
     CommandParser,
     command_overrides,
 )
-from cloudseg.config import Sensor
+from cloudseg.config import Sensor, load_config
 from cloudseg.errors import ConfigError
-from cloudseg.schema import MIN_SIDE
+from cloudseg.schema import CLASS_NAMES, MIN_SIDE
+from cloudseg.sections import to_dict
 
 
 def resolved_config(args: argparse.Namespace, overrides: list[str], *preset: str):
-    from cloudseg.config import load_config
-
     return load_config(getattr(args, "config", None), [*preset, *overrides])
 
 
@@ -39,20 +41,13 @@ def run_models(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
-def at_least(value: int, low: int, flag: str) -> int:
-    if value < low:
-        raise ConfigError(f"{flag} {value}: expected at least {low}")
-    return value
-
-
 def run_synth(args: argparse.Namespace, overrides: list[str]) -> int:
     from cloudseg.data.synth import synthesize
 
-    at_least(args.n, 1, "--n")
-    at_least(args.size, MIN_SIDE, "--size")
-    at_least(args.workers, 1, "--workers")
-    if args.test is not None:
-        at_least(args.test, 0, "--test")
+    for flag, low in (("--n", 1), ("--size", MIN_SIDE), ("--workers", 1), ("--test", 0)):
+        value = getattr(args, flag[2:])
+        if value is not None and value < low:  # --test: None is n/4
+            raise ConfigError(f"{flag} {value}: expected at least {low}")
     started = time.perf_counter()
     root = synthesize(args.output, args.n, args.test, args.size, args.seed, args.workers, args.overwrite)
     n_test = json.loads((root / "synth.json").read_text())["n_test"]
@@ -80,8 +75,6 @@ def run_show_augmentations(args: argparse.Namespace, overrides: list[str]) -> in
 
 
 def run_cache(args: argparse.Namespace, overrides: list[str]) -> int:
-    from pathlib import Path
-
     from cloudseg.data.cache import build_cache
     from cloudseg.data.dataset import find_samples
 
@@ -96,10 +89,6 @@ def run_cache(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def run_config(args: argparse.Namespace, overrides: list[str]) -> int:
-    import yaml
-
-    from cloudseg.sections import to_dict
-
     print(yaml.safe_dump(to_dict(resolved_config(args, overrides)), sort_keys=False), end="")
     return 0
 
@@ -132,26 +121,20 @@ def run_evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
-def is_scene(path: str) -> bool:
-    """A GeoTIFF scene to predict as a whole, rather than an rgb/<name>.tif of an image pair."""
-    from pathlib import Path
-
-    source = Path(path)
-    return source.suffix.lower() in (".tif", ".tiff") and source.parent.name != "rgb"
-
-
 def run_predict(args: argparse.Namespace, overrides: list[str]) -> int:
     from cloudseg.inference.predict import predict
 
     cfg = resolved_config(args, overrides).predict
     scene_flags = [f"--{n}" for n in ("bands", "sensor", "scale", "offset") if getattr(args, n) is not None]
-    if is_scene(args.input) and args.submission:
+    # A GeoTIFF scene to predict as a whole, rather than an rgb/<name>.tif of an image pair
+    scene = Path(args.input).suffix.lower() in (".tif", ".tiff") and Path(args.input).parent.name != "rgb"
+    if scene and args.submission:
         raise ConfigError("--submission encodes masks of image pairs; a scene's mask is the GeoTIFF at --output")
-    if scene_flags and not is_scene(args.input):
+    if scene_flags and not scene:
         raise ConfigError(
             f"{scene_flags[0]} is for a GeoTIFF scene (--input scene.tif); {args.input} holds image pairs"
         )
-    if is_scene(args.input):
+    if scene:
         from cloudseg.inference.geotiff import predict_scene_from_checkpoint
 
         bands = None
@@ -182,7 +165,6 @@ def run_submit(args: argparse.Namespace, overrides: list[str]) -> int:
 
 def run_score(args: argparse.Namespace, overrides: list[str]) -> int:
     from cloudseg.inference.rle import score_submission
-    from cloudseg.schema import CLASS_NAMES
 
     unknown_colours = resolved_config(args, overrides).data.unknown_colours
     scores = score_submission(args.submission, args.labels, unknown_colours)
@@ -232,12 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
         )
         return sub
 
-    models = command(
+    command(
         "models", run_models, "list the model builders and their parameter counts",
         ("model.num_classes", "model.aux_channels"),
         epilog="  --model.num_classes N, --model.aux_channels N   count the parameters for these",
     )  # fmt: skip
-    models.set_defaults(config=None)
 
     synth = command("synth", run_synth, "write a synthetic dataset of cloud scenes with exact labels")
     synth.add_argument("output", help="dataset folder to create (new or empty)")
@@ -254,7 +235,6 @@ def build_parser() -> argparse.ArgumentParser:
         ("data.unknown_colours",), epilog=colours_help,
     )  # fmt: skip
     check.add_argument("root", help="dataset folder with train/ and/or test/")
-    check.set_defaults(config=None)
 
     show = command(
         "show-augmentations", run_show_augmentations, "write a grid of augmented training samples",
@@ -272,7 +252,6 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     cache.add_argument("root", help="dataset folder with train/{rgb,ngr,label}")
     cache.add_argument("-o", "--output", required=True, help="cache folder (then: --data.cache <folder>)")
-    cache.set_defaults(config=None)
 
     config = command(
         "config", run_config, "print a config with its overrides applied: every key, as YAML", ALL_SETTINGS,
@@ -336,7 +315,6 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     score.add_argument("submission")
     score.add_argument("--labels", required=True, help="folder of colour label images")
-    score.set_defaults(config=None)
 
     export = command("export", run_export, "export a checkpoint to ONNX (dynamic batch, height, width)")
     export.add_argument("--checkpoint", required=True, nargs="+", help=CHECKPOINTS_HELP)
@@ -370,11 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with stop_at_once():
             return args.run(args, command_overrides(args, tokens))
-    except SystemExit as exit_:
-        if type(exit_) is SystemExit:  # a plain exit, not Lightning's SIGTERMException
+    except (Exception, KeyboardInterrupt, SystemExit) as error:
+        if type(error) is SystemExit:  # a plain exit, not Lightning's SIGTERMException
             raise
-        return report(exit_, args.memory_hint, debug_requested(args.debug))
-    except (Exception, KeyboardInterrupt) as error:
         return report(error, args.memory_hint, debug_requested(args.debug))
     finally:
         logging.getLogger("cloudseg").removeHandler(handler)
