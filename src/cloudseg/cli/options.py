@@ -93,11 +93,9 @@ def command_overrides(args: argparse.Namespace, tokens: list[str]) -> list[str]:
     return overrides
 
 
-TRAIN_HELP = (
-    SETTINGS_HELP
-    + """
+TRAIN_HELP = f"""{SETTINGS_HELP}
 Main settings (all of them: `cloudseg config --config cmx_b0`):
-  --data.root PATH                 dataset folder with train/{rgb,ngr,label}/ (required)
+  --data.root PATH                 dataset folder with train/{{rgb,ngr,label}}/ (required)
   --model.name NAME                cmx_b0 ... cmx_b5, segformer_b*, segformer_early_b* (`cloudseg models`)
   --model.pretrained PATH_OR_ID    SegFormer ImageNet weights: a folder, a file or a hub id such as nvidia/mit-b2
   --trainer.max_epochs N           epochs to train
@@ -107,10 +105,7 @@ Main settings (all of them: `cloudseg config --config cmx_b0`):
   --trainer.accelerator, --trainer.devices, --trainer.strategy, --trainer.num_nodes   Lightning's devices and DDP
   --run.output_dir, --run.name     where the run folder goes: <output_dir>/<name>/<timestamp>/
 """
-)
-PREDICT_HELP = (
-    SETTINGS_HELP
-    + """
+PREDICT_HELP = f"""{SETTINGS_HELP}
 Prediction settings (--predict.*; also in the predict section of a --config file):
   --predict.tile N, --predict.overlap N    images larger than a tile run in overlapping tiles
   --predict.tile_batch N                   tiles or images per forward pass (0: as many as suit the device)
@@ -118,13 +113,9 @@ Prediction settings (--predict.*; also in the predict section of a --config file
   --predict.precision auto|32|bf16         auto: bf16 on GPUs
   --predict.index_masks true, --predict.probabilities true, --predict.uncertainty entropy|max_probability
 """
-)
-EVALUATE_HELP = (
-    SETTINGS_HELP
-    + """
+EVALUATE_HELP = f"""{SETTINGS_HELP}
   --data.root PATH                 dataset folder (required)
   --data.unknown_colours ignore    label colours outside the class table count as ignored pixels
   --predict.tta none|flips|d4      score the prediction averaged over flips or all 8 symmetries
   --predict.tile N, --predict.overlap N, --predict.tile_batch N, --predict.precision P   as for predict
 """
-)
