@@ -2,6 +2,7 @@
 from plain mappings, as YAML gives them, and turned back into them. The config sections in `config.py` are made of
 these."""
 
+import contextlib
 import dataclasses
 import difflib
 import functools
@@ -169,13 +170,9 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{where}: expected a list of {len(args)} values, got {value!r}")
         return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
-    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if kind is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as text
-        try:
-            return float(value)
-        except ValueError:
-            pass
+    if kind is float and isinstance(value, int | float | str) and not isinstance(value, bool):
+        with contextlib.suppress(ValueError):  # text that is no number falls through to the error below
+            return float(value)  # YAML 1.1 reads 1e-4 (no dot) as text
     if kind is Any or (isinstance(kind, type) and isinstance(value, kind) and not (kind is int and value is True)):
         return value
     raise ConfigError(f"{where}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
