@@ -24,13 +24,14 @@ from cloudseg.config import Sensor, load_config
 from cloudseg.errors import ConfigError
 from cloudseg.schema import CLASS_NAMES, MIN_SIDE
 from cloudseg.sections import to_dict
+from cloudseg.signals import stop_at_once
 
 
 def resolved_config(args: argparse.Namespace, overrides: list[str], *preset: str):
     return load_config(getattr(args, "config", None), [*preset, *overrides])
 
 
-def run_models(args: argparse.Namespace, overrides: list[str]) -> int:
+def run_models(args: argparse.Namespace, overrides: list[str]) -> None:
     from cloudseg.models.registry import ARCHITECTURES, MODEL_NAMES, count_parameters, parse_model_name
 
     model = resolved_config(args, overrides).model
@@ -38,10 +39,9 @@ def run_models(args: argparse.Namespace, overrides: list[str]) -> int:
     for name in MODEL_NAMES:
         params = count_parameters(name, num_classes=model.num_classes, aux_channels=model.aux_channels)
         print(f"{name:<20} {params / 1e6:>10.2f}M  {ARCHITECTURES[parse_model_name(name)[0]].summary}")
-    return 0
 
 
-def run_synth(args: argparse.Namespace, overrides: list[str]) -> int:
+def run_synth(args: argparse.Namespace, overrides: list[str]) -> None:
     from cloudseg.data.synth import synthesize
 
     for flag, low in (("--n", 1), ("--size", MIN_SIDE), ("--workers", 1), ("--test", 0)):
@@ -55,7 +55,6 @@ def run_synth(args: argparse.Namespace, overrides: list[str]) -> int:
         f"wrote {args.n} training and {n_test} test scenes of {args.size}x{args.size} to {root} "
         f"(test labels apart in {root / 'test_labels'}) in {time.perf_counter() - started:.1f} s"
     )
-    return 0
 
 
 def run_check_data(args: argparse.Namespace, overrides: list[str]) -> int:
@@ -66,15 +65,14 @@ def run_check_data(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0 if report_.ok else 2
 
 
-def run_show_augmentations(args: argparse.Namespace, overrides: list[str]) -> int:
+def run_show_augmentations(args: argparse.Namespace, overrides: list[str]) -> None:
     from cloudseg.data.preview import show_augmentations
 
     cfg = resolved_config(args, overrides, f"data.root={args.root}")
     print(f"wrote {show_augmentations(cfg.data, args.n, args.output, args.seed)}")
-    return 0
 
 
-def run_cache(args: argparse.Namespace, overrides: list[str]) -> int:
+def run_cache(args: argparse.Namespace, overrides: list[str]) -> None:
     from cloudseg.data.cache import build_cache
     from cloudseg.data.dataset import find_samples
 
@@ -85,19 +83,17 @@ def run_cache(args: argparse.Namespace, overrides: list[str]) -> int:
     folder = build_cache(samples, args.output, unknown_colours)
     print(f"cached {len(samples)} training scenes in {folder} in {time.perf_counter() - started:.1f} s; "
           f"train with --data.cache {folder}")  # fmt: skip
-    return 0
 
 
-def run_config(args: argparse.Namespace, overrides: list[str]) -> int:
+def run_config(args: argparse.Namespace, overrides: list[str]) -> None:
     print(yaml.safe_dump(to_dict(resolved_config(args, overrides)), sort_keys=False), end="")
-    return 0
 
 
 DEFAULT_CONFIG = "cmx_b0"  # what `train` (and `config`) start from without --config
 CHECKPOINTS_HELP = "checkpoints/best.safetensors of a run; several: the mean of their logits (an ensemble)"
 
 
-def run_train(args: argparse.Namespace, overrides: list[str]) -> int:
+def run_train(args: argparse.Namespace, overrides: list[str]) -> None:
     from cloudseg.training.run import train
 
     if args.resume:
@@ -108,20 +104,18 @@ def run_train(args: argparse.Namespace, overrides: list[str]) -> int:
         args.config = args.config or DEFAULT_CONFIG
         run_dir = train(resolved_config(args, overrides))
     print(f"run folder: {run_dir}")
-    return 0
 
 
-def run_evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
+def run_evaluate(args: argparse.Namespace, overrides: list[str]) -> None:
     from cloudseg.inference.evaluate import evaluate
 
     cfg = resolved_config(args, overrides)
     if cfg.data.root is None:
         raise ConfigError("evaluate needs the dataset: --data.root <folder>")
     evaluate(args.checkpoint, cfg.data.root, args.split, args.output, args.panels, cfg.predict, args.device)
-    return 0
 
 
-def run_predict(args: argparse.Namespace, overrides: list[str]) -> int:
+def run_predict(args: argparse.Namespace, overrides: list[str]) -> None:
     from cloudseg.inference.predict import predict
 
     cfg = resolved_config(args, overrides).predict
@@ -149,21 +143,19 @@ def run_predict(args: argparse.Namespace, overrides: list[str]) -> int:
             args.checkpoint, args.input, args.output, args.sensor, bands, args.scale, args.offset, cfg, args.device
         )
         print(f"wrote {path}")
-        return 0
+        return
     result = predict(args.checkpoint, args.input, args.output, cfg, args.submission, args.device)
     print(f"wrote {len(result.masks)} masks to {args.output}" + (f" and {args.submission}" if args.submission else ""))
     print(result.summary())
-    return 0
 
 
-def run_submit(args: argparse.Namespace, overrides: list[str]) -> int:
+def run_submit(args: argparse.Namespace, overrides: list[str]) -> None:
     from cloudseg.inference.rle import submission_from_masks
 
     print(f"wrote {submission_from_masks(args.masks, args.output)}")
-    return 0
 
 
-def run_score(args: argparse.Namespace, overrides: list[str]) -> int:
+def run_score(args: argparse.Namespace, overrides: list[str]) -> None:
     from cloudseg.inference.rle import score_submission
 
     unknown_colours = resolved_config(args, overrides).data.unknown_colours
@@ -173,21 +165,18 @@ def run_score(args: argparse.Namespace, overrides: list[str]) -> int:
         print(f"{name:<14} {scores[f'iou/{name}']:>7.4f} {scores[f'dice/{name}']:>7.4f}")
     mean_dice = scores["mean_image_dice"]
     print(f"mean IoU {scores['mIoU']:.4f}; mean Dice per image {mean_dice:.4f} ({scores['images']} images)")
-    return 0
 
 
-def run_export(args: argparse.Namespace, overrides: list[str]) -> int:
+def run_export(args: argparse.Namespace, overrides: list[str]) -> None:
     from cloudseg.inference.export import export_onnx
 
     print(f"wrote {export_onnx(args.checkpoint, args.output, args.opset)}")
-    return 0
 
 
-def run_demo(args: argparse.Namespace, overrides: list[str]) -> int:
+def run_demo(args: argparse.Namespace, overrides: list[str]) -> None:
     from cloudseg.demo import run_demo as demo
 
     demo(args.output, args.fast)
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -204,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=CommandParser)
 
     def command(name, run, help, settings=(), memory="a batch or image size", epilog=None) -> CommandParser:
-        """A subcommand; `settings` are the config keys or sections it takes as --section.key value."""
+        """A subcommand; `settings` are the config keys or sections it takes as --section.key value, and `run` returns
+        its exit code, None for 0."""
         sub = commands.add_parser(
             name, help=help, description=help, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
         )
@@ -332,8 +322,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cloudseg.signals import stop_at_once
-
     parser = build_parser()
     args, tokens = parser.parse_known_args(argv)
     if not hasattr(args, "run"):
@@ -347,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("cloudseg").setLevel(logging.INFO)
     try:
         with stop_at_once():
-            return args.run(args, command_overrides(args, tokens))
+            return args.run(args, command_overrides(args, tokens)) or 0
     except (Exception, KeyboardInterrupt, SystemExit) as error:
         if type(error) is SystemExit:  # a plain exit, not Lightning's SIGTERMException
             raise
