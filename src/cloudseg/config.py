@@ -1,9 +1,6 @@
-"""Typed configuration: frozen dataclasses filled from YAML and dotted command-line overrides, checked on load.
-
-Every field carries its valid range or choices (`Annotated[..., Bounds(...)]`, `Literal[...]`), and each section
-checks the relations between its fields, whether it is built from YAML or in Python, so a bad setting fails
-before any data is read or a model is built.
-"""
+"""Typed configuration: frozen dataclasses filled from YAML and dotted command-line overrides. Every field carries
+its range or choices and each section the relations between its fields (checked by `sections.Section` however it is
+built), so a bad setting fails before any data is read or a model is built."""
 
 import dataclasses
 import difflib
