@@ -90,11 +90,11 @@ class SegmentationTask(L.LightningModule):
         if self.cfg.trainer.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.loss = SegmentationLoss(self.cfg.loss)
-        self.val_confusion = confusion_metric(m.num_classes)
+        self.confusions = nn.ModuleDict({"val": confusion_metric(m.num_classes)})  # by the prefix of their scores
         self.ema = None
         if self.cfg.trainer.ema_decay:
             self.ema = ExponentialAverage(self.model, self.cfg.trainer.ema_decay)
-            self.val_ema_confusion = confusion_metric(m.num_classes)
+            self.confusions["val_ema"] = confusion_metric(m.num_classes)
             self._ema_step = 0
         if self.cfg.trainer.compile:
             # In place, so the state_dict keeps its keys and holds each weight once. Static shapes: the training
@@ -207,15 +207,12 @@ class SegmentationTask(L.LightningModule):
         logits = self.eager(rgb, aux)
         loss, _ = self.loss.forward(logits, batch["mask"])
         self.log("val/loss", loss, on_epoch=True, batch_size=batch["mask"].shape[0], sync_dist=True)
-        self.val_confusion.update(class_ids(logits), batch["mask"])
+        self.confusions["val"].update(class_ids(logits), batch["mask"])
         if self.ema is not None:
-            self.val_ema_confusion.update(class_ids(self.ema(rgb, aux)), batch["mask"])
+            self.confusions["val_ema"].update(class_ids(self.ema(rgb, aux)), batch["mask"])
 
     def on_validation_epoch_end(self) -> None:
-        metrics = {"val": self.val_confusion}
-        if self.ema is not None:
-            metrics["val_ema"] = self.val_ema_confusion
-        for prefix, metric in metrics.items():
+        for prefix, metric in self.confusions.items():
             scores = confusion_scores(metric.compute())
             metric.reset()
             self.val_scores[prefix] = scores
@@ -243,19 +240,11 @@ class SegmentationTask(L.LightningModule):
             scheduler = ReduceLROnPlateau(
                 optimizer, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=cfg.min_lr
             )
-            return {
-                "optimizer": optimizer,
-                "lr_scheduler": {
-                    "scheduler": scheduler,
-                    "monitor": "val/mIoU",
-                    "interval": "epoch",
-                    "frequency": self.cfg.trainer.check_val_every_n_epoch,
-                    "strict": False,
-                },
-            }
-        total = int(self.trainer.estimated_stepping_batches)
-        per_epoch = max(1, total // max(1, self.trainer.max_epochs))
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": build_scheduler(optimizer, cfg, total, per_epoch), "interval": "step"},
-        }
+            every = self.cfg.trainer.check_val_every_n_epoch
+            stepping = {"monitor": "val/mIoU", "interval": "epoch", "frequency": every, "strict": False}
+        else:
+            total = int(self.trainer.estimated_stepping_batches)
+            per_epoch = max(1, total // max(1, self.trainer.max_epochs))
+            scheduler = build_scheduler(optimizer, cfg, total, per_epoch)
+            stepping = {"interval": "step"}
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, **stepping}}
