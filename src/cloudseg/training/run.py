@@ -167,13 +167,44 @@ def build_trainer(cfg: Config, run_dir: Path, resumed: dict | None, stop: StopRe
     """The Lightning trainer of a run; Lightning checks the device and strategy settings here, before any data
     is read. Its banner of available devices is left out (the run's log names the devices it uses), so that a
     refused setting or dataset reads as one line."""
+    extra_callbacks = _extra_callbacks(cfg.trainer.callbacks)  # before the try: its ConfigError is not Lightning's
     lightning_log = logging.getLogger("lightning.pytorch")
     level = lightning_log.level
     lightning_log.setLevel(logging.WARNING)
     try:
-        return _trainer(cfg, run_dir, resumed, stop)
-    except ConfigError:  # cloudseg's own, about the callbacks
-        raise
+        return L.Trainer(
+            default_root_dir=run_dir,
+            max_epochs=cfg.trainer.max_epochs,
+            accelerator=cfg.trainer.accelerator,
+            devices=cfg.trainer.devices,
+            strategy=cfg.trainer.strategy,
+            num_nodes=cfg.trainer.num_nodes,
+            precision=_precision(cfg),
+            accumulate_grad_batches=cfg.trainer.accumulate_grad_batches,
+            check_val_every_n_epoch=cfg.trainer.check_val_every_n_epoch,
+            gradient_clip_val=cfg.optim.grad_clip,
+            deterministic=cfg.trainer.deterministic,
+            log_every_n_steps=cfg.trainer.log_every_n_steps,
+            use_distributed_sampler=False,  # EpochSampler splits the data between processes itself
+            num_sanity_val_steps=0,
+            logger=_csv_logger(run_dir, resumed),
+            plugins=[AtomicCheckpointIO()],
+            callbacks=[
+                StopOnSignal(stop),
+                BestRelease(run_dir),
+                *([BestRelease(run_dir, "val_ema", "best_ema")] if cfg.trainer.ema_decay else []),
+                ValidationReport(run_dir),
+                ValidationPanels(run_dir, cfg.trainer.panels),
+                TrainingProgress(),
+                *([CompilationNotice()] if cfg.trainer.compile else []),
+                LearningRateMonitor(logging_interval="step"),
+                *extra_callbacks,
+                LastCheckpoint(run_dir, cfg.trainer.checkpoint_every_s),  # last: it saves the others' state too
+            ],
+            enable_checkpointing=False,  # LastCheckpoint and BestRelease write the checkpoints
+            enable_model_summary=False,  # its FLOPs column reads 0 without an example input; the log has the counts
+            profiler=SimpleProfiler(run_dir, "profile") if cfg.trainer.profiler == "simple" else None,
+        )
     except (ValueError, TypeError, MisconfigurationException) as error:  # an unknown strategy, devices it lacks
         t = cfg.trainer
         raise ConfigError(
@@ -182,42 +213,6 @@ def build_trainer(cfg: Config, run_dir: Path, resumed: dict | None, stop: StopRe
         ) from error
     finally:
         lightning_log.setLevel(level)
-
-
-def _trainer(cfg: Config, run_dir: Path, resumed: dict | None, stop: StopRequest) -> L.Trainer:
-    return L.Trainer(
-        default_root_dir=run_dir,
-        max_epochs=cfg.trainer.max_epochs,
-        accelerator=cfg.trainer.accelerator,
-        devices=cfg.trainer.devices,
-        strategy=cfg.trainer.strategy,
-        num_nodes=cfg.trainer.num_nodes,
-        precision=_precision(cfg),
-        accumulate_grad_batches=cfg.trainer.accumulate_grad_batches,
-        check_val_every_n_epoch=cfg.trainer.check_val_every_n_epoch,
-        gradient_clip_val=cfg.optim.grad_clip,
-        deterministic=cfg.trainer.deterministic,
-        log_every_n_steps=cfg.trainer.log_every_n_steps,
-        use_distributed_sampler=False,  # EpochSampler splits the data between processes itself
-        num_sanity_val_steps=0,
-        logger=_csv_logger(run_dir, resumed),
-        plugins=[AtomicCheckpointIO()],
-        callbacks=[
-            StopOnSignal(stop),
-            BestRelease(run_dir),
-            *([BestRelease(run_dir, "val_ema", "best_ema")] if cfg.trainer.ema_decay else []),
-            ValidationReport(run_dir),
-            ValidationPanels(run_dir, cfg.trainer.panels),
-            TrainingProgress(),
-            *([CompilationNotice()] if cfg.trainer.compile else []),
-            LearningRateMonitor(logging_interval="step"),
-            *_extra_callbacks(cfg.trainer.callbacks),
-            LastCheckpoint(run_dir, cfg.trainer.checkpoint_every_s),  # last: it saves the others' state too
-        ],
-        enable_checkpointing=False,  # LastCheckpoint and BestRelease write the checkpoints
-        enable_model_summary=False,  # its FLOPs column reads 0 without an example input; the log has the counts
-        profiler=SimpleProfiler(run_dir, "profile") if cfg.trainer.profiler == "simple" else None,
-    )
 
 
 def stopped(signum: int, run_dir: Path, trainer: L.Trainer) -> InterruptError:
