@@ -40,18 +40,17 @@ def confusion_scores(confusion: torch.Tensor) -> dict[str, torch.Tensor]:
     tp = confusion.diag()
     fp = confusion.sum(dim=0) - tp
     fn = confusion.sum(dim=1) - tp
-    with torch.no_grad():
-        iou = tp / (tp + fp + fn)
-        scores = {
-            "iou": iou,
-            "dice": 2 * tp / (2 * tp + fp + fn),
-            "precision": tp / (tp + fp),
-            "recall": tp / (tp + fn),
-        }
-    scores["mIoU"] = scores["iou"].nanmean()
-    scores["mDice"] = scores["dice"].nanmean()
-    scores["accuracy"] = tp.sum() / confusion.sum()
-    return scores
+    iou = tp / (tp + fp + fn)
+    dice = 2 * tp / (2 * tp + fp + fn)
+    return {
+        "iou": iou,
+        "dice": dice,
+        "precision": tp / (tp + fp),
+        "recall": tp / (tp + fn),
+        "mIoU": iou.nanmean(),
+        "mDice": dice.nanmean(),
+        "accuracy": tp.sum() / confusion.sum(),
+    }
 
 
 def flat_scores(scores: dict[str, torch.Tensor], names: tuple[str, ...] = CLASS_NAMES) -> dict[str, float | None]:
