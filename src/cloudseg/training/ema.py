@@ -20,7 +20,6 @@ class ExponentialAverage(nn.Module):
     def __init__(self, model: nn.Module, decay: float):
         super().__init__()
         self.module = copy.deepcopy(model).requires_grad_(False)
-        self.decay = decay
         self.lerp = get_ema_multi_avg_fn(decay)  # torch's own update, one fused lerp over every tensor
         self.updates = 0
 
