@@ -96,9 +96,8 @@ class CompilationNotice(L.Callback):
 class LastCheckpoint(L.Callback):
     """`checkpoints/last.ckpt`: the whole training state at the end of an epoch, validation included, for
     --resume. Written after the first and the last epoch, and after any other once `every_s` seconds have passed
-    since the last write: a CMX-B2 state with its optimiser is 0.8 GB, about a second to write. The write runs in
-    the background (AtomicCheckpointIO), but after every few-second GPU epoch it would still copy 0.8 GB to host
-    memory and keep the disk busy."""
+    since the last write: it runs in the background (AtomicCheckpointIO), but after every few-second GPU epoch it
+    would still copy a CMX-B2 state with its optimiser, 0.8 GB, to host memory and keep the disk busy."""
 
     def __init__(self, run_dir: Path, every_s: float = 0.0):
         self.path = run_dir / "checkpoints" / "last.ckpt"
