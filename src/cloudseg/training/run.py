@@ -219,10 +219,8 @@ def stopped(signum: int, run_dir: Path, trainer: L.Trainer) -> InterruptError:
     """The one line for a run that a signal stopped: what is kept, and how to go on."""
     saved = next((c.epoch for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)
     after = next(c.after_epoch for c in trainer.callbacks if isinstance(c, StopOnSignal))
-    name = signal.Signals(signum).name
-    what = f"stopped by {name} " + (
-        f"after epoch {after}" if after is not None else f"in epoch {trainer.current_epoch}"
-    )
+    when = f"after epoch {after}" if after is not None else f"in epoch {trainer.current_epoch}"
+    what = f"stopped by {signal.Signals(signum).name} {when}"
     if saved is None and not (run_dir / "checkpoints" / "last.ckpt").is_file():
         return InterruptError(signum, f"{what}, before its first epoch ended: there is nothing to resume")
     kept = "checkpoints/last.ckpt " + (f"holds the end of epoch {saved}" if saved is not None else "is kept")
