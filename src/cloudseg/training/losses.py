@@ -125,11 +125,7 @@ class SegmentationLoss(nn.Module):
             return ohem_cross_entropy(
                 logits, target, cfg.ohem_fraction, ignore, self.class_weights, cfg.ohem_threshold, cfg.ohem_min_kept
             )
-        if name == "dice":
-            return dice_loss(logits, target, ignore)
-        if name == "jaccard":
-            return jaccard_loss(logits, target, ignore)
-        return lovasz_softmax(logits, target, ignore)
+        return {"dice": dice_loss, "jaccard": jaccard_loss, "lovasz": lovasz_softmax}[name](logits, target, ignore)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         parts = {name: self._term(name, logits, target) for name in self.terms}
