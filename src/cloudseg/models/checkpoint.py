@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from cloudseg.config import Config
@@ -128,8 +128,6 @@ def load_weights_into(
     model: nn.Module, path: str | os.PathLike, name: str, num_classes: int, aux_channels: int
 ) -> None:
     """Starts `model` (built as `name`, `num_classes`, `aux_channels`) from a release checkpoint of the same build."""
-    from safetensors.torch import load_file
-
     saved = read_release(path).config.model
     if (saved.name, saved.num_classes, saved.aux_channels) != (name, num_classes, aux_channels):
         raise WeightsError(
@@ -141,8 +139,6 @@ def load_weights_into(
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, Release]:
     """Rebuilds a trained model from its release checkpoint alone; returns (model in eval mode, its Release)."""
-    from safetensors.torch import load_file
-
     from cloudseg.models.registry import build_model
 
     release = read_release(path)

@@ -13,22 +13,21 @@ class FeatureRectifyModule(nn.Module):
     rgb' = rgb + (lambda_c * Wc_aux + lambda_s * Ws_aux) * aux, and symmetrically for aux.
     """
 
-    def __init__(self, dim: int, lambda_c: float = 0.5, lambda_s: float = 0.5, reduction: int = 1):
+    def __init__(self, dim: int, lambda_c: float = 0.5, lambda_s: float = 0.5):
         super().__init__()
-        self.lambda_c = lambda_c
-        self.lambda_s = lambda_s
+        self.lambda_c, self.lambda_s = lambda_c, lambda_s
         # Global average and max pooling of both streams (4C) -> one gate per channel and stream (2C).
         self.channel_gate = nn.Sequential(
-            nn.Linear(4 * dim, 4 * dim // reduction),
+            nn.Linear(4 * dim, 4 * dim),
             nn.ReLU(inplace=True),
-            nn.Linear(4 * dim // reduction, 2 * dim),
+            nn.Linear(4 * dim, 2 * dim),
             nn.Sigmoid(),
         )
         # Both streams (2C) -> one gate per pixel and stream (2).
         self.spatial_gate = nn.Sequential(
-            nn.Conv2d(2 * dim, dim // reduction, 1),
+            nn.Conv2d(2 * dim, dim, 1),
             nn.ReLU(inplace=True),
-            nn.Conv2d(dim // reduction, 2, 1),
+            nn.Conv2d(dim, 2, 1),
             nn.Sigmoid(),
         )
 
@@ -72,14 +71,13 @@ class CrossAttention(nn.Module):
 class CrossPath(nn.Module):
     """FFM stage 1: per stream, half the projected channels are kept and half exchanged by cross-attention."""
 
-    def __init__(self, dim: int, heads: int, reduction: int = 1):
+    def __init__(self, dim: int, heads: int):
         super().__init__()
-        inner = dim // reduction
-        self.split_rgb = nn.Linear(dim, 2 * inner)
-        self.split_aux = nn.Linear(dim, 2 * inner)
-        self.cross_attn = CrossAttention(inner, heads)
-        self.merge_rgb = nn.Linear(2 * inner, dim)
-        self.merge_aux = nn.Linear(2 * inner, dim)
+        self.split_rgb = nn.Linear(dim, 2 * dim)
+        self.split_aux = nn.Linear(dim, 2 * dim)
+        self.cross_attn = CrossAttention(dim, heads)
+        self.merge_rgb = nn.Linear(2 * dim, dim)
+        self.merge_aux = nn.Linear(2 * dim, dim)
         self.norm_rgb = nn.LayerNorm(dim)
         self.norm_aux = nn.LayerNorm(dim)
 
@@ -95,15 +93,14 @@ class CrossPath(nn.Module):
 class ChannelEmbed(nn.Module):
     """FFM stage 2: the concatenated streams (2C) become C channels, by a 1x1 residual plus 1x1 -> 3x3 dw -> 1x1."""
 
-    def __init__(self, in_channels: int, out_channels: int, reduction: int = 1):
+    def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
-        inner = out_channels // reduction
         self.residual = nn.Conv2d(in_channels, out_channels, 1, bias=False)
         self.embed = nn.Sequential(
-            nn.Conv2d(in_channels, inner, 1),
-            nn.Conv2d(inner, inner, 3, padding=1, groups=inner),
+            nn.Conv2d(in_channels, out_channels, 1),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, groups=out_channels),
             nn.ReLU(inplace=True),
-            nn.Conv2d(inner, out_channels, 1),
+            nn.Conv2d(out_channels, out_channels, 1),
             nn.BatchNorm2d(out_channels),
         )
         self.norm = nn.BatchNorm2d(out_channels)
@@ -115,10 +112,10 @@ class ChannelEmbed(nn.Module):
 class FeatureFusionModule(nn.Module):
     """CMX's FFM: cross-path exchange on tokens, then channel embedding into one (B, C, H, W) map."""
 
-    def __init__(self, dim: int, heads: int, reduction: int = 1):
+    def __init__(self, dim: int, heads: int):
         super().__init__()
-        self.cross = CrossPath(dim, heads, reduction)
-        self.embed = ChannelEmbed(2 * dim, dim, reduction)
+        self.cross = CrossPath(dim, heads)
+        self.embed = ChannelEmbed(2 * dim, dim)
 
     def forward(self, rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
         h, w = rgb.shape[-2:]

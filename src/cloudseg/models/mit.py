@@ -138,20 +138,17 @@ class MiTStage(nn.Module):
         self,
         in_channels: int,
         width: int,
-        depth: int,
         heads: int,
         sr_ratio: int,
         mlp_ratio: int,
         kernel: int,
         stride: int,
-        drop_paths: list[float],
+        drop_paths: list[float],  # one block per rate
         norm_eps: float,
     ):
         super().__init__()
         self.patch_embed = OverlapPatchEmbed(in_channels, width, kernel, stride)
-        self.blocks = nn.ModuleList(
-            MiTBlock(width, heads, sr_ratio, mlp_ratio, drop_paths[i], norm_eps) for i in range(depth)
-        )
+        self.blocks = nn.ModuleList(MiTBlock(width, heads, sr_ratio, mlp_ratio, p, norm_eps) for p in drop_paths)
         self.norm = nn.LayerNorm(width, eps=norm_eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -179,7 +176,6 @@ class MiTEncoder(nn.Module):
             MiTStage(
                 channels_in[i],
                 spec.widths[i],
-                spec.depths[i],
                 spec.heads[i],
                 spec.sr_ratios[i],
                 spec.mlp_ratio,
