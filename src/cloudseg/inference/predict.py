@@ -13,7 +13,7 @@ from rich.progress import Progress
 from torch.utils.data import DataLoader, Dataset
 
 from cloudseg.config import PredictConfig
-from cloudseg.data.dataset import pair_files, stack_chw
+from cloudseg.data.dataset import find_samples, stack_chw
 from cloudseg.data.io import IMAGE_SUFFIXES, SampleFiles, codec_workers, read_sample
 from cloudseg.errors import ConfigError, DataError
 from cloudseg.inference.outputs import ImageOutputs, OutputWriters
@@ -42,10 +42,7 @@ def find_pairs(source: str | Path) -> list[SampleFiles]:
     split = source / "test" if (source / "test" / "rgb").is_dir() else source
     if not (split / "rgb").is_dir():
         raise DataError(f"{source}: no rgb/ and ngr/ folders (nor test/rgb/); expected image pairs to predict")
-    samples, problems = pair_files(split, None)
-    if problems:
-        raise DataError(f"{split}: {len(problems)} problems: " + "; ".join(problems))
-    return samples
+    return find_samples(split, None)
 
 
 def uncertainty_map(probabilities: torch.Tensor, kind: str) -> torch.Tensor:
