@@ -79,23 +79,18 @@ def sliding_logits(
     return (total / norm).cpu()
 
 
-# Test-time augmentations as (forward, inverse) pairs on (B, C, H, W) tensors.
-_FLIPS = {
+# Test-time augmentations by name, as (forward, inverse) pairs on (B, C, H, W) tensors.
+TRANSFORMS = {
     "identity": (lambda t: t, lambda t: t),
     "hflip": (lambda t: t.flip(-1), lambda t: t.flip(-1)),
     "vflip": (lambda t: t.flip(-2), lambda t: t.flip(-2)),
     "hvflip": (lambda t: t.flip(-2, -1), lambda t: t.flip(-2, -1)),
-}
-_ROTATIONS = {
-    f"rot{k * 90}": (lambda t, k=k: t.rot90(k, (-2, -1)), lambda t, k=k: t.rot90(-k, (-2, -1))) for k in (1, 2, 3)
-}
-_TRANSPOSED = {
+    **{f"rot{k * 90}": (lambda t, k=k: t.rot90(k, (-2, -1)), lambda t, k=k: t.rot90(-k, (-2, -1))) for k in (1, 2, 3)},
     "transpose": (lambda t: t.transpose(-2, -1), lambda t: t.transpose(-2, -1)),
     "antitranspose": (lambda t: t.rot90(1, (-2, -1)).flip(-1), lambda t: t.flip(-1).rot90(-1, (-2, -1))),
 }
 TTA_SETS = {
     "none": ("identity",),
-    "flips": tuple(_FLIPS),
-    "d4": (*_FLIPS, *_ROTATIONS, *_TRANSPOSED),  # all 8 symmetries of the square
+    "flips": ("identity", "hflip", "vflip", "hvflip"),
+    "d4": tuple(TRANSFORMS),  # all 8 symmetries of the square
 }
-TRANSFORMS = {**_FLIPS, **_ROTATIONS, **_TRANSPOSED}  # by name: (forward, inverse)
