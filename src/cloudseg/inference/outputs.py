@@ -40,12 +40,8 @@ class ImageOutputs:
         size = -(-len(self) // count)
         for start in range(0, len(self), size):
             part = slice(start, start + size)
-            yield ImageOutputs(
-                self.names[part],
-                self.ids[part],
-                None if self.probabilities is None else self.probabilities[part],
-                None if self.uncertainty is None else self.uncertainty[part],
-            )
+            fields = (self.names, self.ids, self.probabilities, self.uncertainty)
+            yield ImageOutputs(*(None if field is None else field[part] for field in fields))
 
 
 def write_batch(batch: ImageOutputs, output: Path, cfg: PredictConfig) -> list[tuple[str, str]]:
