@@ -43,14 +43,6 @@ SENSORS = {
 }
 
 
-def _rasterio():
-    try:
-        import rasterio
-    except ImportError as error:
-        raise CloudsegError("GeoTIFF scenes need the geo extra: pip install 'cloudseg[geo]'") from error
-    return rasterio
-
-
 def _block_windows(height: int, width: int, block: int, halo: int):
     """(read window, core window inside it, core window in the scene) for blocks covering the scene."""
     from rasterio.windows import Window
@@ -77,7 +69,10 @@ def predict_scene(
     """Predicts a scene block by block (each block read with a halo of the predictor's tile overlap, so memory is
     bounded by the block) and writes a tiled, compressed single-band GeoTIFF of class ids with the input's
     georeference."""
-    rasterio = _rasterio()
+    try:
+        import rasterio
+    except ImportError as error:
+        raise CloudsegError("GeoTIFF scenes need the geo extra: pip install 'cloudseg[geo]'") from error
     source, output = Path(source), Path(output)
     try:
         src = rasterio.open(source)

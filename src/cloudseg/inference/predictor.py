@@ -71,10 +71,6 @@ class Predictor:
         model, releases = load_ensemble(paths, device)
         return cls(model, releases[0], device, cfg)
 
-    def tiles(self, height: int, width: int) -> bool:
-        """Whether an image of this size runs in tiles rather than whole."""
-        return not fits_one_tile(height, width, self.cfg.tile)
-
     def __call__(self, rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
         """Class probabilities, float32 (K, H, W) or (B, K, H, W), at the input's size."""
         return self.logits(rgb, aux).float().softmax(-3)
@@ -92,7 +88,7 @@ class Predictor:
             return self.logits(rgb[None], aux[None])[0]
         if len(rgb) > (size := self.cfg.tile_batch):
             return torch.cat([self.logits(rgb[i : i + size], aux[i : i + size]) for i in range(0, len(rgb), size)])
-        if self.tiles(*rgb.shape[-2:]):
+        if not fits_one_tile(*rgb.shape[-2:], self.cfg.tile):
             cfg = self.cfg
             return torch.cat([
                 sliding_logits(self._averaged, rgb[i : i + 1], aux[i : i + 1], cfg.tile, cfg.overlap,
