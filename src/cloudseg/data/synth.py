@@ -86,16 +86,13 @@ def make_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndar
     return image, ids
 
 
-def write_scene(root: Path, split: str, name: str, image: np.ndarray, ids: np.ndarray, label_dir: Path) -> None:
-    red, green, blue, nir = (encode_reflectance(image[..., i]) for i in range(4))
-    write_image(root / split / "rgb" / f"{name}.png", np.dstack((blue, green, red)))
-    write_image(root / split / "ngr" / f"{name}.png", np.dstack((red, green, nir)))  # cv2 channel 2 = NIR
-    write_image(label_dir / f"{name}.png", index_to_colour(ids))
-
-
 def _write_one(root: Path, split: str, index: int, size: int, seed: int, label_dir: Path) -> None:
-    rng = np.random.default_rng([seed, split == "test", index])
-    write_scene(root, split, f"synth_{index:04d}", *make_scene(rng, size), label_dir=label_dir)
+    image, ids = make_scene(np.random.default_rng([seed, split == "test", index]), size)
+    red, green, blue, nir = (encode_reflectance(image[..., i]) for i in range(4))
+    name = f"synth_{index:04d}.png"
+    write_image(root / split / "rgb" / name, np.dstack((blue, green, red)))
+    write_image(root / split / "ngr" / name, np.dstack((red, green, nir)))  # cv2 channel 2 = NIR
+    write_image(label_dir / name, index_to_colour(ids))
 
 
 SYNTH_FOLDERS = ("train", "test", "test_labels", "synth.json")
