@@ -121,28 +121,25 @@ class CopyPaste:
         if not objects:
             return rgb, nir, mask
         rgb, nir, mask = rgb.copy(), nir.copy(), mask.copy()
-        chosen = np.random.choice(len(objects), size=min(self.max_objects, len(objects)), replace=False)
-        for index in chosen:
-            self._paste(objects[index], (rgb, nir, mask), (donor_rgb, donor_nir))
-        return rgb, nir, mask
-
-    def _paste(self, obj: CloudObject, targets, donors) -> None:
-        rgb, nir, mask = targets
-        x, y, w, h = obj.box
         height, width = mask.shape
-        # The factor is clamped so the object fits inside the target image.
-        factor = min(np.random.uniform(*self.scale), width / w, height / h)
-        new_w, new_h = max(1, round(w * factor)), max(1, round(h * factor))
-        pieces = [d[y : y + h, x : x + w] for d in donors]
-        shape = obj.shape
-        if (new_w, new_h) != (w, h):
-            pieces = [
-                cv2.resize(p, (new_w, new_h), interpolation=cv2.INTER_LINEAR).reshape(new_h, new_w, -1) for p in pieces
-            ]
-            shape = cv2.resize(shape.astype(np.uint8), (new_w, new_h), interpolation=cv2.INTER_NEAREST).astype(bool)
-        top = np.random.randint(0, height - new_h + 1)
-        left = np.random.randint(0, width - new_w + 1)
-        region = (slice(top, top + new_h), slice(left, left + new_w))
-        for target, piece in zip((rgb, nir), pieces, strict=True):
-            target[region][shape] = piece[shape]
-        mask[region][shape] = obj.class_id
+        for index in np.random.choice(len(objects), size=min(self.max_objects, len(objects)), replace=False):
+            obj = objects[index]
+            x, y, w, h = obj.box
+            # The factor is clamped so the object fits inside the target image.
+            factor = min(np.random.uniform(*self.scale), width / w, height / h)
+            new_w, new_h = max(1, round(w * factor)), max(1, round(h * factor))
+            pieces = [d[y : y + h, x : x + w] for d in (donor_rgb, donor_nir)]
+            shape = obj.shape
+            if (new_w, new_h) != (w, h):
+                pieces = [
+                    cv2.resize(p, (new_w, new_h), interpolation=cv2.INTER_LINEAR).reshape(new_h, new_w, -1)
+                    for p in pieces
+                ]
+                shape = cv2.resize(shape.astype(np.uint8), (new_w, new_h), interpolation=cv2.INTER_NEAREST).astype(bool)
+            top = np.random.randint(0, height - new_h + 1)
+            left = np.random.randint(0, width - new_w + 1)
+            region = (slice(top, top + new_h), slice(left, left + new_w))
+            for target, piece in zip((rgb, nir), pieces, strict=True):
+                target[region][shape] = piece[shape]
+            mask[region][shape] = obj.class_id
+        return rgb, nir, mask
