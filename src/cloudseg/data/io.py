@@ -28,8 +28,7 @@ PALETTE_DISPLAY_RGB = np.array([c.display_rgb for c in CLASSES], dtype=np.uint8)
 
 
 def codec_workers() -> int:
-    """Threads (OpenCV's codecs release the GIL) or processes that decode or encode many images at once: a core
-    each, up to 8."""
+    """Threads (OpenCV's codecs release the GIL) or processes that decode or encode images: a core each, up to 8."""
     return min(8, os.cpu_count() or 1)
 
 

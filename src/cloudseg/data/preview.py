@@ -22,14 +22,8 @@ def show_augmentations(cfg: DataConfig, count: int, output: str | Path, seed: in
     rows, names = [], []
     for index in np.random.choice(len(samples), size=count, replace=count > len(samples)):
         before, after = plain[int(index)], augmented[int(index)]
-        rows.append(
-            [
-                displayable(before["rgb"]),
-                displayable(after["rgb"]),
-                displayable(after["aux"]),
-                colourise(after["mask"].numpy()),
-            ]
-        )
+        images = [displayable(image) for image in (before["rgb"], after["rgb"], after["aux"])]
+        rows.append([*images, colourise(after["mask"].numpy())])
         names.append(samples[index].name)
     save_rgb(output, grid(rows, ["original RGB", "augmented RGB", "augmented NIR", "augmented label"], names))
     return Path(output)

@@ -68,9 +68,8 @@ def sliding_logits(
     for i in range(0, len(boxes), batch_size):
         chunk = boxes[i : i + batch_size]
         run = chunk + chunk[-1:] * (batch_size - len(chunk)) if fixed_batch else chunk
-        rgb_tiles = torch.cat([rgb[..., y : y + tile_h, x : x + tile_w] for y, x in run])
-        aux_tiles = torch.cat([aux[..., y : y + tile_h, x : x + tile_w] for y, x in run])
-        logits = predict(rgb_tiles, aux_tiles)[: len(chunk)].float().to(blend_on)  # (b, K, tile_h, tile_w)
+        tiles = [torch.cat([t[..., y : y + tile_h, x : x + tile_w] for y, x in run]) for t in (rgb, aux)]
+        logits = predict(*tiles)[: len(chunk)].float().to(blend_on)  # (b, K, tile_h, tile_w)
         if total is None:
             total = torch.zeros(1, logits.shape[1], height, width, device=blend_on)
         for (y, x), tile_logits in zip(chunk, logits, strict=True):

@@ -198,8 +198,7 @@ class MiTEncoder(nn.Module):
 
 
 def init_weights(module: nn.Module) -> None:
-    """SegFormer's initialisation of an encoder (and CMX's of its fusion modules), applied once with
-    `module.apply(init_weights)`."""
+    """SegFormer's initialisation of an encoder (and CMX's of its fusion modules), applied by `module.apply`."""
     if isinstance(module, nn.Linear):
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
