@@ -64,16 +64,6 @@ class DataReport:
             raise DataError(f"{self.root}: {len(self.problems)} problems in the dataset:\n" + self.format())
 
 
-def split_folders(root: Path) -> dict[str, Path | None]:
-    """The splits present under `root` with their label folder (test labels are kept apart, in test_labels/)."""
-    splits = {}
-    if (root / "train").is_dir():
-        splits["train"] = root / "train" / "label"
-    if (root / "test").is_dir():
-        splits["test"] = root / "test_labels" if (root / "test_labels").is_dir() else None
-    return splits
-
-
 @dataclass
 class _SampleCheck:
     """What reading one sample found, merged into the report in the samples' order."""
@@ -118,7 +108,10 @@ def check_dataset(
     """Reads every file of the dataset under `root` and reports all problems at once."""
     root = Path(root)
     report = DataReport(root)
-    found = {name: labels for name, labels in split_folders(root).items() if name in splits}
+    # Each split's label folder: test labels are kept apart, in test_labels/.
+    test_labels = root / "test_labels" if (root / "test_labels").is_dir() else None
+    labels = {"train": root / "train" / "label", "test": test_labels}
+    found = {name: label for name, label in labels.items() if name in splits and (root / name).is_dir()}
     if not root.is_dir():
         report.problems.append(f"{root}: no such folder")
     elif not found:
