@@ -146,9 +146,10 @@ def panels(args: argparse.Namespace) -> dict:
     for i, (_, rgb, nir, ids) in enumerate(chosen):
         row = [rgb, np.repeat(nir.reshape(*ids.shape, 1), 3, axis=2), colourise(ids)]
         row += [colourise(maps[i]) for maps in predictions.values()]
-        rows.append([*row, colourise(ukis_to_ids[ukis_on_patch(rgb, nir)])])
+        rows.append((chosen[i][0], [*row, colourise(ukis_to_ids[ukis_on_patch(rgb, nir)])]))
     titles = ["RGB", "NIR", "label", *predictions, "ukis-csmask"]
-    save_rgb(args.output, grid(rows, titles, [p[0] for p in chosen], tile=args.tile))
+    title = f"test patches of {args.root}: label, each model, ukis-csmask"
+    save_rgb(args.output, grid(title, titles, rows, tile=args.tile))
     return {"output": args.output, "patches": [p[0] for p in chosen], "columns": titles}
 
 

@@ -1,4 +1,4 @@
-"""Pictures for people: grids of RGB, NIR and class maps with titles and a colour legend."""
+"""Pictures for people: grids of RGB, NIR and class maps under a title, every class in its label colour."""
 
 from pathlib import Path
 
@@ -6,10 +6,16 @@ import cv2
 import numpy as np
 import torch
 
-from cloudseg.data.io import PALETTE_DISPLAY_RGB, write_image
+from cloudseg.data.io import write_image
 from cloudseg.schema import CLASSES, IGNORE_INDEX
 
-IGNORE_DISPLAY_RGB = (128, 0, 128)
+Colour = tuple[int, int, int]
+# The pictures' own marks, in colours apart from every class colour (black, red, green, yellow).
+IGNORE_RGB: Colour = (128, 0, 128)
+WRONG_RGB: Colour = (255, 255, 255)
+PASTED_RGB: Colour = (255, 0, 255)
+BACKGROUND = 32
+GAP = 6  # between tiles, so that neighbouring masks never read as one
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -20,43 +26,61 @@ def displayable(image: torch.Tensor) -> np.ndarray:
 
 
 def colourise(ids: np.ndarray) -> np.ndarray:
-    """(H, W) class ids -> (H, W, 3) uint8 RGB display colours; the ignore index is purple."""
+    """(H, W) class ids -> (H, W, 3) uint8 RGB in the label colours; the ignore index is purple."""
     palette = np.zeros((256, 3), dtype=np.uint8)
-    palette[: len(CLASSES)] = PALETTE_DISPLAY_RGB
-    palette[IGNORE_INDEX] = IGNORE_DISPLAY_RGB
+    palette[: len(CLASSES)] = [c.rgb for c in CLASSES]
+    palette[IGNORE_INDEX] = IGNORE_RGB
     return palette[ids]
 
 
-def _text(image: np.ndarray, text: str, origin: tuple[int, int], scale: float = 0.45) -> None:
-    cv2.putText(image, text, origin, _FONT, scale, (255, 255, 255), 1, cv2.LINE_AA)
+def _text_width(text: str, scale: float) -> int:
+    return cv2.getTextSize(text, _FONT, scale, 1)[0][0]
 
 
-def legend(width: int) -> np.ndarray:
-    """A strip naming every class next to its display colour."""
-    strip = np.full((24, width, 3), 32, dtype=np.uint8)
-    x = 6
-    for cls in (*CLASSES, None):
-        colour, name = (cls.display_rgb, cls.name) if cls else (IGNORE_DISPLAY_RGB, "ignored")
-        cv2.rectangle(strip, (x, 6), (x + 12, 18), tuple(int(c) for c in colour), -1)
-        cv2.rectangle(strip, (x, 6), (x + 12, 18), (160, 160, 160), 1)
-        _text(strip, name, (x + 16, 17), 0.4)
-        x += 22 + 8 * len(name)
+def caption(width: int, text: str, scale: float = 0.45) -> np.ndarray:
+    """A dark strip with one line of text (OpenCV draws ASCII only), shortened with "..." to fit."""
+    strip = np.full((20, width, 3), BACKGROUND, dtype=np.uint8)
+    text = text.encode("ascii", "replace").decode()
+    if _text_width(text, scale) > width - 2 * GAP:
+        while len(text) > 1 and _text_width(text + "...", scale) > width - 2 * GAP:
+            text = text[:-1]
+        text += "..."
+    cv2.putText(strip, text, (GAP, 14), _FONT, scale, (255, 255, 255), 1, cv2.LINE_AA)
     return strip
 
 
-def grid(rows: list[list[np.ndarray]], titles: list[str], row_names: list[str], tile: int = 192) -> np.ndarray:
-    """Tiles (each (H, W, 3) RGB uint8) resized to `tile`² in rows, with column titles, row names and a legend."""
-    margin = 110
-    header = np.full((22, margin + tile * len(titles), 3), 32, dtype=np.uint8)
-    for j, title in enumerate(titles):
-        _text(header, title, (margin + j * tile + 4, 16))
-    lines = [header]
-    for name, row in zip(row_names, rows, strict=True):
-        label = np.full((tile, margin, 3), 32, dtype=np.uint8)
-        _text(label, name[:14], (4, tile // 2), 0.4)
-        tiles = [cv2.resize(t, (tile, tile), interpolation=cv2.INTER_NEAREST) for t in row]
-        lines.append(np.hstack([label, *tiles]))
-    lines.append(legend(header.shape[1]))
+def legend(width: int, marks: tuple[tuple[str, Colour], ...] = ()) -> np.ndarray:
+    """A strip naming every class next to its colour, then the ignored pixels and `marks` (name, colour)."""
+    strip = np.full((24, width, 3), BACKGROUND, dtype=np.uint8)
+    x = GAP
+    for name, colour in [*((c.name, c.rgb) for c in CLASSES), ("ignored", IGNORE_RGB), *marks]:
+        cv2.rectangle(strip, (x, 6), (x + 12, 18), colour, -1)
+        cv2.rectangle(strip, (x, 6), (x + 12, 18), (160, 160, 160), 1)
+        cv2.putText(strip, name, (x + 16, 17), _FONT, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+        x += 28 + _text_width(name, 0.4)
+    return strip
+
+
+def grid(
+    title: str,
+    columns: list[str],
+    rows: list[tuple[str, list[np.ndarray]]],
+    marks: tuple[tuple[str, Colour], ...] = (),
+    tile: int = 192,
+) -> np.ndarray:
+    """A title, column names, then each row's name over its tiles (each (H, W, 3) RGB uint8, resized to `tile`²),
+    tiles apart by GAP, and a legend of the classes and `marks` at the foot."""
+    width = len(columns) * (tile + GAP) + GAP
+
+    def spaced(pieces: list[np.ndarray]) -> np.ndarray:  # GAP before, between and after
+        gap = np.full((pieces[0].shape[0], GAP, 3), BACKGROUND, dtype=np.uint8)
+        return np.hstack([gap, *(part for piece in pieces for part in (piece, gap))])
+
+    lines = [caption(width, title, 0.5), spaced([caption(tile, name) for name in columns])]
+    for name, tiles in rows:
+        resized = [cv2.resize(t, (tile, tile), interpolation=cv2.INTER_NEAREST) for t in tiles]
+        lines += [caption(width, name, 0.4), spaced(resized)]
+    lines += [np.full((GAP, width, 3), BACKGROUND, dtype=np.uint8), legend(width, marks)]
     return np.vstack(lines)
 
 
@@ -64,19 +88,25 @@ def save_rgb(path: str | Path, image: np.ndarray) -> None:
     write_image(Path(path), np.ascontiguousarray(image[..., ::-1]))
 
 
-PANEL_TITLES = ["RGB", "NIR", "ground truth", "prediction", "errors"]
+PANEL_COLUMNS = ["RGB", "NIR", "ground truth", "prediction", "errors"]
+PANEL_MARKS = (("wrong", WRONG_RGB),)
 
 
-def prediction_row(sample: dict, prediction: np.ndarray) -> list[np.ndarray]:
-    """RGB | NIR | ground truth | prediction | error map (red where wrong, ignored pixels purple)."""
+def prediction_row(sample: dict, prediction: np.ndarray) -> tuple[str, list[np.ndarray]]:
+    """The sample's name with its pixel accuracy, over RGB | NIR | ground truth | prediction | errors (wrong
+    pixels white, ignored pixels purple)."""
     truth = sample["mask"].numpy()
+    counted = truth != IGNORE_INDEX
+    wrong = (prediction != truth) & counted
     errors = np.zeros((*truth.shape, 3), np.uint8)
-    errors[(prediction != truth) & (truth != IGNORE_INDEX)] = (230, 40, 40)
-    errors[truth == IGNORE_INDEX] = IGNORE_DISPLAY_RGB
-    return [
+    errors[wrong] = WRONG_RGB
+    errors[~counted] = IGNORE_RGB
+    accuracy = 1 - wrong.sum() / max(counted.sum(), 1)
+    tiles = [
         displayable(sample["rgb"]),
         displayable(sample["aux"][:1]),
         colourise(truth),
         colourise(prediction.astype(np.uint8)),
         errors,
     ]
+    return f"{sample['name']}   pixel accuracy {accuracy:.3f}", tiles

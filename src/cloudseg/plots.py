@@ -1,10 +1,12 @@
 """Figures of a run: training curves and the confusion matrix (matplotlib, written atomically as PNG)."""
 
+import json
 from pathlib import Path
 
 import numpy as np
 
 from cloudseg.files import atomic_path
+from cloudseg.schema import CLASSES
 
 
 def _pyplot():
@@ -16,31 +18,48 @@ def _pyplot():
     return plt
 
 
-def _save(figure, path: Path, dpi: int) -> None:
+def _save(figure, path: Path, dpi: int, metadata: dict | None = None) -> None:
     figure.tight_layout()
     with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=dpi)
+        figure.savefig(temporary, format="png", dpi=dpi, metadata=metadata)
     _pyplot().close(figure)
 
 
 def _column(history: list[dict], key: str) -> list[float]:
-    return [row[key] if row[key] is not None else np.nan for row in history]
+    return [np.nan if row.get(key) is None else row[key] for row in history]
 
 
-def plot_curves(history: list[dict], names: tuple[str, ...], path: Path) -> None:
-    """Loss, mIoU and per-class IoU against epoch."""
+def plot_curves(history: list[dict], names: tuple[str, ...], path: Path, title: str = "") -> None:
+    """Losses, validation mIoU and per-class IoU (in the class colours) against the epoch: one row of `history`
+    per training epoch, validation keys where it ran. The PNG's "curves" text holds every line as drawn (JSON)."""
+    from matplotlib import patheffects
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [row["epoch"] for row in history]
     figure, (losses, ious) = _pyplot().subplots(1, 2, figsize=(11, 4))
+    outlined = [patheffects.withStroke(linewidth=3, foreground="black")]  # yellow and black both stay visible
     for key in ("train_loss", "val_loss"):
         losses.plot(epochs, _column(history, key), marker="o", label=key)
+    ious.plot(epochs, _column(history, "mIoU"), marker="o", linewidth=3, color="grey", label="mIoU")
+    for i, name in enumerate(names):
+        colour = np.array(CLASSES[i].rgb) / 255 if i < len(CLASSES) else None
+        ious.plot(epochs, _column(history, f"iou/{name}"), marker=".", color=colour, label=name, path_effects=outlined)
     losses.set(xlabel="epoch", ylabel="loss", title="loss")
-    losses.legend()
-    ious.plot(epochs, _column(history, "mIoU"), marker="o", linewidth=2.5, color="black", label="mIoU")
-    for name in names:
-        ious.plot(epochs, _column(history, f"iou/{name}"), marker=".", label=name)
     ious.set(xlabel="epoch", ylabel="IoU", title="validation IoU", ylim=(0, 1))
-    ious.legend(fontsize=8)
-    _save(figure, path, dpi=90)
+    drawn = {}
+    for axes in (losses, ious):
+        for line in list(axes.get_lines()):
+            if np.isnan(line.get_ydata()).all():
+                line.remove()  # no legend entry for a series without a point
+            else:
+                drawn[line.get_label()] = line.get_xydata().tolist()
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+        if axes.get_lines():
+            axes.legend(fontsize=8)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    _save(figure, path, dpi=90, metadata={"curves": json.dumps(drawn).replace("NaN", "null")})
 
 
 def plot_confusion(matrix: np.ndarray, names: tuple[str, ...], path: Path) -> None:

@@ -12,14 +12,18 @@ class CloudClass:
     id: int
     name: str
     bgr: tuple[int, int, int]  # label colour as cv2 reads it (the Kaggle "Clouds Segmentation 2025" format)
-    display_rgb: tuple[int, int, int]  # colour in panels and legends
+
+    @property
+    def rgb(self) -> tuple[int, int, int]:
+        """The label colour in RGB order: every picture (panels, curves, GeoTIFF colour tables) draws it."""
+        return self.bgr[::-1]
 
 
 CLASSES: tuple[CloudClass, ...] = (
-    CloudClass(0, "clear", (0, 0, 0), (0, 0, 0)),
-    CloudClass(1, "thick_cloud", (0, 0, 255), (255, 255, 255)),
-    CloudClass(2, "thin_cloud", (0, 255, 0), (100, 180, 255)),
-    CloudClass(3, "cloud_shadow", (0, 255, 255), (255, 150, 0)),
+    CloudClass(0, "clear", (0, 0, 0)),
+    CloudClass(1, "thick_cloud", (0, 0, 255)),
+    CloudClass(2, "thin_cloud", (0, 255, 0)),
+    CloudClass(3, "cloud_shadow", (0, 255, 255)),
 )
 NUM_CLASSES = len(CLASSES)
 CLASS_NAMES = tuple(c.name for c in CLASSES)

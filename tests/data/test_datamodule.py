@@ -148,16 +148,32 @@ def test_datamodule_refuses_a_broken_folder_before_training(tmp_path):
         CloudDataModule(DataConfig(root=str(tmp_path))).setup("fit")
 
 
-def test_show_augmentations_writes_a_grid(synth_root, tmp_path, capsys):
-    output = tmp_path / "aug.png"
-    assert (
-        main(["show-augmentations", str(synth_root), "-n", "3", "-o", str(output), "--data.augment.crop_size", "32"])
-        == 0
-    )
+@pytest.mark.parametrize("copy_paste", [0.0, 1.0])
+def test_show_augmentations_outlines_exactly_the_pasted_objects(synth_root, tmp_path, copy_paste):
     import cv2
 
-    grid = cv2.imread(str(output))
-    assert grid.shape[0] > 3 * 192 and grid.shape[1] == 110 + 4 * 192
+    from cloudseg.data.preview import COLUMNS
+    from cloudseg.panels import GAP, PASTED_RGB
+
+    output = tmp_path / "aug.png"
+    args = [
+        "-n",
+        "3",
+        "-o",
+        str(output),
+        "--data.augment.crop_size",
+        "32",
+        "--data.augment.copy_paste",
+        str(copy_paste),
+    ]
+    assert main(["show-augmentations", str(synth_root), *args]) == 0
+    grid = cv2.imread(str(output))[..., ::-1]
+    assert grid.shape[1] == len(COLUMNS) * (192 + GAP) + GAP
+    pasted = np.all(grid == PASTED_RGB, axis=2)
+    starts = [GAP + j * (192 + GAP) for j in range(len(COLUMNS))]
+    columns = [pasted[:-40, start : start + 192].sum() for start in starts]  # the legend's swatch left out
+    assert columns[0] == 0 and columns[2:] == [0, 0, 0]  # only the whole image after copy-paste is marked
+    assert (columns[1] > 0) == (copy_paste == 1.0)
 
 
 def test_show_augmentations_on_the_shared_sample_writes_outside_it(l8biome, tmp_path):

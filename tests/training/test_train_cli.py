@@ -4,9 +4,11 @@ import csv
 import json
 import re
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from cloudseg.config import AugmentConfig
 from tests.training.helpers import cloudseg, run_folder, tiny_run, weights
@@ -49,6 +51,12 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_exactly_like_an_uninterrupted_o
     # 6 training images an epoch: the training batches alone are faster than the whole epoch, validation included
     assert all(v < e and s * e > 6 for v, e, s in zip(validation_seconds, epoch_seconds, speeds, strict=True))
     assert best[0]["metrics"] == best[1]["metrics"] and best[0]["epoch"] == best[1]["epoch"]
+    # curves.png draws what metrics.csv holds: each epoch's own training loss, and its validation scores
+    drawn = json.loads(Image.open(reference / "curves.png").text["curves"])
+    for series, column in (("train_loss", "train/loss_epoch"), ("val_loss", "val/loss"), ("mIoU", "val/mIoU"),
+                           ("cloud_shadow", "val/iou_cloud_shadow")):  # fmt: skip
+        expected = [[float(r["epoch"]), float(r[column])] for r in logged if r.get(column)]
+        assert len(expected) == 3 and np.allclose(drawn[series], expected, rtol=1e-6), series
     for item in ("config.yaml", "split.json", "metrics.csv", "curves.png", "panels/epoch_002.png",
                  "checkpoints/best_ema.safetensors", "train.log"):  # fmt: skip
         assert (reference / item).is_file(), item

@@ -24,7 +24,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 PALETTE_BGR = np.array([c.bgr for c in CLASSES], dtype=np.uint8)
 _PALETTE_LUT = np.zeros((256, 1, 3), dtype=np.uint8)  # for cv2.LUT, which releases the GIL: the class colours
 _PALETTE_LUT[: len(CLASSES), 0] = PALETTE_BGR
-PALETTE_DISPLAY_RGB = np.array([c.display_rgb for c in CLASSES], dtype=np.uint8)
 
 
 def codec_workers() -> int:

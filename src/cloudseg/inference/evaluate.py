@@ -14,7 +14,7 @@ from cloudseg.files import atomic_path
 from cloudseg.inference.predictor import Predictor
 from cloudseg.metrics import class_names, confusion_metric, confusion_scores, flat_scores, format_table
 from cloudseg.models.checkpoint import checkpoint_paths
-from cloudseg.panels import PANEL_TITLES, grid, prediction_row, save_rgb
+from cloudseg.panels import PANEL_COLUMNS, PANEL_MARKS, grid, prediction_row, save_rgb
 from cloudseg.plots import plot_confusion
 
 log = logging.getLogger("cloudseg")
@@ -80,14 +80,13 @@ def evaluate(
     output = Path(output or default)
     dataset = CloudDataset(samples)
     confusion = confusion_metric(num_classes)
-    rows, row_names = [], []
+    rows = []
     for i in range(len(dataset)):
         sample = dataset[i]
         prediction = predictor.class_ids(sample["rgb"], sample["aux"]).cpu()
         confusion.update(prediction[None], sample["mask"][None].long())
         if i < panels:
             rows.append(prediction_row(sample, prediction.numpy()))
-            row_names.append(sample["name"])
     matrix = confusion.compute().cpu()
     scores = confusion_scores(matrix)
     result = {
@@ -103,9 +102,11 @@ def evaluate(
     with atomic_path(output / "metrics.json") as temporary:
         temporary.write_text(json.dumps(result, indent=2) + "\n")
     plot_confusion(matrix.numpy(), names, output / "confusion.png")
-    if rows:
-        save_rgb(output / "panels.png", grid(rows, PANEL_TITLES, row_names))
     what = checkpoints[0].name if len(checkpoints) == 1 else f"the mean of {len(checkpoints)} checkpoints"
+    if rows:
+        named = "/".join(checkpoints[0].parts[-4:]) if len(checkpoints) == 1 else what
+        title = f"{named} on {split} ({len(dataset)} images, TTA {cfg.tta}): mIoU {result['mIoU']:.3f}"
+        save_rgb(output / "panels.png", grid(title, PANEL_COLUMNS, rows, PANEL_MARKS))
     log.info("%s on %d images of %s\n%s", what, len(dataset), split, format_table(scores, names))
     log.info("wrote %s and %s", output / "metrics.json", output / "confusion.png")
     return result

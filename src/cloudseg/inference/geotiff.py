@@ -104,7 +104,7 @@ def predict_scene(
                 ids = predictor.class_ids(rgb, aux)[0].byte().cpu().numpy()
                 ids[~valid] = NODATA
                 dst.write(ids[inner], 1, window=target)
-            dst.write_colormap(1, {c.id: (*c.display_rgb, 255) for c in CLASSES})
+            dst.write_colormap(1, {c.id: (*c.rgb, 255) for c in CLASSES})
             dst.update_tags(1, **{f"class_{c.id}": c.name for c in CLASSES})
     return output
 

@@ -93,7 +93,7 @@ class Release:
             stream: Normalisation(tuple(values["mean"]), tuple(values["std"]))
             for stream, values in header["normalisation"].items()
         }
-        classes = tuple(CloudClass(c["id"], c["name"], tuple(c["bgr"]), _display(c["id"])) for c in header["classes"])
+        classes = tuple(CloudClass(c["id"], c["name"], tuple(c["bgr"])) for c in header["classes"])
         known = ("format", "config", "classes", "normalisation")
         info = {key: value for key, value in header.items() if key not in known}
         return cls(from_dict(Config, header["config"]), classes, norms["rgb"], norms["aux"], info)
@@ -113,10 +113,6 @@ class Release:
             self.rgb_norm,
             self.aux_norm,
         )
-
-
-def _display(class_id: int) -> tuple[int, int, int]:
-    return CLASSES[class_id].display_rgb if class_id < len(CLASSES) else (128, 128, 128)
 
 
 def read_release(path: str | os.PathLike) -> Release:

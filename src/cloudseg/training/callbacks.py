@@ -18,7 +18,7 @@ from cloudseg.errors import InterruptError
 from cloudseg.files import atomic_path
 from cloudseg.metrics import class_ids, class_names, flat_scores, format_table
 from cloudseg.models.checkpoint import save_release
-from cloudseg.panels import PANEL_TITLES, grid, prediction_row, save_rgb
+from cloudseg.panels import PANEL_COLUMNS, PANEL_MARKS, grid, prediction_row, save_rgb
 from cloudseg.plots import plot_curves
 from cloudseg.signals import StopRequest
 
@@ -178,25 +178,36 @@ class BestRelease(L.Callback):
 
 
 class ValidationReport(L.Callback):
-    """After each validation: prints the per-class table and redraws `curves.png` (all figures are also in the
-    logger's metrics.csv)."""
+    """After each validation prints the per-class table; after each training epoch redraws `curves.png` with
+    that epoch's training loss, and its validation scores where it ran (all figures are also in metrics.csv)."""
 
     def __init__(self, run_dir: Path):
         self.run_dir = run_dir
-        self.history: list[dict] = []
+        self.history: list[dict] = []  # one row per training epoch
+        self.validated: dict = {}  # the last validation's row, until its epoch ends
 
     def on_validation_end(self, trainer: L.Trainer, task: L.LightningModule) -> None:
         scores = task.val_scores.get("val")
         if trainer.sanity_checking or scores is None or not trainer.is_global_zero:
             return
         names = class_names(len(scores["iou"]))
-        train_loss = trainer.callback_metrics.get("train/loss_epoch")
-        row = {"epoch": trainer.current_epoch, "step": trainer.global_step, **flat_scores(scores, names)}
-        row["train_loss"] = float(train_loss) if train_loss is not None else None
-        row["val_loss"] = float(trainer.callback_metrics.get("val/loss", float("nan")))
-        self.history.append(row)
+        self.validated = {"epoch": trainer.current_epoch, **flat_scores(scores, names)}
+        self.validated["val_loss"] = float(trainer.callback_metrics.get("val/loss", float("nan")))
         log.info("validation after epoch %d\n%s", trainer.current_epoch, format_table(scores, names))
-        plot_curves(self.history, names, self.run_dir / "curves.png")
+
+    def on_train_epoch_end(self, trainer: L.Trainer, task: L.LightningModule) -> None:
+        # Lightning runs an epoch's validation before this hook, and reduces the epoch's training loss for it.
+        if not trainer.is_global_zero:
+            return
+        epoch, loss = trainer.current_epoch, trainer.callback_metrics.get("train/loss_epoch")
+        row = {"epoch": epoch, "step": trainer.global_step, "train_loss": None if loss is None else float(loss)}
+        self.history.append({**row, **(self.validated if self.validated.get("epoch") == epoch else {})})
+        validated = [r for r in self.history if r.get("mIoU") is not None]
+        title = f"{self.run_dir.parent.name}/{self.run_dir.name}"
+        if validated:
+            best = max(validated, key=lambda r: r["mIoU"])
+            title += f": best validation mIoU {best['mIoU']:.3f} after epoch {best['epoch']}"
+        plot_curves(self.history, class_names(task.cfg.model.num_classes), self.run_dir / "curves.png", title)
 
     def state_dict(self) -> dict:
         return {"history": self.history}
@@ -217,14 +228,16 @@ class ValidationPanels(L.Callback):
         dataset = getattr(trainer.datamodule, "val_set", None)
         if trainer.sanity_checking or not trainer.is_global_zero or dataset is None or self.count <= 0:
             return
-        samples = [dataset[i] for i in range(min(self.count, len(dataset)))]
         rows = []
-        for sample in samples:
+        for sample in (dataset[i] for i in range(min(self.count, len(dataset)))):
             batch = prepare_sample(sample, task.device)
             logits = task.eager(batch["rgb"], batch["aux"])
             rows.append(prediction_row(sample, class_ids(logits)[0].cpu().numpy()))
-        names = [s["name"] for s in samples]
-        save_rgb(self.folder / f"epoch_{trainer.current_epoch:03d}.png", grid(rows, PANEL_TITLES, names))
+        run, epoch = self.folder.parent, trainer.current_epoch
+        title = f"{run.parent.name}/{run.name}: validation after epoch {epoch}"
+        if "val" in task.val_scores:
+            title += f", mIoU {float(task.val_scores['val']['mIoU']):.3f}"
+        save_rgb(self.folder / f"epoch_{epoch:03d}.png", grid(title, PANEL_COLUMNS, rows, PANEL_MARKS))
 
 
 class TrainingProgress(RichProgressBar):
