@@ -226,6 +226,9 @@ class TrainerConfig(Section):
     # Before training, the step's peak memory is estimated (cloudseg.memory); when it exceeds what the device has
     # free, the run is refused, or only warned about
     memory_check: MemoryCheckMode = "refuse"
+    # When training ends, the best checkpoints' probabilities are calibrated on the validation split: one
+    # temperature (the classes stay as they are) or one per class; the release's header keeps it for predict
+    calibration: Literal["none", "temperature", "class_temperature"] = "temperature"
 
     def check(self) -> None:
         if isinstance(self.devices, int) and self.devices == 0:
@@ -275,6 +278,7 @@ class PredictConfig(Section):
     probabilities: bool = False  # also probabilities/<name>_<class>.png, 0..255
     uncertainty: Literal["none", "entropy", "max_probability"] = "none"  # also uncertainty/<name>.png
     memory_check: MemoryCheckMode = "refuse"  # as trainer.memory_check, for the model's forward passes
+    calibrated: bool = True  # probabilities and uncertainty through the checkpoint's fitted temperature, if any
 
     def check(self) -> None:
         if self.overlap >= self.tile:

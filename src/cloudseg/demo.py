@@ -43,7 +43,7 @@ def run_demo(output: str | Path = "cloudseg-demo", fast: bool = False) -> dict:
         f"\ndone in {minutes:.1f} min: test mean IoU {scores['mIoU']:.3f}, mean Dice per image "
         f"{scores['mean_image_dice']:.3f}\n"
         f"  run folder (checkpoints, curves.png, panels/): {run_dir}\n"
-        f"  evaluation (metrics.json, confusion.png, panels.png): {output / 'evaluation'}\n"
+        f"  evaluation (metrics.json, confusion.png, reliability.png, panels.png): {output / 'evaluation'}\n"
         f"  predicted masks: {output / 'masks'}\n  submission: {submission}"
     )
     return scores

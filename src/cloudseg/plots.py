@@ -76,3 +76,23 @@ def plot_confusion(matrix: np.ndarray, names: tuple[str, ...], path: Path) -> No
         label.set(rotation=30, ha="right")
     figure.colorbar(image)
     _save(figure, path, dpi=100)
+
+
+def plot_reliability(curves: dict, path: Path, title: str) -> None:
+    """Reliability diagram of named `ReliabilityBins` (e.g. before and after calibration): each bin's accuracy
+    against its mean confidence, where the diagonal is perfect calibration, above the share of pixels in each bin."""
+    figure, (accuracy, pixels) = _pyplot().subplots(2, 1, figsize=(6, 6), height_ratios=(3, 1), sharex=True)
+    accuracy.plot([0, 1], [0, 1], color="grey", linestyle="--", label="calibrated")
+    for (name, bins), marker in zip(curves.items(), "os^", strict=False):
+        seen = bins.as_dict()["bins"]
+        counts = np.array(seen["pixels"])
+        used = counts > 0
+        centres = (np.array(seen["edges"][:-1]) + np.array(seen["edges"][1:])) / 2
+        confidence, right = np.array(seen["confidence"]), np.array(seen["accuracy"])
+        accuracy.plot(confidence[used], right[used], marker=marker, label=f"{name}: ECE {bins.ece():.4f}")
+        pixels.plot(centres[used], counts[used] / counts.sum(), marker=marker, label=name)
+    accuracy.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
+    accuracy.set_title(title, fontsize=9)
+    accuracy.legend(fontsize=8)
+    pixels.set(xlabel="confidence (top-class probability)", ylabel="share of pixels", yscale="log")
+    _save(figure, path, dpi=90)

@@ -11,6 +11,7 @@ import yaml
 from PIL import Image
 
 from cloudseg.config import AugmentConfig
+from cloudseg.models.checkpoint import read_release
 from tests.training.helpers import cloudseg, run_folder, tiny_run, weights
 
 SMALL_CROP = AugmentConfig(crop_size=32)  # the synthetic scenes are 64²
@@ -61,8 +62,14 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_exactly_like_an_uninterrupted_o
                  "checkpoints/best_ema.safetensors", "train.log"):  # fmt: skip
         assert (reference / item).is_file(), item
     log = (reference / "train.log").read_text()  # where the time outside the epochs went
-    fit, whole = map(float, re.search(r"fit took ([\d.]+) s, train\(\) ([\d.]+) s in all", log).groups())
-    assert "start-up: dataset checked in" in log and 0 < fit <= whole
+    timed = re.search(r"fit took ([\d.]+) s, calibration ([\d.]+) s, train\(\) ([\d.]+) s in all", log)
+    fit, calibration, whole = map(float, timed.groups())
+    assert "start-up: dataset checked in" in log and fit > 0 and calibration >= 0 and fit + calibration <= whole + 0.1
+    for stem in ("best", "best_ema"):  # each release calibrated on the validation split, its diagram beside it
+        fitted = read_release(reference / "checkpoints" / f"{stem}.safetensors").info["calibration"]
+        assert fitted["method"] == "temperature" and fitted["split"] == "val" and fitted["temperature"][0] > 0
+        assert 0 <= fitted["after"]["ece"] <= 1 and sum(fitted["before"]["bins"]["pixels"]) == fitted["pixels"]
+        assert (reference / "checkpoints" / f"{stem}_calibration.png").is_file()
 
     evaluated = cloudseg(
         "evaluate", "--checkpoint", str(reference / "checkpoints" / "best.safetensors"), "--data.root", str(synth_root),

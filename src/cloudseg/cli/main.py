@@ -170,7 +170,7 @@ def run_score(args: argparse.Namespace, overrides: list[str]) -> None:
 def run_export(args: argparse.Namespace, overrides: list[str]) -> None:
     from cloudseg.inference.export import export_onnx
 
-    print(f"wrote {export_onnx(args.checkpoint, args.output, args.opset)}")
+    print(f"wrote {export_onnx(args.checkpoint, args.output, args.opset, args.calibrated)}")
 
 
 def run_demo(args: argparse.Namespace, overrides: list[str]) -> None:
@@ -263,14 +263,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     inference_memory = "predict.tile_batch or predict.tile"
     evaluate = command(
-        "evaluate", run_evaluate, "score a checkpoint: per-class table, metrics.json, confusion.png",
+        "evaluate", run_evaluate, "score a checkpoint: per-class scores, calibration, confusion matrix",
         ("data.root", "data.unknown_colours", "predict"), memory=inference_memory, epilog=EVALUATE_HELP,
     )  # fmt: skip
     evaluate.add_argument("--checkpoint", required=True, nargs="+", help=CHECKPOINTS_HELP)
     evaluate.add_argument(
         "--split", default="val", help="val or train (the run's split), test, or a JSON list of names"
     )
-    evaluate.add_argument("--output", help="folder for metrics.json and confusion.png (default: beside the run)")
+    evaluate.add_argument("--output", help="folder for metrics.json and the figures (default: beside the run)")
     evaluate.add_argument("--panels", type=int, default=0, help="also draw prediction panels of this many images")
     evaluate.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     evaluate.add_argument("--config", help="YAML config whose data.root and predict section are used")
@@ -310,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--checkpoint", required=True, nargs="+", help=CHECKPOINTS_HELP)
     export.add_argument("--output", required=True, help="model.onnx (or a folder: <folder>/model.onnx)")
     export.add_argument("--opset", type=int, default=17)
+    export.add_argument(
+        "--calibrated", action="store_true", help="logits divided by the checkpoint's fitted temperature, if it has one"
+    )
 
     demo = command(
         "demo", run_demo, "synthetic data -> training -> evaluation -> prediction -> submission, on CPU",

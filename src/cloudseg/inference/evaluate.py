@@ -6,16 +6,17 @@ from pathlib import Path
 
 import torch
 
+from cloudseg.calibration import ReliabilityBins
 from cloudseg.config import PredictConfig
 from cloudseg.data.dataset import CloudDataset, find_samples
 from cloudseg.data.split import load_split
 from cloudseg.errors import DataError
 from cloudseg.files import atomic_path
 from cloudseg.inference.predictor import Predictor
-from cloudseg.metrics import class_names, confusion_metric, confusion_scores, flat_scores, format_table
+from cloudseg.metrics import class_ids, class_names, confusion_metric, confusion_scores, flat_scores, format_table
 from cloudseg.models.checkpoint import checkpoint_paths
 from cloudseg.panels import PANEL_COLUMNS, PANEL_MARKS, grid, prediction_row, save_rgb
-from cloudseg.plots import plot_confusion
+from cloudseg.plots import plot_confusion, plot_reliability
 
 log = logging.getLogger("cloudseg")
 
@@ -66,8 +67,8 @@ def evaluate(
     device: str | torch.device | None = None,
 ) -> dict:
     """Scores a release checkpoint, or the average of several (an ensemble), on a split, run as `predict` runs it
-    with `cfg` (tiles, TTA, precision); writes metrics.json, confusion.png (and panels) to `output` (default:
-    beside the run, or for an ensemble in the first run's parent folder)."""
+    with `cfg` (tiles, TTA, precision); writes metrics.json, confusion.png, reliability.png (and panels) to
+    `output` (default: beside the run, or for an ensemble in the first run's parent folder)."""
     checkpoints = checkpoint_paths(checkpoints)
     root = Path(root)
     samples = evaluation_samples(checkpoints, root, split)
@@ -81,10 +82,17 @@ def evaluate(
     dataset = CloudDataset(samples)
     confusion = confusion_metric(num_classes)
     rows = []
+    # How well the probabilities are calibrated; for one checkpoint with a temperature, also without it.
+    temperature = predictor.release.temperature if cfg.calibrated and len(checkpoints) == 1 else None
+    scored, uncalibrated = ReliabilityBins(), ReliabilityBins()
     for i in range(len(dataset)):
         sample = dataset[i]
-        prediction = predictor.class_ids(sample["rgb"], sample["aux"]).cpu()
-        confusion.update(prediction[None], sample["mask"][None].long())
+        logits = predictor.logits(sample["rgb"], sample["aux"]).float().cpu()
+        prediction, target = class_ids(logits, dim=-3), sample["mask"][None].long()
+        confusion.update(prediction[None], target)
+        scored.update(logits.softmax(0)[None], target)
+        if temperature:
+            uncalibrated.update((logits * torch.tensor(temperature).view(-1, 1, 1)).softmax(0)[None], target)
         if i < panels:
             rows.append(prediction_row(sample, prediction.numpy()))
     matrix = confusion.compute().cpu()
@@ -98,15 +106,22 @@ def evaluate(
         **flat_scores(scores, names),
         "confusion": matrix.tolist(),
         "classes": list(names),
+        "ece": scored.ece(),
+        "temperature": list(temperature) if temperature else None,
+        **({"ece_uncalibrated": uncalibrated.ece()} if temperature else {}),
     }
     with atomic_path(output / "metrics.json") as temporary:
         temporary.write_text(json.dumps(result, indent=2) + "\n")
     plot_confusion(matrix.numpy(), names, output / "confusion.png")
+    shown = {"uncalibrated": uncalibrated, "calibrated": scored} if temperature else {"probabilities": scored}
+    plot_reliability(shown, output / "reliability.png", f"probabilities on {split} ({len(dataset)} images)")
     what = checkpoints[0].name if len(checkpoints) == 1 else f"the mean of {len(checkpoints)} checkpoints"
     if rows:
         named = "/".join(checkpoints[0].parts[-4:]) if len(checkpoints) == 1 else what
         title = f"{named} on {split} ({len(dataset)} images, TTA {cfg.tta}): mIoU {result['mIoU']:.3f}"
         save_rgb(output / "panels.png", grid(title, PANEL_COLUMNS, rows, PANEL_MARKS))
     log.info("%s on %d images of %s\n%s", what, len(dataset), split, format_table(scores, names))
-    log.info("wrote %s and %s", output / "metrics.json", output / "confusion.png")
+    before = f" (uncalibrated {uncalibrated.ece():.4f})" if temperature else ""
+    log.info("expected calibration error (ECE, %d bins) %.4f%s", len(scored.count), scored.ece(), before)
+    log.info("wrote %s, %s and %s", *(output / name for name in ("metrics.json", "confusion.png", "reliability.png")))
     return result

@@ -68,7 +68,7 @@ class Predictor:
             "predict.tile_batch or predict.tile",
             "predict.memory_check",
         ).apply(cfg.memory_check)
-        model, releases = load_ensemble(paths, device)
+        model, releases = load_ensemble(paths, device, cfg.calibrated)
         return cls(model, releases[0], device, cfg)
 
     def __call__(self, rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:

@@ -56,6 +56,18 @@ def save_release(model: nn.Module, config: dict, path: str | os.PathLike, info: 
     return path
 
 
+def add_to_header(path: str | os.PathLike, **entries) -> None:
+    """Rewrites a release checkpoint (and its .json) with `entries` added to its header; the weights stay as
+    they are."""
+    path = Path(path)
+    header = {**read_header(path), **entries}
+    state = load_file(str(path))
+    with atomic_path(path) as temporary:
+        save_file(state, temporary, metadata={"cloudseg": json.dumps(header)})
+    with atomic_path(path.with_suffix(".json")) as temporary:
+        temporary.write_text(json.dumps(header, indent=2, default=float) + "\n")
+
+
 def read_header(path: str | os.PathLike) -> dict:
     """The header of a release checkpoint; anything else is an error naming the file."""
     path = Path(path)
@@ -102,6 +114,11 @@ class Release:
     def of(cls, config: Config) -> "Release":
         """What a checkpoint of `config` written now says: cloudseg.schema's class table and normalisation."""
         return cls(config, CLASSES, RGB_NORM, AUX_NORM, {})
+
+    @property
+    def temperature(self) -> tuple[float, ...] | None:
+        """The temperature, or one per class, fitted on the validation split when training ended, if it was."""
+        return tuple(self.info["calibration"]["temperature"]) if "calibration" in self.info else None
 
     def meaning(self) -> tuple:
         """What an ensemble's members must share: the classes they predict from the same inputs."""
@@ -166,21 +183,39 @@ class Ensemble(nn.Module):
         return torch.stack([member(rgb, aux).float() for member in self.members]).mean(0)
 
 
+class Calibrated(nn.Module):
+    """A model's logits divided by its fitted temperature(s), so that their softmax is calibrated. One
+    temperature leaves every pixel's class as it was; one per class may change a few."""
+
+    def __init__(self, model: nn.Module, temperature: Sequence[float]):
+        super().__init__()
+        self.model = model
+        self.register_buffer("temperature", torch.tensor(temperature, dtype=torch.float32).view(-1, 1, 1))
+
+    def forward(self, rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+        return self.model(rgb, aux) / self.temperature
+
+
 def checkpoint_paths(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
     """One checkpoint path or several, as a list."""
     return [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
 
 
 def load_ensemble(
-    paths: str | os.PathLike | Sequence[str | os.PathLike], map_location: str | torch.device = "cpu"
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    map_location: str | torch.device = "cpu",
+    calibrated: bool = True,
 ) -> tuple[nn.Module, list[Release]]:
     """One release checkpoint's model, or several as an `Ensemble`, in eval mode, and their Releases. The models
     may differ in builder and size but must agree on what their outputs mean: the same classes, inputs and
-    normalisation."""
+    normalisation. With `calibrated`, each model's logits are divided by its own fitted temperature, if it has
+    one."""
     paths = checkpoint_paths(paths)
     if not paths:
         raise WeightsError("no checkpoint given")
     models, releases = zip(*(load_model(path, map_location) for path in paths), strict=True)
+    if calibrated:
+        models = [Calibrated(m, r.temperature) if r.temperature else m for m, r in zip(models, releases, strict=True)]
     for path, release in zip(paths[1:], releases[1:], strict=True):
         if release.meaning() != releases[0].meaning():
             raise WeightsError(

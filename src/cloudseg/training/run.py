@@ -29,6 +29,7 @@ from cloudseg.models.checkpoint import read_header
 from cloudseg.models.weights import resolve_weights
 from cloudseg.sections import from_dict, to_dict
 from cloudseg.signals import StopRequest
+from cloudseg.training.calibration import calibrate
 from cloudseg.training.callbacks import (
     PREVIOUS_CHECKPOINT,
     AtomicCheckpointIO,
@@ -302,9 +303,17 @@ def _train(cfg: Config | None, resume: str | None) -> Path:
             raise stopped(getattr(error, "signum", signal.SIGTERM), run_dir, trainer) from error
     if stop:  # the fit stopped after an epoch, as StopOnSignal asked
         raise stopped(stop.signum, run_dir, trainer)
+    fitted = time.perf_counter()
+    validation = getattr(datamodule, "val_set", None)
+    if trainer.is_global_zero and cfg.trainer.calibration != "none" and validation is not None:
+        for release in sorted((run_dir / "checkpoints").glob("best*.safetensors")):
+            calibrate(release, validation, cfg.trainer.calibration, trainer.strategy.root_device, cfg.trainer.seed)
     finished = time.perf_counter()
     if trainer.is_global_zero:
-        log.info("fit took %.1f s, train() %.1f s in all", finished - fitting, finished - started)
+        log.info(
+            "fit took %.1f s, calibration %.1f s, train() %.1f s in all",
+            fitted - fitting, finished - fitted, finished - started,
+        )  # fmt: skip
     return run_dir
 
 
