@@ -50,7 +50,7 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> dict:
         overrides += [f"--{key}", value]
     if args.init_from:
         overrides += ["--model.init_from", str(args.init_from)]
-    train = ["cloudseg", "train", "--config", args.config, "--data.root", str(args.root),
+    train = [sys.executable, "-m", "cloudseg", "train", "--config", args.config, "--data.root", str(args.root),
              "--trainer.max_epochs", str(args.epochs), "--trainer.seed", str(seed),
              "--run.output_dir", str(folder), "--run.name", "run", *overrides]  # fmt: skip
     started = time.perf_counter()
@@ -60,8 +60,8 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> dict:
     minutes = (time.perf_counter() - started) / 60
     run_dir = max((folder / "run").iterdir())  # the timestamped run folder
     checkpoint = run_dir / "checkpoints" / "best.safetensors"
-    evaluate = ["cloudseg", "evaluate", "--checkpoint", str(checkpoint), "--data.root", str(args.root),
-                "--split", "test", "--panels", "5"]  # fmt: skip
+    evaluate = [sys.executable, "-m", "cloudseg", "evaluate", "--checkpoint", str(checkpoint),
+                "--data.root", str(args.root), "--split", "test", "--panels", "5"]  # fmt: skip
     subprocess.run(evaluate, check=True)
     best = json.loads((run_dir / "checkpoints" / "best.json").read_text())
     test = json.loads((run_dir / "eval_test" / "metrics.json").read_text())
