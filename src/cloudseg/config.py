@@ -32,6 +32,7 @@ AUX_CHANNELS = len(AUX_BANDS)
 
 UnknownColours = Literal["error", "ignore"]  # label colours outside the class table: an error, or ignored pixels
 MemoryCheckMode = Literal["refuse", "warn", "off"]
+LOGGERS = ("csv", "tensorboard")  # by name; any other Lightning logger by import path
 Sensor = Literal["landsat8", "landsat9", "sentinel2"]  # presets of band numbers and scaling for GeoTIFF scenes
 
 
@@ -220,6 +221,9 @@ class TrainerConfig(Section):
     # and last epochs); 0: after every epoch. A killed run loses at most this much work plus an epoch.
     checkpoint_every_s: NonNegative = 60.0
     callbacks: tuple[str, ...] = ()  # extra Lightning callbacks by import path, "package.module:Class"
+    # where the logged figures go: csv (metrics.csv), tensorboard (the `tensorboard` extra: scalars, learning rates,
+    # the validation panels), or another Lightning logger by import path, "package.module:Class"
+    logger: tuple[str, ...] = ("csv",)
     # simple: Lightning's SimpleProfiler, the time of every loop action (waiting for the next batch, the step, each
     # callback hook) summed over the run, in fit-profile*.txt in the run folder
     profiler: Literal["none", "simple"] = "none"
@@ -250,10 +254,14 @@ class TrainerConfig(Section):
                 f"trainer.strategy: {self.strategy!r} forks processes, which can hang once PyTorch has started its "
                 "threads; use ddp (Lightning starts the processes) or launch with torchrun"
             )
-        for path in self.callbacks:
-            module, colon, name = path.partition(":")
-            if not (module and colon and name):
-                raise ConfigError(f"trainer.callbacks: {path!r}; expected 'package.module:Class'")
+        if not self.logger:
+            raise ConfigError("trainer.logger: empty; expected at least one, e.g. [csv]")
+        for setting, paths, names in (("callbacks", self.callbacks, ()), ("logger", self.logger, LOGGERS)):
+            for path in paths:
+                module, colon, name = path.partition(":")
+                if path not in names and not (module and colon and name):
+                    expected = " or ".join([*names, "'package.module:Class'"])
+                    raise ConfigError(f"trainer.{setting}: {path!r}; expected {expected}")
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ import csv
 import json
 import re
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -180,3 +181,29 @@ def test_sqrt_inverse_class_weights_are_resolved_from_the_training_split_into_th
     module = CloudDataModule(DataConfig(root=str(synth_root), augment=SMALL_CROP))
     module.setup("fit")
     assert tuple(saved) == sqrt_inverse_weights(module.train_class_pixels()) and max(saved) > 1.0
+
+
+def test_tensorboard_holds_what_metrics_csv_holds_and_the_panels(synth_root, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = cloudseg(*tiny_run(synth_root, tmp_path, "tb", "--trainer.logger", "[csv, tensorboard]"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = run_folder(tmp_path, "tb")
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0}).Reload()
+    logged = list(csv.DictReader((folder / "metrics.csv").open()))
+    for tag in ("train/loss_epoch", "val/loss", "val/mIoU", "val/iou_thin_cloud", "val/iou_cloud_shadow"):
+        expected = [float(row[tag]) for row in logged if row.get(tag)]
+        assert len(expected) == 3 and np.allclose([e.value for e in events.Scalars(tag)], expected, rtol=1e-6), tag
+    rates = [tag for tag in events.Tags()["scalars"] if tag.startswith("lr-")]
+    assert rates and all(events.Scalars(tag) for tag in rates)
+    panels = events.Images("validation/panels")
+    assert [image.step for image in panels] == [0, 1, 2]
+    drawn = cv2.imdecode(np.frombuffer(panels[-1].encoded_image_string, np.uint8), cv2.IMREAD_COLOR)
+    assert np.array_equal(drawn, cv2.imread(str(folder / "panels" / "epoch_002.png")))
+
+
+def test_a_logger_that_is_not_there_is_one_line_before_any_work(synth_root, tmp_path):
+    result = cloudseg(*tiny_run(synth_root, tmp_path, "nolog", "--trainer.logger", "[csv, wandb]"))
+    assert result.returncode == 2
+    assert "trainer.logger: 'wandb'; expected csv or tensorboard or 'package.module:Class'" in result.stderr
+    assert not (tmp_path / "nolog").exists()

@@ -10,6 +10,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning_utilities.core.apply_func import apply_to_collection
 
@@ -237,7 +238,11 @@ class ValidationPanels(L.Callback):
         title = f"{run.parent.name}/{run.name}: validation after epoch {epoch}"
         if "val" in task.val_scores:
             title += f", mIoU {float(task.val_scores['val']['mIoU']):.3f}"
-        save_rgb(self.folder / f"epoch_{epoch:03d}.png", grid(title, PANEL_COLUMNS, rows, PANEL_MARKS))
+        picture = grid(title, PANEL_COLUMNS, rows, PANEL_MARKS)
+        save_rgb(self.folder / f"epoch_{epoch:03d}.png", picture)
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image("validation/panels", picture, epoch, dataformats="HWC")
 
 
 class TrainingProgress(RichProgressBar):

@@ -15,7 +15,7 @@ import lightning as L
 import torch
 import yaml
 from lightning.pytorch.callbacks import LearningRateMonitor
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.profilers import SimpleProfiler
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
@@ -143,17 +143,33 @@ def check_start_weights(cfg: Config) -> None:
         read_header(cfg.model.init_from)
 
 
-def _extra_callbacks(paths: tuple[str, ...]) -> list[L.Callback]:
-    callbacks = []
+def _instances(paths: tuple[str, ...], setting: str) -> list:
+    """An object of each class named by import path, "package.module:Class", built without arguments."""
+    found = []
     for path in paths:
         module, _, name = path.partition(":")
         try:
-            callbacks.append(getattr(importlib.import_module(module), name)())
+            found.append(getattr(importlib.import_module(module), name)())
         except (ImportError, AttributeError, ValueError, TypeError) as error:
-            raise ConfigError(
-                f"trainer.callbacks: cannot load {path!r} ({error}); expected 'package.module:Class'"
-            ) from error
-    return callbacks
+            raise ConfigError(f"{setting}: cannot load {path!r} ({error}); expected 'package.module:Class'") from error
+    return found
+
+
+def _loggers(cfg: Config, run_dir: Path, resumed: dict | None) -> list[Logger]:
+    loggers = []
+    for name in cfg.trainer.logger:
+        if name == "csv":
+            loggers.append(_csv_logger(run_dir, resumed))
+        elif name == "tensorboard":
+            try:
+                loggers.append(TensorBoardLogger(run_dir, name="", version="", default_hp_metric=False))
+            except ModuleNotFoundError as error:
+                raise ConfigError(
+                    "trainer.logger: tensorboard needs TensorBoard: pip install 'cloudseg[tensorboard]'"
+                ) from error
+        else:
+            loggers += _instances((name,), "trainer.logger")
+    return loggers
 
 
 def _precision(cfg: Config) -> str:
@@ -168,7 +184,9 @@ def build_trainer(cfg: Config, run_dir: Path, resumed: dict | None, stop: StopRe
     """The Lightning trainer of a run; Lightning checks the device and strategy settings here, before any data
     is read. Its banner of available devices is left out (the run's log names the devices it uses), so that a
     refused setting or dataset reads as one line."""
-    extra_callbacks = _extra_callbacks(cfg.trainer.callbacks)  # before the try: its ConfigError is not Lightning's
+    # Before the try: their ConfigErrors are not Lightning's.
+    extra_callbacks = _instances(cfg.trainer.callbacks, "trainer.callbacks")
+    loggers = _loggers(cfg, run_dir, resumed)
     lightning_log = logging.getLogger("lightning.pytorch")
     level = lightning_log.level
     lightning_log.setLevel(logging.WARNING)
@@ -188,7 +206,7 @@ def build_trainer(cfg: Config, run_dir: Path, resumed: dict | None, stop: StopRe
             log_every_n_steps=cfg.trainer.log_every_n_steps,
             use_distributed_sampler=False,  # EpochSampler splits the data between processes itself
             num_sanity_val_steps=0,
-            logger=_csv_logger(run_dir, resumed),
+            logger=loggers,
             plugins=[AtomicCheckpointIO()],
             callbacks=[
                 StopOnSignal(stop),
