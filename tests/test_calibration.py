@@ -104,3 +104,32 @@ def test_evaluate_reports_the_ece_with_and_without_the_temperature(released, syn
     assert scores["temperature"] == [2.5] and scores["mIoU"] == plain_scores["mIoU"]
     assert scores["ece_uncalibrated"] == pytest.approx(plain_scores["ece"], abs=1e-6)
     assert scores["ece"] != pytest.approx(plain_scores["ece"], abs=1e-4)
+
+
+def test_each_class_temperature_divides_its_own_logits_in_predict_and_export(released, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from cloudseg.models.checkpoint import load_model
+
+    plain, _ = released
+    per_class = tmp_path / "per_class.safetensors"
+    per_class.write_bytes(plain.read_bytes())
+    temperature = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    add_to_header(per_class, calibration={"method": "class_temperature", "temperature": temperature.tolist()})
+    rgb, aux = (
+        torch.randint(0, 256, (3, 48, 64), dtype=torch.uint8),
+        torch.randint(0, 256, (1, 48, 64), dtype=torch.uint8),
+    )
+    expected = Predictor.from_checkpoint(plain, "cpu").logits(rgb, aux) / temperature.view(-1, 1, 1)
+    assert torch.allclose(Predictor.from_checkpoint(per_class, "cpu").logits(rgb, aux), expected, atol=1e-5)
+    normalised = torch.randn(1, 3, 48, 64), torch.randn(1, 1, 48, 64)
+    with torch.no_grad():
+        raw = load_model(plain)[0](*normalised)
+    for setting, divisor in (("true", temperature.view(-1, 1, 1)), ("false", 1.0)):
+        output = tmp_path / f"calibrated_{setting}.onnx"
+        assert (
+            main(["export", "--checkpoint", str(per_class), "--output", str(output), "--predict.calibrated", setting])
+            == 0
+        )
+        session = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+        (logits,) = session.run(None, {"rgb": normalised[0].numpy(), "aux": normalised[1].numpy()})
+        assert torch.allclose(torch.from_numpy(logits), raw / divisor, atol=1e-3), setting

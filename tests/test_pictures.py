@@ -9,7 +9,6 @@ from PIL import Image
 
 from cloudseg.data.io import index_to_colour
 from cloudseg.panels import (
-    BACKGROUND,
     GAP,
     IGNORE_RGB,
     PANEL_COLUMNS,
@@ -73,20 +72,12 @@ def drawn_curves(path) -> dict:
 def test_one_epoch_curves_have_a_point_for_each_series_they_name(tmp_path):
     plot_curves([{"epoch": 0, "train_loss": 1.5}], CLASS_NAMES, tmp_path / "curves.png", "run")
     assert drawn_curves(tmp_path / "curves.png") == {"train_loss": [[0.0, 1.5]]}
-    image = cv2.imread(str(tmp_path / "curves.png"))
-    assert image is not None and image[0, 0].tolist() == [255, 255, 255]
 
 
 def test_validated_epochs_only_carry_validation_points(tmp_path):
     ious = {f"iou/{name}": 0.1 * i for i, name in enumerate(CLASS_NAMES)}
     history = [{"epoch": 0, "train_loss": 3.0}, {"epoch": 1, "train_loss": 2.0, "val_loss": 2.5, "mIoU": 0.4, **ious}]
-    plot_curves(history, CLASS_NAMES, tmp_path / "curves.png")
+    plot_curves(history, CLASS_NAMES, tmp_path / "curves.png", "run")
     curves = drawn_curves(tmp_path / "curves.png")
     assert curves["train_loss"] == [[0.0, 3.0], [1.0, 2.0]]
-    assert curves["val_loss"] == [[0.0, None], [1.0, 2.5]] and curves["cloud_shadow"][1] == [1.0, 0.1 * 3]
-
-
-def test_the_grid_background_is_the_documented_one():
-    assert (
-        grid("t", ["a"], [("r", [colourise(np.zeros((4, 4), np.uint8))])], tile=8)[-1, -1].tolist() == [BACKGROUND] * 3
-    )
+    assert curves["val_loss"] == [[1.0, 2.5]] and curves["cloud_shadow"] == [[1.0, 0.1 * 3]]

@@ -11,12 +11,12 @@ BINS = 15
 
 
 class ReliabilityBins:
-    """Pixels counted in `bins` equal-width bins of their top-class probability: how many, their summed
+    """Pixels counted in BINS equal-width bins of their top-class probability: how many, their summed
     confidence and how many were right. Streaming (three numbers a bin), so a whole test split fits."""
 
-    def __init__(self, bins: int = BINS):
-        self.edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
-        self.count, self.confidence, self.correct = (torch.zeros(bins, dtype=torch.float64) for _ in range(3))
+    def __init__(self):
+        self.edges = torch.linspace(0, 1, BINS + 1, dtype=torch.float64)
+        self.count, self.confidence, self.correct = (torch.zeros(BINS, dtype=torch.float64) for _ in range(3))
 
     def update(self, probabilities: torch.Tensor, target: torch.Tensor) -> None:
         """Probabilities (B, K, H, W) or (N, K) and class ids (B, H, W) or (N,); IGNORE_INDEX pixels are left out."""
@@ -24,7 +24,7 @@ class ReliabilityBins:
         counted = target != IGNORE_INDEX
         confidence = confidence[counted].double().cpu()
         right = (predicted[counted] == target[counted]).double().cpu()
-        # A bin holds (low, high]; a confidence of exactly 0 cannot occur, as K probabilities sum to 1.
+        # A bin holds [low, high); the last also holds a confidence of exactly 1 (torchmetrics counts it apart).
         index = (torch.bucketize(confidence, self.edges, right=True) - 1).clamp(0, len(self.count) - 1)
         self.count += torch.bincount(index, minlength=len(self.count))
         self.confidence += torch.bincount(index, confidence, minlength=len(self.count))

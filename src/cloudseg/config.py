@@ -254,8 +254,10 @@ class TrainerConfig(Section):
                 f"trainer.strategy: {self.strategy!r} forks processes, which can hang once PyTorch has started its "
                 "threads; use ddp (Lightning starts the processes) or launch with torchrun"
             )
-        if not self.logger:
-            raise ConfigError("trainer.logger: empty; expected at least one, e.g. [csv]")
+        if not self.logger or len(set(self.logger)) < len(self.logger):
+            raise ConfigError(
+                f"trainer.logger: {list(self.logger)}; expected one or more different loggers, e.g. [csv]"
+            )
         for setting, paths, names in (("callbacks", self.callbacks, ()), ("logger", self.logger, LOGGERS)):
             for path in paths:
                 module, colon, name = path.partition(":")
@@ -286,7 +288,9 @@ class PredictConfig(Section):
     probabilities: bool = False  # also probabilities/<name>_<class>.png, 0..255
     uncertainty: Literal["none", "entropy", "max_probability"] = "none"  # also uncertainty/<name>.png
     memory_check: MemoryCheckMode = "refuse"  # as trainer.memory_check, for the model's forward passes
-    calibrated: bool = True  # probabilities and uncertainty through the checkpoint's fitted temperature, if any
+    # Logits through the checkpoint's fitted temperature, if it has one: calibrated probabilities and uncertainty
+    # (one temperature leaves the masks as they are; one per class may change a few pixels' classes)
+    calibrated: bool = True
 
     def check(self) -> None:
         if self.overlap >= self.tile:

@@ -1,4 +1,5 @@
-"""Figures of a run: training curves and the confusion matrix (matplotlib, written atomically as PNG)."""
+"""Figures of a run: training curves, the confusion matrix and reliability diagrams (matplotlib, written
+atomically as PNG)."""
 
 import json
 from pathlib import Path
@@ -25,11 +26,13 @@ def _save(figure, path: Path, dpi: int, metadata: dict | None = None) -> None:
     _pyplot().close(figure)
 
 
-def _column(history: list[dict], key: str) -> list[float]:
-    return [np.nan if row.get(key) is None else row[key] for row in history]
+def _series(history: list[dict], key: str) -> tuple[list[int], list[float]]:
+    """The epochs that have `key`, and its values there (validation runs only every few epochs)."""
+    rows = [row for row in history if row.get(key) is not None and np.isfinite(row[key])]
+    return [row["epoch"] for row in rows], [row[key] for row in rows]
 
 
-def plot_curves(history: list[dict], names: tuple[str, ...], path: Path, title: str = "") -> None:
+def plot_curves(history: list[dict], names: tuple[str, ...], path: Path, title: str) -> None:
     """Losses, validation mIoU and per-class IoU (in the class colours) against the epoch: one row of `history`
     per training epoch, validation keys where it ran. The PNG's "curves" text holds every line as drawn (JSON)."""
     from matplotlib import patheffects
@@ -38,28 +41,27 @@ def plot_curves(history: list[dict], names: tuple[str, ...], path: Path, title: 
     epochs = [row["epoch"] for row in history]
     figure, (losses, ious) = _pyplot().subplots(1, 2, figsize=(11, 4))
     outlined = [patheffects.withStroke(linewidth=3, foreground="black")]  # yellow and black both stay visible
-    for key in ("train_loss", "val_loss"):
-        losses.plot(epochs, _column(history, key), marker="o", label=key)
-    ious.plot(epochs, _column(history, "mIoU"), marker="o", linewidth=3, color="grey", label="mIoU")
+    lines = [(losses, key, {"marker": "o"}) for key in ("train_loss", "val_loss")]
+    lines.append((ious, "mIoU", {"marker": "o", "linewidth": 3, "color": "grey"}))
     for i, name in enumerate(names):
         colour = np.array(CLASSES[i].rgb) / 255 if i < len(CLASSES) else None
-        ious.plot(epochs, _column(history, f"iou/{name}"), marker=".", color=colour, label=name, path_effects=outlined)
+        lines.append((ious, f"iou/{name}", {"marker": "o", "markersize": 3, "color": colour, "path_effects": outlined}))
+    drawn = {}
+    for axes, key, style in lines:
+        x, y = _series(history, key)
+        if x:  # no legend entry for a series without a point
+            label = key.removeprefix("iou/")
+            axes.plot(x, y, label=label, **style)
+            drawn[label] = [[float(a), float(b)] for a, b in zip(x, y, strict=True)]
     losses.set(xlabel="epoch", ylabel="loss", title="loss")
     ious.set(xlabel="epoch", ylabel="IoU", title="validation IoU", ylim=(0, 1))
-    drawn = {}
     for axes in (losses, ious):
-        for line in list(axes.get_lines()):
-            if np.isnan(line.get_ydata()).all():
-                line.remove()  # no legend entry for a series without a point
-            else:
-                drawn[line.get_label()] = line.get_xydata().tolist()
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
         if axes.get_lines():
             axes.legend(fontsize=8)
-    if title:
-        figure.suptitle(title, fontsize=10)
-    _save(figure, path, dpi=90, metadata={"curves": json.dumps(drawn).replace("NaN", "null")})
+    figure.suptitle(title, fontsize=10)
+    _save(figure, path, dpi=90, metadata={"curves": json.dumps(drawn)})
 
 
 def plot_confusion(matrix: np.ndarray, names: tuple[str, ...], path: Path) -> None:

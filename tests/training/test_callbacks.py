@@ -73,7 +73,11 @@ def test_validation_panels_run_the_model_uncompiled(tmp_path):
         "name": "scene",
     }
     trainer = SimpleNamespace(
-        datamodule=SimpleNamespace(val_set=[sample]), sanity_checking=False, is_global_zero=True, current_epoch=2
+        datamodule=SimpleNamespace(val_set=[sample]),
+        sanity_checking=False,
+        is_global_zero=True,
+        current_epoch=2,
+        loggers=[],
     )
     ValidationPanels(tmp_path, count=1).on_validation_end(trainer, task)
     assert (tmp_path / "panels" / "epoch_002.png").is_file()

@@ -170,7 +170,8 @@ def run_score(args: argparse.Namespace, overrides: list[str]) -> None:
 def run_export(args: argparse.Namespace, overrides: list[str]) -> None:
     from cloudseg.inference.export import export_onnx
 
-    print(f"wrote {export_onnx(args.checkpoint, args.output, args.opset, args.calibrated)}")
+    calibrated = resolved_config(args, overrides).predict.calibrated
+    print(f"wrote {export_onnx(args.checkpoint, args.output, args.opset, calibrated)}")
 
 
 def run_demo(args: argparse.Namespace, overrides: list[str]) -> None:
@@ -306,13 +307,13 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("submission")
     score.add_argument("--labels", required=True, help="folder of colour label images")
 
-    export = command("export", run_export, "export a checkpoint to ONNX (dynamic batch, height, width)")
+    export = command(
+        "export", run_export, "export a checkpoint to ONNX (dynamic batch, height, width)", ("predict.calibrated",),
+        epilog="  --predict.calibrated false   the logits without the checkpoint's fitted temperature",
+    )  # fmt: skip
     export.add_argument("--checkpoint", required=True, nargs="+", help=CHECKPOINTS_HELP)
     export.add_argument("--output", required=True, help="model.onnx (or a folder: <folder>/model.onnx)")
     export.add_argument("--opset", type=int, default=17)
-    export.add_argument(
-        "--calibrated", action="store_true", help="logits divided by the checkpoint's fitted temperature, if it has one"
-    )
 
     demo = command(
         "demo", run_demo, "synthetic data -> training -> evaluation -> prediction -> submission, on CPU",

@@ -28,14 +28,15 @@ class CommandParser(argparse.ArgumentParser):
         return super().add_argument(*names, **kwargs)
 
 
-def config_overrides(tokens: list[str]) -> list[str]:
-    """`--data.root x --data.augment.hflip=0` -> ["data.root=x", "data.augment.hflip=0"]."""
+def config_overrides(tokens: list[str], command: str = "") -> list[str]:
+    """`--data.root x --data.augment.hflip=0` -> ["data.root=x", "data.augment.hflip=0"]; errors name `command`."""
     overrides, rest = [], list(tokens)
     while rest:
         token = rest.pop(0)
         key, equals, value = token[2:].partition("=")
         if not token.startswith("--") or "." not in key:
-            raise ConfigError(f"unrecognised argument {token!r}; config keys are given as --section.key value")
+            where = f"{command}: " if command else ""
+            raise ConfigError(f"{where}unrecognised argument {token!r}; config keys are given as --section.key value")
         if not equals:
             if not rest:
                 raise ConfigError(f"{token} needs a value")
@@ -83,7 +84,7 @@ def command_overrides(args: argparse.Namespace, tokens: list[str]) -> list[str]:
     for token in tokens[:1] if not args.settings else [t for t in tokens if "." not in t.partition("=")[0]]:
         if token.startswith("--") or not args.settings:
             raise unrecognised(args, token)
-    overrides = config_overrides(tokens)
+    overrides = config_overrides(tokens, args.command)
     for item in overrides:
         key = item.partition("=")[0]
         if not takes(args.settings, key):
@@ -112,6 +113,7 @@ Prediction settings (--predict.*; also in the predict section of a --config file
   --predict.tta none|flips|d4              test-time augmentation
   --predict.precision auto|32|bf16         auto: bf16 on GPUs
   --predict.index_masks true, --predict.probabilities true, --predict.uncertainty entropy|max_probability
+  --predict.calibrated false               the raw softmax, without the checkpoint's fitted temperature
 """
 EVALUATE_HELP = f"""{SETTINGS_HELP}
   --data.root PATH                 dataset folder (required)

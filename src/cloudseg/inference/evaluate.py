@@ -106,6 +106,7 @@ def evaluate(
         **flat_scores(scores, names),
         "confusion": matrix.tolist(),
         "classes": list(names),
+        "calibrated": cfg.calibrated,
         "ece": scored.ece(),
         "temperature": list(temperature) if temperature else None,
         **({"ece_uncalibrated": uncalibrated.ece()} if temperature else {}),

@@ -6,13 +6,17 @@ from pathlib import Path
 
 import torch
 
+from cloudseg.config import PredictConfig
 from cloudseg.errors import CloudsegError, ConfigError
 from cloudseg.files import atomic_path
 from cloudseg.inference.predictor import Predictor
 
 
 def export_onnx(
-    checkpoints: str | Path | Sequence[str | Path], output: str | Path, opset: int = 17, calibrated: bool = False
+    checkpoints: str | Path | Sequence[str | Path],
+    output: str | Path,
+    opset: int = 17,
+    calibrated: bool = PredictConfig.calibrated,
 ) -> Path:
     """Writes `output` (inputs `rgb` (B, 3, H, W) and `aux` (B, A, H, W), normalised as in training; output
     `logits` (B, K, H, W)) of one checkpoint, or of several as one graph that averages their logits; with

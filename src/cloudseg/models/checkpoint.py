@@ -215,7 +215,9 @@ def load_ensemble(
         raise WeightsError("no checkpoint given")
     models, releases = zip(*(load_model(path, map_location) for path in paths), strict=True)
     if calibrated:
-        models = [Calibrated(m, r.temperature) if r.temperature else m for m, r in zip(models, releases, strict=True)]
+        models = [
+            Calibrated(m, r.temperature).eval() if r.temperature else m for m, r in zip(models, releases, strict=True)
+        ]
     for path, release in zip(paths[1:], releases[1:], strict=True):
         if release.meaning() != releases[0].meaning():
             raise WeightsError(

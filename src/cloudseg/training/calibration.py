@@ -13,7 +13,8 @@ from cloudseg.plots import plot_reliability
 
 log = logging.getLogger(__name__)
 
-PIXELS_PER_IMAGE = 16384  # drawn at random from each validation image for the fit: a few MB for a split
+PIXELS = 2**21  # drawn evenly from the validation images for the fit: 32 MiB of float32 logits (4 classes)
+PLAUSIBLE = (0.05, 20.0)  # a temperature outside: a split the model separates perfectly, or too few pixels
 
 
 @torch.no_grad()
@@ -21,10 +22,11 @@ def validation_logits(path: Path, dataset: Dataset, device: torch.device, seed: 
     """Logits (N, K) and class ids (N,) of pixels drawn from each image of `dataset`, by the model at `path`."""
     model, _ = load_model(path, device)
     generator = torch.Generator().manual_seed(seed)
+    per_image = max(1, PIXELS // len(dataset))
     drawn = []
     for index in range(len(dataset)):  # whole images, of any size
         batch = prepare_sample(dataset[index], device)
-        drawn.append(sample_pixels(model(batch["rgb"], batch["aux"]), batch["mask"], PIXELS_PER_IMAGE, generator))
+        drawn.append(sample_pixels(model(batch["rgb"], batch["aux"]), batch["mask"], per_image, generator))
     logits, target = zip(*drawn, strict=True)
     return torch.cat(logits), torch.cat(target)
 
@@ -35,6 +37,13 @@ def calibrate(path: Path, dataset: Dataset, method: str, device: torch.device, s
     `<stem>_calibration.png` beside it; returns what it added."""
     logits, target = validation_logits(path, dataset, device, seed)
     temperature = fit_temperature(logits, target, per_class=method == "class_temperature")
+    if not (temperature.isfinite().all() and PLAUSIBLE[0] <= temperature.min() <= temperature.max() <= PLAUSIBLE[1]):
+        log.warning(
+            "%s: the fitted temperature %s is outside %s (a validation split the model separates perfectly, or too "
+            "few pixels); the checkpoint is left uncalibrated",
+            path.name, temperature.tolist(), PLAUSIBLE,
+        )  # fmt: skip
+        return {}
     before, after = ReliabilityBins(), ReliabilityBins()
     before.update(logits.softmax(1), target)
     after.update((logits / temperature).softmax(1), target)

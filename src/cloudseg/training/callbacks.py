@@ -211,10 +211,12 @@ class ValidationReport(L.Callback):
         plot_curves(self.history, class_names(task.cfg.model.num_classes), self.run_dir / "curves.png", title)
 
     def state_dict(self) -> dict:
-        return {"history": self.history}
+        return {"history": self.history, "rows": "per training epoch"}
 
     def load_state_dict(self, state: dict) -> None:
         self.history = state["history"]
+        if "rows" not in state:  # before 2026-11-30 a row was a validation, with the previous epoch's training loss
+            self.history = [{**row, "train_loss": None} for row in self.history]
 
 
 class ValidationPanels(L.Callback):

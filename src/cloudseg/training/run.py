@@ -162,13 +162,20 @@ def _loggers(cfg: Config, run_dir: Path, resumed: dict | None) -> list[Logger]:
             loggers.append(_csv_logger(run_dir, resumed))
         elif name == "tensorboard":
             try:
-                loggers.append(TensorBoardLogger(run_dir, name="", version="", default_hp_metric=False))
+                # A resumed run drops what was logged after its checkpoint, as metrics.csv does.
+                purge = resumed["global_step"] if resumed is not None else None
+                loggers.append(TensorBoardLogger(run_dir, "", "", default_hp_metric=False, purge_step=purge))
             except ModuleNotFoundError as error:
                 raise ConfigError(
                     "trainer.logger: tensorboard needs TensorBoard: pip install 'cloudseg[tensorboard]'"
                 ) from error
         else:
-            loggers += _instances((name,), "trainer.logger")
+            (logger,) = _instances((name,), "trainer.logger")
+            if not isinstance(logger, Logger):
+                raise ConfigError(
+                    f"trainer.logger: {name!r} is not a Lightning logger (lightning.pytorch.loggers.Logger)"
+                )
+            loggers.append(logger)
     return loggers
 
 
