@@ -23,6 +23,9 @@ import numpy as np
 from cloudseg.schema import CLASS_NAMES
 from cloudseg.training.run import RUN_DIR_VARIABLE
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from records import write_record
+
 # sqrt(share of clear / share of class) over the l8biome training pixels (56.3, 31.2, 10.5, 2.1%)
 BALANCED = ["--loss.class_weights", "[1.0, 1.34, 2.32, 5.2]"]
 # Every experiment starts from the shipped config and the same schedule; these are its differences.
@@ -72,6 +75,14 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> dict:
         "best_epoch": best["epoch"],
         "val": best["metrics"],
         "test": {key: value for key, value in test.items() if key in best["metrics"]},
+        # the temperature fitted on validation, and the ECE before -> after there and on the test split
+        "calibration": {
+            "temperature": best["calibration"]["temperature"],
+            "val_ece": [best["calibration"]["before"]["ece"], best["calibration"]["after"]["ece"]],
+            "test_ece": [test["ece_uncalibrated"], test["ece"]],
+        }
+        if "calibration" in best
+        else None,
         "run_dir": str(run_dir),
         "commands": [" ".join(train), " ".join(evaluate)],
     }
@@ -119,6 +130,7 @@ def main() -> None:
     parser.add_argument("--init-from", help="(run) a release checkpoint to fine-tune from")
     parser.add_argument("--tag", default="", help="(run) appended to the results folder name, e.g. _imagenet")
     parser.add_argument("--split", choices=("val", "test"), default="test", help="(table) which scores")
+    parser.add_argument("--record", metavar="NAME", help="(run) also write benchmarks/results/NAME.json")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="(run) one more config override for every run, e.g. --set optim.lr_head=2e-3")  # fmt: skip
     args = parser.parse_args()
@@ -126,9 +138,11 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown experiments {sorted(unknown)}; known: {', '.join(EXPERIMENTS)}")
     if args.task == "run":
-        for name in args.experiments:
-            for seed in args.seeds:
-                print(json.dumps(run_one(name, seed, args)["test"]), file=sys.stderr)
+        results = [run_one(name, seed, args) for name in args.experiments for seed in args.seeds]
+        for result in results:
+            print(json.dumps(result["test"]), file=sys.stderr)
+        if args.record:
+            print(f"wrote {write_record(args.record, {'runs': results})}", file=sys.stderr)
     print(markdown(Path(args.out), args.split))
 
 
