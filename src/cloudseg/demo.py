@@ -32,7 +32,7 @@ def run_demo(output: str | Path = "cloudseg-demo", fast: bool = False) -> dict:
     run_dir = train(load_config("cmx_b0", overrides))
     best = run_dir / "checkpoints" / "best.safetensors"
     print("3/5 evaluating the best checkpoint on the test scenes")
-    evaluate(best, data, "test", output / "evaluation", panels=4)
+    evaluate(best, data, "test", output / "evaluation", panels=4, report=True)
     print(f"4/5 predicting the test scenes in {tile}x{tile} tiles, writing the submission")
     submission = output / "submission.csv"
     predict(best, data, output / "masks", PredictConfig(tile=tile, overlap=tile // 3), submission)
@@ -43,7 +43,7 @@ def run_demo(output: str | Path = "cloudseg-demo", fast: bool = False) -> dict:
         f"\ndone in {minutes:.1f} min: test mean IoU {scores['mIoU']:.3f}, mean Dice per image "
         f"{scores['mean_image_dice']:.3f}\n"
         f"  run folder (checkpoints, curves.png, panels/): {run_dir}\n"
-        f"  evaluation (metrics.json, confusion.png, reliability.png, panels.png): {output / 'evaluation'}\n"
+        f"  evaluation (report.html, metrics.json, figures, panels.png): {output / 'evaluation'}\n"
         f"  predicted masks: {output / 'masks'}\n  submission: {submission}"
     )
     return scores

@@ -53,6 +53,17 @@ def confusion_scores(confusion: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
+def image_scores(prediction: torch.Tensor, target: torch.Tensor, names: tuple[str, ...]) -> dict:
+    """One image's pixel count, accuracy, mIoU and per-class IoU, from its own confusion matrix (H, W) ids."""
+    counted = target != IGNORE_INDEX
+    classes = len(names)
+    pairs = target[counted].long() * classes + prediction[counted].long()
+    confusion = torch.bincount(pairs, minlength=classes * classes).reshape(classes, classes)
+    scores = flat_scores(confusion_scores(confusion), names)
+    return {"pixels": int(counted.sum()), "accuracy": scores["accuracy"], "mIoU": scores["mIoU"],
+            **{f"iou/{name}": scores[f"iou/{name}"] for name in names}}  # fmt: skip
+
+
 def flat_scores(scores: dict[str, torch.Tensor], names: tuple[str, ...] = CLASS_NAMES) -> dict[str, float | None]:
     """{"mIoU": .., "accuracy": .., "iou/clear": .., "dice/thick_cloud": ..} as plain floats."""
     flat = {}

@@ -98,3 +98,24 @@ def plot_reliability(curves: dict, path: Path, title: str) -> None:
     accuracy.legend(fontsize=8)
     pixels.set(xlabel="confidence (top-class probability)", ylabel="share of pixels", yscale="log")
     _save(figure, path, dpi=90)
+
+
+def learning_rate_png(rows: list[dict]) -> bytes | None:
+    """PNG bytes of each parameter group's learning rate against the step, from metrics.csv's rows; None where no
+    learning rate was logged."""
+    import io
+
+    columns = sorted({key for row in rows for key, value in row.items() if key.startswith("lr-") and value})
+    if not columns:
+        return None
+    figure, axes = _pyplot().subplots(figsize=(6, 3))
+    for column in columns:
+        points = [(int(row["step"]), float(row[column])) for row in rows if row.get(column)]
+        axes.plot(*zip(*points, strict=True), label=column.removeprefix("lr-"))
+    axes.set(xlabel="step", ylabel="learning rate", yscale="log", title="learning rates")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    _pyplot().close(figure)
+    return buffer.getvalue()

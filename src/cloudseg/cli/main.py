@@ -112,7 +112,15 @@ def run_evaluate(args: argparse.Namespace, overrides: list[str]) -> None:
     cfg = resolved_config(args, overrides)
     if cfg.data.root is None:
         raise ConfigError("evaluate needs the dataset: --data.root <folder>")
-    evaluate(args.checkpoint, cfg.data.root, args.split, args.output, args.panels, cfg.predict, args.device)
+    evaluate(
+        args.checkpoint, cfg.data.root, args.split, args.output, args.panels, cfg.predict, args.device, args.report
+    )
+
+
+def run_report(args: argparse.Namespace, overrides: list[str]) -> None:
+    from cloudseg.inference.report import write_report
+
+    print(f"wrote {write_report(args.evaluation, args.output)}")
 
 
 def run_predict(args: argparse.Namespace, overrides: list[str]) -> None:
@@ -274,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--output", help="folder for metrics.json and the figures (default: beside the run)")
     evaluate.add_argument("--panels", type=int, default=0, help="also draw prediction panels of this many images")
     evaluate.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    evaluate.add_argument("--report", action="store_true", help="also write report.html (as `cloudseg report`)")
     evaluate.add_argument("--config", help="YAML config whose data.root and predict section are used")
 
     predict = command(
@@ -299,6 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
     submit = command("submit", run_submit, "encode a folder of colour (or class-id) masks as a Kaggle submission.csv")
     submit.add_argument("masks", help="folder of colour masks")
     submit.add_argument("-o", "--output", default="submission.csv")
+
+    report = command("report", run_report, "write an evaluation's report.html: one page that opens offline")
+    report.add_argument("evaluation", help="an evaluation folder (the --output of evaluate), or a run folder")
+    report.add_argument("-o", "--output", help="the HTML file (default: report.html in the evaluation folder)")
 
     score = command(
         "score", run_score, "score a submission.csv against a folder of colour labels", ("data.unknown_colours",),

@@ -1,19 +1,32 @@
 """`cloudseg evaluate`: a checkpoint (or an ensemble) scored on a split, as `predict` would run it."""
 
+import csv
+import heapq
 import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from cloudseg.calibration import ReliabilityBins
+from cloudseg.calibration import BINS, ReliabilityBins
 from cloudseg.config import PredictConfig
 from cloudseg.data.dataset import CloudDataset, find_samples
 from cloudseg.data.split import load_split
 from cloudseg.errors import DataError
 from cloudseg.files import atomic_path
+from cloudseg.inference.predict import uncertainty_map
 from cloudseg.inference.predictor import Predictor
-from cloudseg.metrics import class_ids, class_names, confusion_metric, confusion_scores, flat_scores, format_table
+from cloudseg.inference.report import write_report
+from cloudseg.metrics import (
+    class_ids,
+    class_names,
+    confusion_metric,
+    confusion_scores,
+    flat_scores,
+    format_table,
+    image_scores,
+)
 from cloudseg.models.checkpoint import checkpoint_paths
 from cloudseg.panels import PANEL_COLUMNS, PANEL_MARKS, grid, prediction_row, save_rgb
 from cloudseg.plots import plot_confusion, plot_reliability
@@ -56,6 +69,18 @@ def evaluation_samples(checkpoints: list[Path], root: Path, split: str) -> list:
     return chosen
 
 
+WORST_IMAGES = 12  # drawn in worst/ (and the report): the images of the lowest mIoU
+
+
+def write_image_scores(rows: list[dict], path: Path) -> None:
+    """One line per image: its name, pixel accuracy, mIoU and per-class IoU (empty where a class has none)."""
+    keys = ["name", "pixels", "accuracy", "mIoU", *(k for k in rows[0] if k.startswith("iou/"))]
+    with atomic_path(path) as temporary, temporary.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, keys, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 @torch.no_grad()
 def evaluate(
     checkpoints: str | Path | list[str | Path],
@@ -65,10 +90,12 @@ def evaluate(
     panels: int = 0,
     cfg: PredictConfig | None = None,
     device: str | torch.device | None = None,
+    report: bool = False,
 ) -> dict:
     """Scores a release checkpoint, or the average of several (an ensemble), on a split, run as `predict` runs it
-    with `cfg` (tiles, TTA, precision); writes metrics.json, confusion.png, reliability.png (and panels) to
-    `output` (default: beside the run, or for an ensemble in the first run's parent folder)."""
+    with `cfg` (tiles, TTA, precision); writes metrics.json, images.csv (each image's scores), confusion.png,
+    reliability.png, worst/ (the WORST_IMAGES lowest mIoUs), panels.png and report.html if asked, to `output`
+    (default: beside the run, or for an ensemble in the first run's parent folder)."""
     checkpoints = checkpoint_paths(checkpoints)
     root = Path(root)
     samples = evaluation_samples(checkpoints, root, split)
@@ -81,20 +108,26 @@ def evaluate(
     output = Path(output or default)
     dataset = CloudDataset(samples)
     confusion = confusion_metric(num_classes)
-    rows = []
+    rows, per_image, worst = [], [], []  # worst: a heap of the WORST_IMAGES lowest mIoUs, the highest on top
     # How well the probabilities are calibrated; for one checkpoint with a temperature, also without it.
     temperature = predictor.release.temperature if cfg.calibrated and len(checkpoints) == 1 else None
-    scored, uncalibrated = ReliabilityBins(), ReliabilityBins()
+    reliability, uncalibrated = ReliabilityBins(), ReliabilityBins()
     for i in range(len(dataset)):
         sample = dataset[i]
         logits = predictor.logits(sample["rgb"], sample["aux"]).float().cpu()
         prediction, target = class_ids(logits, dim=-3), sample["mask"][None].long()
         confusion.update(prediction[None], target)
-        scored.update(logits.softmax(0)[None], target)
+        probabilities = logits.softmax(0)
+        reliability.update(probabilities[None], target)
         if temperature:
             uncalibrated.update((logits * torch.tensor(temperature).view(-1, 1, 1)).softmax(0)[None], target)
         if i < panels:
             rows.append(prediction_row(sample, prediction.numpy()))
+        image = {"name": sample["name"], **image_scores(prediction, sample["mask"], names)}
+        per_image.append(image)
+        if image["mIoU"] is not None:
+            entry = (-image["mIoU"], i, prediction.byte().numpy(), uncertainty_map(probabilities, "entropy").numpy())
+            (heapq.heappush if len(worst) < WORST_IMAGES else heapq.heappushpop)(worst, entry)
     matrix = confusion.compute().cpu()
     scores = confusion_scores(matrix)
     result = {
@@ -106,15 +139,24 @@ def evaluate(
         **flat_scores(scores, names),
         "confusion": matrix.tolist(),
         "classes": list(names),
+        "pixels": matrix.sum(1).tolist(),  # of each true class
         "calibrated": cfg.calibrated,
-        "ece": scored.ece(),
+        "ece": reliability.ece(),
+        "reliability": reliability.as_dict()["bins"],
         "temperature": list(temperature) if temperature else None,
         **({"ece_uncalibrated": uncalibrated.ece()} if temperature else {}),
     }
     with atomic_path(output / "metrics.json") as temporary:
         temporary.write_text(json.dumps(result, indent=2) + "\n")
     plot_confusion(matrix.numpy(), names, output / "confusion.png")
-    shown = {"uncalibrated": uncalibrated, "calibrated": scored} if temperature else {"probabilities": scored}
+    write_image_scores(per_image, output / "images.csv")
+    for rank, (_, i, prediction, entropy) in enumerate(sorted(worst, reverse=True)):
+        sample = dataset[i]
+        caption, tiles = prediction_row(sample, prediction)
+        picture = grid(caption, [*PANEL_COLUMNS, "uncertainty"], [("", [*tiles, np.dstack([entropy] * 3)])],
+                       PANEL_MARKS, tile=128)  # fmt: skip
+        save_rgb(output / "worst" / f"{rank:02d}_{sample['name']}.png", picture)
+    shown = {"uncalibrated": uncalibrated, "calibrated": reliability} if temperature else {"probabilities": reliability}
     plot_reliability(shown, output / "reliability.png", f"probabilities on {split} ({len(dataset)} images)")
     what = checkpoints[0].name if len(checkpoints) == 1 else f"the mean of {len(checkpoints)} checkpoints"
     if rows:
@@ -123,6 +165,8 @@ def evaluate(
         save_rgb(output / "panels.png", grid(title, PANEL_COLUMNS, rows, PANEL_MARKS))
     log.info("%s on %d images of %s\n%s", what, len(dataset), split, format_table(scores, names))
     before = f" (uncalibrated {uncalibrated.ece():.4f})" if temperature else ""
-    log.info("expected calibration error (ECE, %d bins) %.4f%s", len(scored.count), scored.ece(), before)
+    log.info("expected calibration error (ECE, %d bins) %.4f%s", BINS, reliability.ece(), before)
     log.info("wrote %s, %s and %s", *(output / name for name in ("metrics.json", "confusion.png", "reliability.png")))
+    if report:
+        log.info("wrote %s", write_report(output))
     return result
