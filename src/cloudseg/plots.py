@@ -3,6 +3,7 @@ atomically as PNG)."""
 
 import json
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -19,10 +20,14 @@ def _pyplot():
     return plt
 
 
-def _save(figure, path: Path, dpi: int, metadata: dict | None = None) -> None:
+def _save(figure, path: Path | BinaryIO, dpi: int, metadata: dict | None = None) -> None:
+    """The figure as PNG: into a file, atomically, or into an open binary stream (a page's inline image)."""
     figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=dpi, metadata=metadata)
+    if isinstance(path, Path):
+        with atomic_path(path) as temporary:
+            figure.savefig(temporary, format="png", dpi=dpi, metadata=metadata)
+    else:
+        figure.savefig(path, format="png", dpi=dpi, metadata=metadata)
     _pyplot().close(figure)
 
 
@@ -32,7 +37,7 @@ def _series(history: list[dict], key: str) -> tuple[list[int], list[float]]:
     return [row["epoch"] for row in rows], [row[key] for row in rows]
 
 
-def plot_curves(history: list[dict], names: tuple[str, ...], path: Path, title: str) -> None:
+def plot_curves(history: list[dict], names: tuple[str, ...], path: Path | BinaryIO, title: str) -> None:
     """Losses, validation mIoU and per-class IoU (in the class colours) against the epoch: one row of `history`
     per training epoch, validation keys where it ran. The PNG's "curves" text holds every line as drawn (JSON)."""
     from matplotlib import patheffects
@@ -100,22 +105,17 @@ def plot_reliability(curves: dict, path: Path, title: str) -> None:
     _save(figure, path, dpi=90)
 
 
-def learning_rate_png(rows: list[dict]) -> bytes | None:
-    """PNG bytes of each parameter group's learning rate against the step, from metrics.csv's rows; None where no
-    learning rate was logged."""
-    import io
-
+def plot_learning_rates(rows: list[dict], path: Path | BinaryIO) -> bool:
+    """Each parameter group's learning rate against the step, from metrics.csv's rows; False (nothing drawn)
+    where none was logged."""
     columns = sorted({key for row in rows for key, value in row.items() if key.startswith("lr-") and value})
     if not columns:
-        return None
+        return False
     figure, axes = _pyplot().subplots(figsize=(6, 3))
     for column in columns:
         points = [(int(row["step"]), float(row[column])) for row in rows if row.get(column)]
         axes.plot(*zip(*points, strict=True), label=column.removeprefix("lr-"))
     axes.set(xlabel="step", ylabel="learning rate", yscale="log", title="learning rates")
     axes.legend(fontsize=8)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90)
-    _pyplot().close(figure)
-    return buffer.getvalue()
+    _save(figure, path, dpi=90)
+    return True

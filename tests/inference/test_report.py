@@ -1,5 +1,6 @@
 """`cloudseg report`: the page opened in headless Chromium (Playwright), offline, with the numbers of metrics.json."""
 
+import csv
 import json
 import shutil
 
@@ -12,17 +13,36 @@ from cloudseg.models import build_model
 from cloudseg.models.checkpoint import add_to_header, save_release
 from cloudseg.sections import to_dict
 
+METRICS_CSV = """epoch,step,lr-AdamW/encoder,train/loss_epoch,val/loss,val/mIoU,val/iou_clear
+,1,0.0001,,,,
+0,2,,1.5,1.4,0.2,0.3
+,3,0.00005,,,,
+1,4,,1.2,1.1,0.3,0.4
+"""
+
 
 @pytest.fixture(scope="module")
 def evaluation(tmp_path_factory, synth_root):
     torch.manual_seed(0)
-    checkpoint = tmp_path_factory.mktemp("run") / "checkpoints" / "best.safetensors"
+    run = tmp_path_factory.mktemp("run")
+    checkpoint = run / "checkpoints" / "best.safetensors"
     save_release(build_model("cmx_b0").eval(), to_dict(Config(model=ModelConfig(name="cmx_b0"))), checkpoint)
     add_to_header(checkpoint, calibration={"method": "temperature", "temperature": [1.5]})
+    (run / "metrics.csv").write_text(METRICS_CSV)
     folder = tmp_path_factory.mktemp("evaluation")
     arguments = ["evaluate", "--checkpoint", str(checkpoint), "--data.root", str(synth_root), "--split", "test"]
-    assert main([*arguments, "--output", str(folder), "--report"]) == 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("cloudseg.inference.evaluate.WORST_IMAGES", 1)  # of the 2 test images: the heap must choose
+        assert main([*arguments, "--output", str(folder), "--report"]) == 0
     return folder
+
+
+def test_the_worst_images_are_those_of_the_lowest_miou(evaluation):
+    with (evaluation / "images.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 and rows[0]["mIoU"] != rows[1]["mIoU"]
+    worst = min(rows, key=lambda row: float(row["mIoU"]))
+    assert [p.name for p in (evaluation / "worst").iterdir()] == [f"00_{worst['name']}.png"]
 
 
 def test_the_report_opens_offline_and_shows_what_the_evaluation_measured(evaluation, tmp_path):
@@ -33,6 +53,7 @@ def test_the_report_opens_offline_and_shows_what_the_evaluation_measured(evaluat
 
     metrics = json.loads((evaluation / "metrics.json").read_text())
     errors, fetched = [], []
+    table = "rows => rows.slice(1).map(r => [...r.cells].map(c => c.textContent.trim()))"
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         page = browser.new_page()
@@ -41,34 +62,33 @@ def test_the_report_opens_offline_and_shows_what_the_evaluation_measured(evaluat
         page.on("request", lambda request: fetched.append(request.url))
         page.goto((evaluation / "report.html").as_uri())
         page.wait_for_load_state("load")
-        cells = page.eval_on_selector_all(
-            "#classes tr", "rows => rows.slice(1).map(r => [...r.cells].map(c => c.textContent.trim()))"
-        )
+        classes = page.eval_on_selector_all("#classes tr", table)
+        counts = page.eval_on_selector_all("#confusion-counts tr", table)
         loaded = page.eval_on_selector_all("img", "images => images.map(i => i.complete && i.naturalWidth > 0)")
 
         def names() -> list[str]:
             return page.eval_on_selector_all("#images tbody tr", "rows => rows.map(r => r.cells[0].textContent)")
 
-        def column(index: int) -> list[float]:
-            return page.eval_on_selector_all(
-                "#images tbody tr", f"rows => rows.map(r => Number(r.cells[{index}].textContent))"
-            )
-
         shown = names()
         page.click("#images th:nth-child(1)")
-        by_name = names()
-        page.click("#images th:nth-child(3)")  # accuracy
-        by_accuracy = column(2)
+        ascending = names()
+        page.click("#images th:nth-child(1)")
+        descending = names()
         page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
         browser.close()
     assert not errors
     assert all(url.startswith(("file:", "data:")) for url in fetched)  # nothing from the network
-    assert [row[0] for row in cells] == metrics["classes"]
-    for row, name in zip(cells, metrics["classes"], strict=True):
-        assert row[1] == f"{metrics[f'iou/{name}']:.4f}" and row[2] == f"{metrics[f'dice/{name}']:.4f}"
-    assert len(loaded) == 2 + metrics["images"] and all(loaded)  # reliability, confusion and each (worst) image
-    assert sorted(shown) == by_name == sorted(by_name) and len(shown) == metrics["images"]
-    assert by_accuracy == sorted(by_accuracy)
+    total = sum(map(sum, metrics["confusion"]))
+    for row, name, true_row in zip(classes, metrics["classes"], metrics["confusion"], strict=True):
+        expected = [f"{metrics[f'{key}/{name}']:.4f}" if metrics[f"{key}/{name}"] is not None else "\u2013"
+                    for key in ("iou", "dice", "precision", "recall")]  # fmt: skip
+        assert row == [name, *expected, f"{100 * sum(true_row) / total:.2f}%"]
+    assert [[int(c.replace(",", "")) for c in row[1:]] for row in counts] == metrics["confusion"]
+    assert len(loaded) == 5 and all(loaded)  # reliability, confusion, curves, learning rates, the worst image
+    with (evaluation / "images.csv").open(newline="") as handle:
+        by_miou = [row["name"] for row in sorted(csv.DictReader(handle), key=lambda row: float(row["mIoU"]))]
+    assert shown == by_miou  # worst first
+    assert ascending == sorted(shown) and descending == sorted(shown, reverse=True)
     assert (tmp_path / "report.png").stat().st_size > 10_000
 
 

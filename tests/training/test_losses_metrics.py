@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from cloudseg.config import LossConfig
-from cloudseg.metrics import confusion_metric, confusion_scores
+from cloudseg.metrics import confusion_metric, confusion_scores, image_scores
 from cloudseg.training.losses import SegmentationLoss, dice_loss, jaccard_loss, lovasz_softmax, ohem_cross_entropy
 
 IGNORE = 255
@@ -183,3 +183,14 @@ def test_sqrt_inverse_weights_favour_rare_classes_by_the_square_root_of_their_ra
     assert sqrt_inverse_weights([400, 100, 25, 0]) == (1.0, 2.0, 4.0, 1.0)  # an absent class keeps weight 1
     with pytest.raises(ValueError, match="resolved into numbers"):
         SegmentationLoss(LossConfig(class_weights="sqrt_inverse"))
+
+
+def test_one_images_scores_leave_its_ignored_pixels_out():
+    target = torch.tensor([[0, 0, 1], [1, 255, 255], [2, 2, 255]])
+    prediction = torch.tensor([[0, 1, 1], [1, 3, 0], [2, 0, 3]])  # under 255: anything, never counted
+    scores = image_scores(prediction, target, ("clear", "thick_cloud", "thin_cloud", "cloud_shadow"))
+    # 6 counted pixels, 4 right; clear 1 / (2 + 1 + 0), thick 2 / 3, thin 1 / 2, shadow neither present nor predicted
+    assert scores["pixels"] == 6 and scores["accuracy"] == pytest.approx(4 / 6)
+    assert scores["iou/clear"] == pytest.approx(1 / 3) and scores["iou/thick_cloud"] == pytest.approx(2 / 3)
+    assert scores["iou/thin_cloud"] == pytest.approx(1 / 2) and scores["iou/cloud_shadow"] is None
+    assert scores["mIoU"] == pytest.approx((1 / 3 + 2 / 3 + 1 / 2) / 3)

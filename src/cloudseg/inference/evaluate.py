@@ -4,6 +4,7 @@ import csv
 import heapq
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,9 @@ from cloudseg.panels import PANEL_COLUMNS, PANEL_MARKS, grid, prediction_row, sa
 from cloudseg.plots import plot_confusion, plot_reliability
 
 log = logging.getLogger("cloudseg")
+
+
+WORST_IMAGES = 12  # drawn in worst/ (and the report): the images of the lowest mIoU
 
 
 def evaluation_samples(checkpoints: list[Path], root: Path, split: str) -> list:
@@ -69,7 +73,28 @@ def evaluation_samples(checkpoints: list[Path], root: Path, split: str) -> list:
     return chosen
 
 
-WORST_IMAGES = 12  # drawn in worst/ (and the report): the images of the lowest mIoU
+class WorstImages:
+    """The `count` images of the lowest mIoU so far, with their prediction and uncertainty, for worst/: a heap
+    whose top is the best of them, the one to drop for a worse image."""
+
+    def __init__(self, count: int):
+        self.count, self.heap = count, []
+
+    def offer(self, index: int, miou: float | None, prediction: torch.Tensor, probabilities: torch.Tensor) -> None:
+        if miou is None or (len(self.heap) == self.count and -miou <= self.heap[0][0]):
+            return  # no labelled pixel, or not among the worst
+        entry = (-miou, index, prediction.byte().numpy(), uncertainty_map(probabilities, "entropy").numpy())
+        (heapq.heappush if len(self.heap) < self.count else heapq.heappushpop)(self.heap, entry)
+
+    def write(self, dataset: CloudDataset, folder: Path) -> None:
+        """`folder/NN_<name>.png`, worst first: RGB | NIR | truth | prediction | errors | uncertainty."""
+        shutil.rmtree(folder, ignore_errors=True)  # an earlier evaluation's images would mix in
+        for rank, (_, index, prediction, entropy) in enumerate(sorted(self.heap, reverse=True)):
+            sample = dataset[index]
+            caption, tiles = prediction_row(sample, prediction)
+            row = [("", [*tiles, np.dstack([entropy] * 3)])]
+            picture = grid(caption, [*PANEL_COLUMNS, "uncertainty"], row, PANEL_MARKS, tile=128)
+            save_rgb(folder / f"{rank:02d}_{sample['name']}.png", picture)
 
 
 def write_image_scores(rows: list[dict], path: Path) -> None:
@@ -108,7 +133,7 @@ def evaluate(
     output = Path(output or default)
     dataset = CloudDataset(samples)
     confusion = confusion_metric(num_classes)
-    rows, per_image, worst = [], [], []  # worst: a heap of the WORST_IMAGES lowest mIoUs, the highest on top
+    rows, per_image, worst = [], [], WorstImages(WORST_IMAGES)
     # How well the probabilities are calibrated; for one checkpoint with a temperature, also without it.
     temperature = predictor.release.temperature if cfg.calibrated and len(checkpoints) == 1 else None
     reliability, uncalibrated = ReliabilityBins(), ReliabilityBins()
@@ -125,9 +150,7 @@ def evaluate(
             rows.append(prediction_row(sample, prediction.numpy()))
         image = {"name": sample["name"], **image_scores(prediction, sample["mask"], names)}
         per_image.append(image)
-        if image["mIoU"] is not None:
-            entry = (-image["mIoU"], i, prediction.byte().numpy(), uncertainty_map(probabilities, "entropy").numpy())
-            (heapq.heappush if len(worst) < WORST_IMAGES else heapq.heappushpop)(worst, entry)
+        worst.offer(i, image["mIoU"], prediction, probabilities)
     matrix = confusion.compute().cpu()
     scores = confusion_scores(matrix)
     result = {
@@ -139,7 +162,6 @@ def evaluate(
         **flat_scores(scores, names),
         "confusion": matrix.tolist(),
         "classes": list(names),
-        "pixels": matrix.sum(1).tolist(),  # of each true class
         "calibrated": cfg.calibrated,
         "ece": reliability.ece(),
         "reliability": reliability.as_dict()["bins"],
@@ -150,12 +172,7 @@ def evaluate(
         temporary.write_text(json.dumps(result, indent=2) + "\n")
     plot_confusion(matrix.numpy(), names, output / "confusion.png")
     write_image_scores(per_image, output / "images.csv")
-    for rank, (_, i, prediction, entropy) in enumerate(sorted(worst, reverse=True)):
-        sample = dataset[i]
-        caption, tiles = prediction_row(sample, prediction)
-        picture = grid(caption, [*PANEL_COLUMNS, "uncertainty"], [("", [*tiles, np.dstack([entropy] * 3)])],
-                       PANEL_MARKS, tile=128)  # fmt: skip
-        save_rgb(output / "worst" / f"{rank:02d}_{sample['name']}.png", picture)
+    worst.write(dataset, output / "worst")
     shown = {"uncalibrated": uncalibrated, "calibrated": reliability} if temperature else {"probabilities": reliability}
     plot_reliability(shown, output / "reliability.png", f"probabilities on {split} ({len(dataset)} images)")
     what = checkpoints[0].name if len(checkpoints) == 1 else f"the mean of {len(checkpoints)} checkpoints"
