@@ -48,20 +48,18 @@ def save_release(model: nn.Module, config: dict, path: str | os.PathLike, info: 
         "normalisation": {"rgb": vars(RGB_NORM), "aux": vars(AUX_NORM)},
         **(info or {}),
     }
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(path) as temporary:
-        save_file(state, temporary, metadata={"cloudseg": json.dumps(header)})
-    with atomic_path(path.with_suffix(".json")) as temporary:
-        temporary.write_text(json.dumps(header, indent=2, default=float) + "\n")
+    _write_release({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, header, path)
     return path
 
 
 def add_to_header(path: str | os.PathLike, **entries) -> None:
     """Rewrites a release checkpoint (and its .json) with `entries` added to its header; the weights stay as
     they are."""
-    path = Path(path)
-    header = {**read_header(path), **entries}
-    state = load_file(str(path))
+    _write_release(load_file(str(path)), {**read_header(path), **entries}, Path(path))
+
+
+def _write_release(state: dict[str, torch.Tensor], header: dict, path: Path) -> None:
+    """The weights with the header in their metadata, and the header alone in `<name>.json`, each atomically."""
     with atomic_path(path) as temporary:
         save_file(state, temporary, metadata={"cloudseg": json.dumps(header)})
     with atomic_path(path.with_suffix(".json")) as temporary:
