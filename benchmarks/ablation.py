@@ -24,7 +24,7 @@ from cloudseg.schema import CLASS_NAMES
 from cloudseg.training.run import RUN_DIR_VARIABLE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from records import write_record
+from records import commit, write_record
 
 # sqrt(share of clear / share of class) over the l8biome training pixels (56.3, 31.2, 10.5, 2.1%)
 BALANCED = ["--loss.class_weights", "[1.0, 1.34, 2.32, 5.2]"]
@@ -84,6 +84,7 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> dict:
         if "calibration" in best
         else None,
         "run_dir": str(run_dir),
+        "commit": commit(),
         "commands": [" ".join(train), " ".join(evaluate)],
     }
     result_file.write_text(json.dumps(result, indent=2) + "\n")
@@ -142,7 +143,9 @@ def main() -> None:
         for result in results:
             print(json.dumps(result["test"]), file=sys.stderr)
         if args.record:
-            print(f"wrote {write_record(args.record, {'runs': results})}", file=sys.stderr)
+            summary = {name: {split: summarise([r for r in results if r["experiment"] == f"{name}{args.tag}"], split)
+                              for split in ("val", "test")} for name in args.experiments}  # fmt: skip
+            print(f"wrote {write_record(args.record, {'runs': results, 'summary': summary})}", file=sys.stderr)
     print(markdown(Path(args.out), args.split))
 
 

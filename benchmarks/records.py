@@ -19,7 +19,7 @@ def _script() -> str:
     return str(script.relative_to(RESULTS.parents[1])) if script.is_relative_to(RESULTS.parents[1]) else sys.argv[0]
 
 
-def _commit() -> str:
+def commit() -> str:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
@@ -49,7 +49,7 @@ def write_record(name: str, figures: dict, folder: Path = RESULTS) -> Path:
     """Writes `<folder>/<name>.json` with the figures and where they came from; returns its path."""
     record = {
         "command": " ".join(["python", _script(), *sys.argv[1:]]),
-        "commit": _commit(),
+        "commit": commit(),
         "versions": _versions(),
         "device": device(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
