@@ -4,6 +4,7 @@ evaluate`, so each row can also be reproduced by hand; the exact commands are ke
 
     python benchmarks/ablation.py run cmx_b0 rgb_b0 early_b0 --root ../shared/data/l8biome --out runs/ablation
     python benchmarks/ablation.py run cmx_b0_synth --root ... --out ... --init-from <synth>/checkpoints/best.safetensors
+    python benchmarks/ablation.py run cmx_b0 --seeds 0 --folds 5 --root ... --out ...  # 5-fold cross-validation
     python benchmarks/ablation.py table --out runs/ablation [--split val]
 
 Finished runs are skipped, so an interrupted batch continues where it stopped. Settings are chosen on the
@@ -42,8 +43,8 @@ EXPERIMENTS = {
 }
 
 
-def run_one(name: str, seed: int, args: argparse.Namespace) -> dict:
-    folder = Path(args.out) / f"{name}{args.tag}" / f"seed{seed}"
+def run_one(name: str, seed: int, fold: int | None, args: argparse.Namespace) -> dict:
+    folder = Path(args.out) / f"{name}{args.tag}" / (f"seed{seed}" if fold is None else f"seed{seed}_fold{fold}")
     result_file = folder / "result.json"
     if result_file.exists():
         return json.loads(result_file.read_text())
@@ -53,6 +54,8 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> dict:
         overrides += [f"--{key}", value]
     if args.init_from:
         overrides += ["--model.init_from", str(args.init_from)]
+    if fold is not None:
+        overrides += ["--data.folds", str(args.folds), "--data.fold", str(fold)]
     train = [sys.executable, "-m", "cloudseg", "train", "--config", args.config, "--data.root", str(args.root),
              "--trainer.max_epochs", str(args.epochs), "--trainer.seed", str(seed),
              "--run.output_dir", str(folder), "--run.name", "run", *overrides]  # fmt: skip
@@ -71,6 +74,7 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> dict:
     result = {
         "experiment": f"{name}{args.tag}",
         "seed": seed,
+        "fold": fold,
         "train_minutes": round(minutes, 2),
         "best_epoch": best["epoch"],
         "val": best["metrics"],
@@ -128,6 +132,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--config", default="cmx_b0", help="(run) shipped config name or YAML path")
     parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--folds", type=int, help="(run) k-fold cross-validation: one run per fold and seed")
     parser.add_argument("--init-from", help="(run) a release checkpoint to fine-tune from")
     parser.add_argument("--tag", default="", help="(run) appended to the results folder name, e.g. _imagenet")
     parser.add_argument("--split", choices=("val", "test"), default="test", help="(table) which scores")
@@ -139,7 +144,10 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown experiments {sorted(unknown)}; known: {', '.join(EXPERIMENTS)}")
     if args.task == "run":
-        results = [run_one(name, seed, args) for name in args.experiments for seed in args.seeds]
+        folds = range(args.folds) if args.folds else [None]
+        results = [
+            run_one(name, seed, fold, args) for name in args.experiments for seed in args.seeds for fold in folds
+        ]
         for result in results:
             print(json.dumps(result["test"]), file=sys.stderr)
         if args.record:

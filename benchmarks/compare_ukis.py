@@ -16,12 +16,12 @@ cloud (thick or thin), cloud shadow; the scores come from cloudseg's own metric 
 """
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from records import add_record_options, report
 
 from cloudseg.data.dataset import find_samples, model_inputs, to_chw
 from cloudseg.data.io import read_sample
@@ -167,13 +167,14 @@ def main() -> None:
     parser.add_argument("--names", nargs="+", help="(panels) which test patches; default all")
     parser.add_argument("--tile", type=int, default=192, help="(panels) tile size in the picture")
     parser.add_argument("-o", "--output", default="panels.png", help="(panels) the PNG to write")
+    add_record_options(parser)
     args = parser.parse_args()
     task = {"speed": speed, "accuracy": accuracy, "panels": panels}[args.task]
     if (args.task == "speed") != bool(args.checkpoint) or (
         args.task != "speed" and not ((args.model or args.ensemble) and args.root)
     ):
         parser.error("speed needs --checkpoint; accuracy and panels need --root and a --model or --ensemble")
-    print(json.dumps(task(args), indent=2))
+    report(task(args), args)
 
 
 if __name__ == "__main__":

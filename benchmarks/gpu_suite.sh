@@ -9,6 +9,8 @@
 #   device call (~5 min):   bash benchmarks/gpu_suite.sh training  (loader, 5-epoch recipe, predict)
 #   or, in a session of its own (~13 min): bash benchmarks/gpu_suite.sh recipe   (the 100-epoch recipe), and at
 #                           once, while it says the run goes on: bash benchmarks/gpu_suite.sh recipe-wait
+#   issue 24 (~9 min):      bash benchmarks/gpu_suite.sh goals     (parity of a training step, the ladder with its
+#                           CUDA-graphs row in one process, inference with CUDA graphs at batch 64 and 128)
 #
 # Every stage has its own time limit, so a slow compile costs that stage, not the ones after it. Stage logs go
 # to $OUT/suite.log and results to $OUT/<stage>.json (the device tool brings back at most 8 files).
@@ -83,8 +85,23 @@ if [[ ${1:-} != recipe-wait ]]; then
 fi
 
 case ${1:-} in
+goals)
+    # Issue 24's figures, each a record under $OUT for benchmarks/results/: the forward and a whole training step
+    # against float64; every ladder row, CUDA graphs included, in one process, so each speed-up is one ratio;
+    # inference with CUDA graphs.
+    stage parity 120 "$PYTHON" benchmarks/gpu_parity.py --model "$MODEL" "${PARITY[@]}" "${DEVICE[@]}" \
+        --json "$OUT/parity.json"
+    stage train_ladder 330 "$PYTHON" benchmarks/speed.py train --model "$MODEL" --size "$SIZE" --batch "$BATCH" --ladder \
+        --batches "$STEPS" --warmup 3 "${CUDA_GRAPHS[@]}" "${DEVICE[@]}" --json "$OUT/train_ladder.json"
+    for batch in "$INFER_BATCH" $((2 * INFER_BATCH)); do
+        stage "infer_cuda_graphs_$batch" 60 "$PYTHON" benchmarks/speed.py infer --model "$MODEL" --size "$SIZE" \
+            --batch "$batch" --batches "$STEPS" --warmup 3 "${CUDA_GRAPHS[@]}" "${DEVICE[@]}" \
+            --json "$OUT/infer_cuda_graphs_$batch.json"
+    done
+    ;;
 models)
-    stage parity 100 "$PYTHON" benchmarks/gpu_parity.py --model "$MODEL" "${PARITY[@]}" "${DEVICE[@]}"
+    stage parity 100 "$PYTHON" benchmarks/gpu_parity.py --model "$MODEL" "${PARITY[@]}" "${DEVICE[@]}" \
+        --json "$OUT/parity.json"
     stage train_ladder 260 "$PYTHON" benchmarks/speed.py train --model "$MODEL" --size "$SIZE" --batch "$BATCH" --ladder \
         --batches "$STEPS" --warmup 3 "${COMPILE[@]}" "${DEVICE[@]}" --json "$OUT/train_ladder.json"
     stage infer_compare 100 "$PYTHON" benchmarks/speed.py infer --model "$MODEL" --size "$SIZE" --batch "$INFER_BATCH" \
@@ -175,7 +192,7 @@ training)
         --side "$SIZE" --batch "$INFER_BATCH" --writers "$IO_WRITERS" "${DEVICE[@]}" --json "$OUT/writer_contention.json"
     ;;
 *)
-    echo "usage: $0 wheels|models|profile|training|recipe|recipe-wait" >&2
+    echo "usage: $0 wheels|goals|models|profile|training|recipe|recipe-wait" >&2
     exit 2
     ;;
 esac

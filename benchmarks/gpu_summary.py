@@ -34,11 +34,21 @@ def main(folder: Path) -> None:
         path = folder / f"{name}.json"
         return json.loads(path.read_text()) if path.is_file() else None
 
+    if parity := result("parity"):
+        print(f"\nparity, {parity['model']} {parity['size']}², against float64 on the CPU:")
+        for name, check in parity["checks"].items():
+            verdict = "PASS" if check["passed"] else "FAIL"
+            print(f"  {name:<34} {check['relative_error']:.2e} (< {check['bound']:.0e}) {verdict}")
     if ladder := result("train_ladder"):
         first = ladder["rows"][0]
         print(f"\ntraining, {first['model']} {first['size']}², {first['device']}:\n{format_rows(ladder['rows'])}")
     if infer := result("infer_compare"):
         print(f"\ninference, whole {infer['fast']['size']}² images:\n{format_rows([infer['baseline'], infer['fast']])}")
+    graphed = [
+        row for path in sorted(folder.glob("infer_cuda_graphs_*.json")) for row in [json.loads(path.read_text())]
+    ]
+    if graphed:
+        print(f"\ninference with CUDA graphs:\n{format_rows(graphed)}")
     if scene := result("infer_scene"):
         print(
             f"\nsliding window, one {scene['scene']}² scene, {scene['tiles']} tiles of {scene['tile']}² "

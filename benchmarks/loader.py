@@ -6,12 +6,9 @@ an epoch's first batch.
 
 import argparse
 import os
-import platform
 import time
-from datetime import datetime, timezone
 
-import torch
-from speed import write_result
+from records import add_record_options, report
 
 from cloudseg.cli.options import config_overrides
 from cloudseg.config import DataConfig, load_config
@@ -61,9 +58,6 @@ def benchmark_data(cfg: DataConfig, batches: int = 20, warmup: int = 3) -> dict:
         "num_workers": workers,
         "timed_batches": batches,
         "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "machine": platform.machine(),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
 
@@ -74,13 +68,13 @@ def main() -> None:
     parser.add_argument("--config", help="YAML file or shipped config whose data section is used")
     parser.add_argument("--batches", type=int, default=20, help="timed batches")
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--json", help="also write the result to this file")
+    add_record_options(parser)
     args, settings = parser.parse_known_args()
     try:
         cfg = load_config(args.config, config_overrides(settings))
     except ConfigError as error:
         parser.error(str(error))
-    print(write_result(benchmark_data(cfg.data, args.batches, args.warmup), args.json))
+    report(benchmark_data(cfg.data, args.batches, args.warmup), args)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """A benchmark's record: its figures with the command, code commit, package versions, device and date that made
 them, as JSON under benchmarks/results/ (docs cite figures only from such records)."""
 
+import argparse
 import contextlib
 import json
 import platform
@@ -45,8 +46,10 @@ def device() -> str:
     return f"CPU {cpu}, {torch.get_num_threads()} threads"
 
 
-def write_record(name: str, figures: dict, folder: Path = RESULTS) -> Path:
-    """Writes `<folder>/<name>.json` with the figures and where they came from; returns its path."""
+def save_record(figures: dict, path: Path | str) -> Path:
+    """Writes the figures with where they came from to `path` (atomically); returns the path."""
+    from cloudseg.files import atomic_path
+
     record = {
         "command": " ".join(["python", _script(), *sys.argv[1:]]),
         "commit": commit(),
@@ -55,7 +58,27 @@ def write_record(name: str, figures: dict, folder: Path = RESULTS) -> Path:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **figures,
     }
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(record, indent=2) + "\n")
     return path
+
+
+def write_record(name: str, figures: dict, folder: Path = RESULTS) -> Path:
+    """Writes `<folder>/<name>.json`, the record that docs cite; returns its path."""
+    return save_record(figures, folder / f"{name}.json")
+
+
+def add_record_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", metavar="PATH", help="also write the figures, with their provenance, to PATH")
+    parser.add_argument("--record", metavar="NAME", help="also write them to benchmarks/results/NAME.json")
+
+
+def report(figures: dict, args: argparse.Namespace) -> None:
+    """Prints the figures as JSON and writes the records that --json and --record ask for."""
+    print(json.dumps(figures, indent=2))
+    if args.json:
+        print(f"wrote {save_record(figures, args.json)}", file=sys.stderr)
+    if args.record:
+        print(f"wrote {write_record(args.record, figures)}", file=sys.stderr)

@@ -11,7 +11,6 @@ one process, or sliding windows over a scene; with FLOPs, MFU and peak memory. R
 
 import argparse
 import dataclasses
-import json
 import platform
 import resource
 import sys
@@ -21,6 +20,7 @@ from datetime import datetime, timezone
 
 import torch
 import torch.nn.functional as F
+from records import add_record_options, report
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -388,16 +388,6 @@ def benchmark_scene(
     return result
 
 
-def write_result(result: dict, path: str | None) -> str:
-    text = json.dumps(result, indent=2)
-    if path:
-        from cloudseg.files import atomic_path
-
-        with atomic_path(path) as temporary:
-            temporary.write_text(text + "\n")
-    return text
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
@@ -423,7 +413,7 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, for MFU")
     parser.add_argument("--batches", type=int, default=20, help="timed steps (with --scene: timed scenes)")
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--json", help="also write the result to this file")
+    add_record_options(parser)
     args = parser.parse_args()
     if args.scene and args.target != "infer":
         parser.error("--scene measures sliding-window inference: use it with infer")
@@ -454,7 +444,7 @@ def main() -> None:
     else:
         result = benchmark_model(args.target, size=args.size, recipe=recipe, **model, **timing)
         print(format_rows([result]), file=sys.stderr)
-    print(write_result(result, args.json))
+    report(result, args)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ launch-bound model (a small one on a CPU, an uncompiled one on a GPU) feels them
 """
 
 import argparse
-import json
 import tempfile
 import threading
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from records import add_record_options, report
 from speed import timed_steps
 
 from cloudseg.config import Config, PredictConfig
@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--writers", type=int, default=1)
     parser.add_argument("--device", help="default: the GPU if there is one")
-    parser.add_argument("--json", type=Path, help="also write the result here")
+    add_record_options(parser)
     args = parser.parse_args()
     device = default_device(args.device)
     if device.type == "cpu":
@@ -101,9 +101,7 @@ def main() -> None:
         "forward_ms_beside_threads": by_threads, "masks_per_s_threads": thread_rate,
         "forward_ms_beside_processes": by_processes, "masks_per_s_processes": process_rate,
     }  # fmt: skip
-    print(json.dumps(result, indent=1))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    report(result, args)
 
 
 if __name__ == "__main__":

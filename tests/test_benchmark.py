@@ -25,9 +25,10 @@ def script(module, monkeypatch, *args: str) -> None:
 def run(capsys, monkeypatch, tmp_path, *args):
     out = tmp_path / "bench.json"
     script(speed, monkeypatch, *args, *TINY, "--json", str(out))
-    result = json.loads(out.read_text())
-    assert json.loads(capsys.readouterr().out) == result
-    return result
+    record, printed = json.loads(out.read_text()), json.loads(capsys.readouterr().out)
+    assert {key: record[key] for key in printed} == printed  # the figures, with where they came from
+    assert record["command"].startswith("python speed.py") and {"commit", "versions", "date"} <= set(record)
+    return record
 
 
 def assert_well_formed(row, target, batch):

@@ -1,11 +1,13 @@
 """`cloudseg demo`: the whole path on synthetic scenes, on a laptop CPU: data, training, evaluation, sliding-window
 prediction, a Kaggle submission and its score."""
 
+import json
 import time
 from pathlib import Path
 
 from cloudseg.config import PredictConfig, load_config
 from cloudseg.data.synth import synthesize
+from cloudseg.files import atomic_path
 from cloudseg.inference.evaluate import evaluate
 from cloudseg.inference.predict import predict
 from cloudseg.inference.rle import score_submission
@@ -38,12 +40,14 @@ def run_demo(output: str | Path = "cloudseg-demo", fast: bool = False) -> dict:
     predict(best, data, output / "masks", PredictConfig(tile=tile, overlap=tile // 3), submission)
     print("5/5 scoring the submission against the held-apart test labels")
     scores = score_submission(submission, data / "test_labels")
+    with atomic_path(output / "score.json") as temporary:
+        temporary.write_text(json.dumps(scores, indent=2) + "\n")
     minutes = (time.perf_counter() - started) / 60
     print(
         f"\ndone in {minutes:.1f} min: test mean IoU {scores['mIoU']:.3f}, mean Dice per image "
         f"{scores['mean_image_dice']:.3f}\n"
         f"  run folder (checkpoints, curves.png, panels/): {run_dir}\n"
         f"  evaluation (report.html, metrics.json, figures, panels.png): {output / 'evaluation'}\n"
-        f"  predicted masks: {output / 'masks'}\n  submission: {submission}"
+        f"  predicted masks: {output / 'masks'}\n  submission: {submission} (its scores: {output / 'score.json'})"
     )
     return scores
