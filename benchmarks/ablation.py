@@ -136,7 +136,9 @@ def main() -> None:
     parser.add_argument("--init-from", help="(run) a release checkpoint to fine-tune from")
     parser.add_argument("--tag", default="", help="(run) appended to the results folder name, e.g. _imagenet")
     parser.add_argument("--split", choices=("val", "test"), default="test", help="(table) which scores")
-    parser.add_argument("--record", metavar="NAME", help="(run) also write benchmarks/results/NAME.json")
+    parser.add_argument(
+        "--record", metavar="NAME", help="also write the runs and their summary to benchmarks/results/NAME.json"
+    )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="(run) one more config override for every run, e.g. --set optim.lr_head=2e-3")  # fmt: skip
     args = parser.parse_args()
@@ -150,10 +152,13 @@ def main() -> None:
         ]
         for result in results:
             print(json.dumps(result["test"]), file=sys.stderr)
-        if args.record:
-            summary = {name: {split: summarise([r for r in results if r["experiment"] == f"{name}{args.tag}"], split)
-                              for split in ("val", "test")} for name in args.experiments}  # fmt: skip
-            print(f"wrote {write_record(args.record, {'runs': results, 'summary': summary})}", file=sys.stderr)
+    else:  # the table's experiments: every finished run under --out
+        results = [json.loads(f.read_text()) for f in sorted(Path(args.out).glob("*/seed*/result.json"))]
+    if args.record:
+        experiments = sorted({r["experiment"] for r in results})
+        summary = {name: {split: summarise([r for r in results if r["experiment"] == name], split)
+                          for split in ("val", "test")} for name in experiments}  # fmt: skip
+        print(f"wrote {write_record(args.record, {'runs': results, 'summary': summary})}", file=sys.stderr)
     print(markdown(Path(args.out), args.split))
 
 

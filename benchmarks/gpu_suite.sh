@@ -164,8 +164,8 @@ recipe | recipe-wait)
     echo "   exit $code after ${seconds}s" | tee -a "$OUT/suite.log"
     grep -v -e '^\s*$' -e '^ *[{}"]' "$STATE/train.log" | tail -n 4 | sed 's/^/   | /'
     finished=$([[ $code == 0 ]] && echo true || echo false)
-    echo "{\"benchmark\": \"recipe\", \"epochs\": $RECIPE_EPOCHS, \"seconds\": $seconds, \"finished\": $finished}" \
-        >"$OUT/recipe100.json"
+    "$PYTHON" benchmarks/records.py "$OUT/recipe100.json" benchmark='"recipe"' epochs="$RECIPE_EPOCHS" \
+        seconds="$seconds" finished="$finished" >/dev/null
     ;;
 training)
     for source in png cache; do
@@ -184,9 +184,10 @@ training)
     started=$(date +%s.%N)
     stage predict 90 "${CLOUDSEG[@]}" predict --checkpoint "$run/checkpoints/best.safetensors" --input "$DATA/train" \
         --output "$WORK/suite-masks" --submission "$WORK/suite-masks.csv" --predict.tile_batch "$INFER_BATCH"
-    awk -v s="$started" -v e="$(date +%s.%N)" -v n="$(ls "$WORK/suite-masks" 2>/dev/null | grep -c png)" \
-        -v b="$INFER_BATCH" 'BEGIN { printf "{\"benchmark\": \"predict\", \"images\": %d, \"seconds\": %.2f, " \
-        "\"images_per_s\": %.1f, \"tile_batch\": %d}\n", n, e - s, n / (e - s), b }' >"$OUT/predict.json"
+    figures=$(awk -v s="$started" -v e="$(date +%s.%N)" -v n="$(ls "$WORK/suite-masks" 2>/dev/null | grep -c png)" \
+        -v b="$INFER_BATCH" 'BEGIN { printf "images=%d seconds=%.2f images_per_s=%.1f tile_batch=%d", n, e - s, n / (e - s), b }')
+    # shellcheck disable=SC2086  # the figures are four KEY=VALUE words
+    "$PYTHON" benchmarks/records.py "$OUT/predict.json" benchmark='"predict"' $figures >/dev/null
     # The uncompiled model's forward alone and beside predict's writer threads: what the GIL costs predict.
     stage writer_contention 60 "$PYTHON" benchmarks/writer_contention.py "$DATA/train/label" --model "$MODEL" \
         --side "$SIZE" --batch "$INFER_BATCH" --writers "$IO_WRITERS" "${DEVICE[@]}" --json "$OUT/writer_contention.json"

@@ -22,8 +22,12 @@ def _script() -> str:
 
 def commit() -> str:
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+        root = RESULTS.parents[1]
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+                                cwd=root)  # fmt: skip
+        # Changed or new files of code; records and documentation do not count.
+        changes = ["git", "status", "--porcelain", "--", ".", ":(exclude)benchmarks/results", ":(exclude)*.md"]
+        dirty = subprocess.run(changes, capture_output=True, text=True, cwd=root)
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit.stdout.strip() + ("+uncommitted changes" if dirty.stdout.strip() else "")
@@ -50,14 +54,14 @@ def save_record(figures: dict, path: Path | str) -> Path:
     """Writes the figures with where they came from to `path` (atomically); returns the path."""
     from cloudseg.files import atomic_path
 
-    record = {
+    provenance = {
         "command": " ".join(["python", _script(), *sys.argv[1:]]),
         "commit": commit(),
         "versions": _versions(),
         "device": device(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **figures,
     }
+    record = provenance | figures | provenance  # provenance first in the file, and not overridden by a figure
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as temporary:
@@ -82,3 +86,9 @@ def report(figures: dict, args: argparse.Namespace) -> None:
         print(f"wrote {save_record(figures, args.json)}", file=sys.stderr)
     if args.record:
         print(f"wrote {write_record(args.record, figures)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    # python benchmarks/records.py PATH KEY=JSON ...: a record of figures that a shell script measured
+    figures = {key: json.loads(value) for key, _, value in (item.partition("=") for item in sys.argv[2:])}
+    print(f"wrote {save_record(figures, sys.argv[1])}")

@@ -1,10 +1,12 @@
 """Every number in the tables of docs/PERFORMANCE.md and docs/RESULTS.md comes from a committed record.
 
-A table is governed by the nearest line above it, within its section, that starts with `Record:` (the backticked
-paths of one or more JSON records under benchmarks/results/) or with `Uncommitted` (a run whose raw output was
-not kept, with its date). Each number of a recorded table, outside its first column, must be a value of its
-records, rounded to the digits it is printed with: as it is, times 100 if printed as a percentage, or in a unit
-a power of 1000 away (FLOP printed as GFLOP, seconds as ms).
+Each table is governed by a line between it and the table or heading before it that starts with `Record:` (the
+backticked paths of one or more JSON records under benchmarks/results/) or with `Uncommitted` (a run whose raw
+output was not kept, with its date). Each number of a recorded table, outside its first column (the row's
+label), must be a value of its records rounded to the digits it is printed with: as it is, times 100 if printed
+as a percentage, or in the unit its column's header names (GFLOP for FLOP, ms for seconds). The check does not
+tie a cell to one key of the record: a wrong number that happens to equal another figure of the same records
+passes.
 """
 
 import json
@@ -22,20 +24,25 @@ NUMBER = re.compile(r"(?<![\w.])[-\N{MINUS SIGN}]?\d[\d,]*(?:\.\d+)?%?")
 DATE = re.compile(r"(?<!\d)20\d\d-\d\d-\d\d(?!\d)")
 
 
-def tables(text: str) -> list[tuple[int, str, list[list[str]]]]:
-    """(line number, governing marker line or '', data rows split into cells) of each markdown table."""
+def cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def tables(text: str) -> list[tuple[int, str, list[str], list[list[str]]]]:
+    """(line number, governing marker line or '', header cells, data rows split into cells) of each markdown
+    table (a run of lines starting with `|`, after optional indentation)."""
     found, marker, rows, start = [], "", [], 0
     for number, line in enumerate([*text.splitlines(), ""], start=1):
-        if line.startswith("|"):
+        if line.lstrip().startswith("|"):
             if not rows:
                 start = number
-            rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+            rows.append(cells(line))
             continue
         if rows:
-            found.append((start, marker, [r for r in rows[2:]]))  # after the header and its rule
-            rows = []
+            found.append((start, marker, rows[0], rows[2:]))  # the header, its rule, the rows
+            rows, marker = [], ""  # a marker governs the next table only
         if line.startswith("#"):
-            marker = ""  # a marker governs its own section only
+            marker = ""
         elif line.startswith(("Record:", "Records:", "Uncommitted")):
             marker = line
     return found
@@ -63,10 +70,17 @@ def leaves(value) -> list[float]:
     return []
 
 
-def recorded(printed: float, decimals: int, percent: bool, values: list[float]) -> bool:
+def scales(header: str, percent: bool) -> tuple[float, ...]:
+    """What a recorded value is multiplied by to be printed in this column."""
+    if percent:
+        return (100,)
+    units = {"GFLOP": 1e-9, "ms": 1e3}  # FLOP printed as GFLOP, seconds printed as ms
+    return (1, *(scale for unit, scale in units.items() if re.search(rf"\b{unit}\b", header)))
+
+
+def recorded(printed: float, decimals: int, factors: tuple[float, ...], values: list[float]) -> bool:
     tolerance = 0.5 * 10**-decimals + 1e-9
-    scales = (100,) if percent else (1, 1e3, 1e-3, 1e-6, 1e-9, 1e-12)
-    return any(abs(abs(v * scale) - abs(printed)) <= tolerance for v in values for scale in scales)
+    return any(abs(v * factor - printed) <= tolerance for v in values for factor in factors)
 
 
 def load_record(path: Path) -> dict:
@@ -84,8 +98,8 @@ def test_every_record_says_where_it_came_from(path):
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
 def test_every_table_number_is_in_a_committed_record(doc):
-    problems = []
-    for line, marker, rows in tables(doc.read_text()):
+    problems, checked = [], 0
+    for line, marker, header, rows in tables(doc.read_text()):
         where = f"{doc.name}:{line}"
         if marker.startswith("Uncommitted"):
             if not DATE.search(marker):
@@ -97,20 +111,27 @@ def test_every_table_number_is_in_a_committed_record(doc):
             continue
         values = [x for p in paths for x in leaves(load_record(ROOT / p))]
         for row in rows:
-            for cell in row[1:]:
+            for column, cell in list(enumerate(row))[1:]:
                 for printed, decimals, percent in numbers(cell):
-                    if not recorded(printed, decimals, percent, values):
+                    checked += 1
+                    factors = scales(header[column] if column < len(header) else "", percent)
+                    if not recorded(printed, decimals, factors, values):
                         problems.append(f"{where}: {printed} ({cell!r}) is in none of {paths}")
     assert not problems, "\n".join(problems)
+    assert checked > 50, f"{doc.name}: only {checked} numbers checked; are its tables still found?"
 
 
 def test_the_reader_finds_tables_markers_and_numbers():
     text = "## A\nRecord: `benchmarks/results/x.json`\n\n| m | v |\n|---|---|\n"
     text += "| `cmx_b0` | 0.458 ± 0.039 [0.4, 1,079.2] |\n"
     text += "## B\n| m | v |\n|---|---|\n| a | 4.3% |\n"
-    (first, marker, rows), (_, unmarked, other) = tables(text)
-    assert first == 4 and marker.endswith("x.json`") and unmarked == "" and other == [["a", "4.3%"]]
+    text += "Record: `benchmarks/results/y.json`\n\n| m | v |\n|---|---|\n\n| m | w |\n|---|---|\n"
+    (first, marker, header, rows), (_, unmarked, _, other), (_, governed, *_), (_, ungoverned, *_) = tables(text)
+    assert first == 4 and marker.endswith("x.json`") and header == ["m", "v"] and unmarked == ""
+    assert other == [["a", "4.3%"]] and governed.endswith("y.json`") and ungoverned == ""  # the next table only
     assert numbers(rows[0][1]) == [(0.458, 3, False), (0.039, 3, False), (0.4, 1, False), (1079.2, 1, False)]
-    assert recorded(4.3, 1, True, [0.0431]) and not recorded(4.3, 1, False, [0.0431])
-    assert recorded(51.4, 1, False, [51374686208.0]) and recorded(141.6, 1, False, [0.14159])
-    assert recorded(0.458, 3, False, [0.45849]) and not recorded(0.458, 3, False, [0.4586])
+    assert recorded(4.3, 1, scales("MFU", True), [0.0431]) and not recorded(4.3, 1, scales("MFU", False), [0.0431])
+    assert recorded(51.4, 1, scales("forward GFLOP per image", False), [51374686208.0])
+    assert not recorded(51.4, 1, scales("img/s", False), [51374686208.0])
+    assert recorded(141.6, 1, scales("ms per batch", False), [0.14159]) and not recorded(-0.5, 1, (1,), [0.5])
+    assert recorded(0.458, 3, (1,), [0.45849]) and not recorded(0.458, 3, (1,), [0.4586])

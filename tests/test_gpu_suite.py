@@ -48,8 +48,8 @@ def test_every_stage_of_the_suite_runs_and_leaves_its_result(part, files, tmp_pa
         "0"
     }, result.stdout[-3000:]
     assert files | {"suite.log"} == {p.name for p in out.iterdir()}  # the device tool returns at most 8 files
-    for name in {name for name in files if name.endswith(".json")}:
-        json.loads((out / name).read_text())
+    for name in {name for name in files if name.endswith(".json")}:  # each a record: figures and their provenance
+        assert {"command", "commit", "versions", "device", "date"} <= set(json.loads((out / name).read_text())), name
     if part == "recipe":  # the smoke recipe runs its 2 epochs to the end, and the summary says so
         assert json.loads((out / "recipe100.json").read_text())["finished"] is True
         assert "the 2-epoch recipe: finished after" in result.stdout and "2 epochs logged" in result.stdout
