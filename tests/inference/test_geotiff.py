@@ -144,8 +144,8 @@ def test_float_files_are_reflectance_and_no_data_in_one_band_is_no_data(tmp_path
     [
         (["--sensor", "landsat8"], ((4, 3, 2, 5), 2e-5, -0.1)),
         (["--sensor", "landsat9"], ((4, 3, 2, 5), 2e-5, -0.1)),
-        (["--sensor", "sentinel2"], ((4, 3, 2, 8), 1e-4, 0.0)),
-        (["--sensor", "sentinel2", "--offset", "-0.1"], ((4, 3, 2, 8), 1e-4, -0.1)),
+        (["--sensor", "sentinel2"], ((4, 3, 2, 8), 1e-4, -0.1)),  # no metadata to say otherwise
+        (["--sensor", "sentinel2", "--offset", "0"], ((4, 3, 2, 8), 1e-4, 0.0)),
         (["--sensor", "landsat8", "--bands", "1,2,3,4"], ((1, 2, 3, 4), 2e-5, -0.1)),
         (["--bands", "3,2,1,4", "--scale", "0.5"], ((3, 2, 1, 4), 0.5, 0.0)),
         (["--bands", "3,2,1,4"], ((3, 2, 1, 4), 1.0, 0.0)),
@@ -169,3 +169,28 @@ def test_command_line_presets_and_flags_resolve_to_bands_scale_and_offset(flags,
     assert main(["predict", "--checkpoint", str(checkpoint), "--input", str(tmp_path / "scene.tif"),
                  "--output", str(tmp_path / "mask.tif"), *flags]) == 0  # fmt: skip
     assert seen["call"] == expected
+
+
+@pytest.mark.parametrize(
+    ("tags", "offset", "rule"),
+    [
+        ({"RADIO_ADD_OFFSET": "-1000"}, -0.1, "RADIO_ADD_OFFSET -1000 in its metadata"),
+        ({"BOA_ADD_OFFSET": "-1000"}, -0.1, "BOA_ADD_OFFSET -1000 in its metadata"),
+        ({"PROCESSING_BASELINE": "05.11"}, -0.1, "processing baseline 05.11"),
+        ({"PROCESSING_BASELINE": "N0400"}, -0.1, "processing baseline N0400"),
+        ({"PROCESSING_BASELINE": "02.09"}, 0.0, "processing baseline 02.09"),
+        ({}, -0.1, "no offset or processing baseline in its metadata"),
+    ],
+)
+def test_the_sentinel2_offset_comes_from_the_products_metadata(tags, offset, rule, tmp_path, caplog):
+    from cloudseg.inference.geotiff import sentinel2_offset
+
+    path = tmp_path / "s2.tif"
+    profile = {"driver": "GTiff", "height": 8, "width": 8, "count": 13, "dtype": "uint16", "crs": "EPSG:32632",
+               "transform": from_origin(500000.0, 5200000.0, 10.0, 10.0)}  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.full((13, 8, 8), 1000 + 1234, dtype=np.uint16))  # reflectance 0.1234 in the modern encoding
+        if tags:  # an offset on a band, a baseline on the dataset: where each is found, both are read
+            dst.update_tags(*([] if "PROCESSING_BASELINE" in tags else [4]), **tags)
+    found, said = sentinel2_offset(path, 1e-4)
+    assert found == pytest.approx(offset) and said.startswith(rule)

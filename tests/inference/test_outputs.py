@@ -1,5 +1,6 @@
 """`predict`'s writer processes: what they write, in what order, and their errors."""
 
+import hashlib
 import multiprocessing
 import signal
 import subprocess
@@ -35,17 +36,18 @@ def test_parts_are_consecutive_and_cover_the_batch_once():
 
 
 @pytest.mark.parametrize("start_method", ["forkserver", "spawn"])  # Linux's, and macOS's and Windows'
-def test_writer_processes_write_each_image_and_return_rows_in_submission_order(tmp_path, monkeypatch, start_method):
+def test_writer_processes_write_each_image_and_return_what_they_wrote_in_order(tmp_path, monkeypatch, start_method):
     monkeypatch.setattr(outputs, "_context", lambda: multiprocessing.get_context(start_method))
     cfg = PredictConfig(index_masks=True, probabilities=True, uncertainty="entropy")
     batches = [random_outputs(5, maps=True), random_outputs(3, maps=True)]
     batches[1].names = [f"late{i}" for i in range(3)]
-    rows = []
+    written = []
     with OutputWriters(tmp_path, cfg, workers=3, pending=2) as writers:  # `pending` below a batch: submit waits
         for batch in batches:
-            rows += writers.submit(batch)
+            written += writers.submit(batch)
         for finished in writers.remaining():
-            rows += finished
+            written += finished
+    rows, entries = [row for row, _ in written], [entry for _, entry in written]
     names = batches[0].names + batches[1].names
     assert [name for name, _ in rows] == [f"{name}.png" for name in names]
     ids = np.concatenate([batch.ids for batch in batches])
@@ -56,7 +58,14 @@ def test_writer_processes_write_each_image_and_return_rows_in_submission_order(t
         assert np.array_equal(colour_to_index(rle_decode(encoded, 9, 13), name), expected)  # the row
         assert (tmp_path / "probabilities" / f"{stem}_cloud_shadow.png").is_file()
         assert (tmp_path / "uncertainty" / name).is_file()
-    assert rows[:5] == write_batch(batches[0], tmp_path / "again", cfg)  # the same rows as written in-process
+    for entry, expected in zip(entries, ids, strict=True):  # each manifest entry: size, shares, every file's hash
+        assert (entry["height"], entry["width"]) == expected.shape and entry["mpx"] == round(expected.size / 1e6, 6)
+        counts = np.bincount(expected.ravel(), minlength=4)
+        assert list(entry["shares"].values()) == pytest.approx(counts / expected.size, abs=1e-6)
+        assert len(entry["outputs"]) == 1 + 1 + 4 + 1  # colour, index, 4 probabilities, uncertainty
+        for file, digest in entry["outputs"].items():
+            assert hashlib.sha256((tmp_path / file).read_bytes()).hexdigest() == digest
+    assert written[:5] == write_batch(batches[0], tmp_path / "again", cfg)  # the same as written in-process
 
 
 def test_a_write_that_fails_in_a_worker_is_an_error_naming_the_file(tmp_path):

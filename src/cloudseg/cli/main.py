@@ -152,7 +152,7 @@ def run_predict(args: argparse.Namespace, overrides: list[str]) -> None:
         )
         print(f"wrote {path}")
         return
-    result = predict(args.checkpoint, args.input, args.output, cfg, args.submission, args.device)
+    result = predict(args.checkpoint, args.input, args.output, cfg, args.submission, args.device, args.overwrite)
     print(f"wrote {len(result.masks)} masks to {args.output}" + (f" and {args.submission}" if args.submission else ""))
     print(result.summary())
 
@@ -291,12 +291,17 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     predict.add_argument("--checkpoint", required=True, nargs="+", help=CHECKPOINTS_HELP)
     predict.add_argument(
-        "--input", required=True, help="dataset root (its test/), folder with rgb/ + ngr/, or rgb/<name>"
-    )
+        "--input", required=True,
+        help="dataset root (its test/), folder with rgb/ + ngr/, rgb/<name>, or a .txt file listing these, one a line",
+    )  # fmt: skip
     predict.add_argument(
         "--output", required=True, help="folder for <name>.png colour masks (a .tif file for a GeoTIFF scene)"
     )
     predict.add_argument("--submission", help="also write this Kaggle submission.csv")
+    predict.add_argument(
+        "--overwrite", action="store_true",
+        help="predict every image again, even those that <output>/manifest.jsonl shows done by this checkpoint",
+    )  # fmt: skip
     predict.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     predict.add_argument("--config", help="YAML config whose predict section is used (tile, overlap, tta, ...)")
     scene = predict.add_argument_group("GeoTIFF scenes (--input scene.tif --output mask.tif; extra `geo`)")

@@ -8,6 +8,7 @@ Rules (each applied conversion is reported by `cloudseg check-data`):
 - A single-channel label holds class ids (0..3) directly instead of colours.
 """
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,14 +173,17 @@ def _describe(image: np.ndarray) -> str:
     return f"{channels}-channel {image.dtype} image"
 
 
-def write_image(path: Path, image: np.ndarray) -> None:
-    """Writes an image atomically: encoded in memory, written beside `path` and renamed over it."""
+def write_image(path: Path, image: np.ndarray) -> str:
+    """Writes an image atomically (encoded in memory, written beside `path` and renamed over it); returns the
+    SHA-256 of the bytes written."""
     path = Path(path)
     ok, encoded = cv2.imencode(path.suffix or ".png", image)
     if not ok:
         raise DataError(f"{path}: cannot encode a {_describe(image)} as {path.suffix}")
+    data = encoded.tobytes()
     with atomic_path(path) as temporary:
-        temporary.write_bytes(encoded.tobytes())
+        temporary.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,14 @@ are taken as reflectance already), then the 8-bit stretch the model was trained 
 Sensor presets give the band numbers (R, G, B, NIR) and the usual scale and offset:
 - landsat8 / landsat9, Collection 2 Level-1 TOA: bands 4, 3, 2, 5; scale 2e-5, offset -0.1 (REFLECTANCE_MULT/ADD
   of the MTL file);
-- sentinel2, L1C/L2A as 13 bands in order B1..B12 with B8A: bands 4, 3, 2, 8; scale 1e-4, offset 0 (products
-  of processing baseline 04.00 and later also need offset -0.1).
+- sentinel2, L1C/L2A as 13 bands in order B1..B12 with B8A: bands 4, 3, 2, 8; scale 1e-4, and the offset the
+  product's metadata gives (`RADIO_ADD_OFFSET` or `BOA_ADD_OFFSET`, in DN, or else its processing baseline: -0.1
+  from 04.00 on, 0 before); without either, -0.1, the offset of every product since January 2022.
 No-data pixels (the file's nodata value or mask in any selected band) are fed as zero reflectance and get no
 class: they are written as the output's nodata value, 255.
 """
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,7 +28,10 @@ from cloudseg.schema import CLASSES, encode_reflectance
 if TYPE_CHECKING:
     from cloudseg.inference.predictor import Predictor
 
+log = logging.getLogger("cloudseg")
+
 NODATA = 255
+SENTINEL2_OFFSET = -0.1  # processing baseline 04.00 (January 2022) on: DN = reflectance x 10000 + 1000
 
 
 @dataclass(frozen=True)
@@ -39,8 +44,29 @@ class SensorPreset:
 SENSORS = {
     "landsat8": SensorPreset((4, 3, 2, 5), 2e-5, -0.1),
     "landsat9": SensorPreset((4, 3, 2, 5), 2e-5, -0.1),
-    "sentinel2": SensorPreset((4, 3, 2, 8), 1e-4, 0.0),
+    "sentinel2": SensorPreset((4, 3, 2, 8), 1e-4, SENTINEL2_OFFSET),  # or what the product's metadata says
 }
+
+
+def sentinel2_offset(source: str | Path, scale: float) -> tuple[float, str]:
+    """The reflectance offset of a Sentinel-2 product, from its metadata where it says, and the rule applied."""
+    tags = {}
+    try:
+        import rasterio
+
+        with rasterio.open(source) as src:
+            for band in (None, *range(1, src.count + 1)):  # the dataset's tags, then each band's
+                tags |= {key.upper(): value for key, value in (src.tags(band) if band else src.tags()).items()}
+    except (ImportError, OSError, rasterio.errors.RasterioError):
+        pass  # predict_scene names the problem
+    for key in ("RADIO_ADD_OFFSET", "BOA_ADD_OFFSET"):
+        if key in tags:
+            return float(tags[key]) * scale, f"{key} {tags[key]} in its metadata"
+    baseline = tags.get("PROCESSING_BASELINE", "").lstrip("N")  # "04.00" (N0400 in product names)
+    if baseline.replace(".", "").isdigit():
+        number = float(baseline) if "." in baseline else int(baseline) / 100
+        return (SENTINEL2_OFFSET if number >= 4.0 else 0.0), f"processing baseline {tags['PROCESSING_BASELINE']}"
+    return SENTINEL2_OFFSET, "no offset or processing baseline in its metadata: that of products since January 2022"
 
 
 def _block_windows(height: int, width: int, block: int, halo: int):
@@ -120,6 +146,9 @@ def predict_scene_from_checkpoint(
     if bands is None:
         raise CloudsegError(f"{source}: say which bands are R, G, B and NIR: --bands 4,3,2,5 or --sensor landsat8")
     scale = scale if scale is not None else (preset.scale if preset else 1.0)
+    if offset is None and sensor == "sentinel2":
+        offset, rule = sentinel2_offset(source, scale)
+        log.info(f"{source}: Sentinel-2 offset {offset:g} ({rule}); --offset sets another")
     offset = offset if offset is not None else (preset.offset if preset else 0.0)
     if Path(output).is_dir() or Path(output).suffix.lower() not in (".tif", ".tiff"):
         raise ConfigError(f"--output {output}: a scene's mask is one GeoTIFF; name a .tif file")

@@ -44,21 +44,30 @@ class ImageOutputs:
             yield ImageOutputs(*(None if field is None else field[part] for field in fields))
 
 
-def write_batch(batch: ImageOutputs, output: Path, cfg: PredictConfig) -> list[tuple[str, str]]:
-    """Writes each image's colour mask and the maps `cfg` asks for; returns their submission rows."""
-    rows = []
+Written = tuple[tuple[str, str], dict]  # an image's submission row, and its manifest entry
+
+
+def write_batch(batch: ImageOutputs, output: Path, cfg: PredictConfig) -> list[Written]:
+    """Writes each image's colour mask and the maps `cfg` asks for; returns their submission rows and manifest
+    entries (size, class shares, and each file written with its SHA-256)."""
+    written = []
     for i, name in enumerate(batch.names):
-        colour = index_to_colour(batch.ids[i])
-        write_image(output / f"{name}.png", colour)
+        ids = batch.ids[i]
+        colour = index_to_colour(ids)
+        files = {f"{name}.png": colour}
         if cfg.index_masks:
-            write_image(output / "index" / f"{name}.png", batch.ids[i])
+            files[f"index/{name}.png"] = ids
         if batch.probabilities is not None:
             for class_name, plane in zip(CLASS_NAMES, batch.probabilities[i], strict=False):
-                write_image(output / "probabilities" / f"{name}_{class_name}.png", plane)
+                files[f"probabilities/{name}_{class_name}.png"] = plane
         if batch.uncertainty is not None:
-            write_image(output / "uncertainty" / f"{name}.png", batch.uncertainty[i])
-        rows.append((f"{name}.png", rle_encode(colour)))
-    return rows
+            files[f"uncertainty/{name}.png"] = batch.uncertainty[i]
+        hashes = {file: write_image(output / file, image) for file, image in files.items()}
+        shares = np.round(np.bincount(ids.ravel(), minlength=len(CLASS_NAMES)) / ids.size, 6).tolist()
+        entry = {"name": name, "height": ids.shape[0], "width": ids.shape[1], "mpx": round(ids.size / 1e6, 6),
+                 "shares": dict(zip(CLASS_NAMES, shares, strict=False)), "outputs": hashes}  # fmt: skip
+        written.append(((f"{name}.png", rle_encode(colour)), entry))
+    return written
 
 
 def _context() -> multiprocessing.context.BaseContext:
@@ -68,7 +77,7 @@ def _context() -> multiprocessing.context.BaseContext:
 
 
 class OutputWriters:
-    """`workers` processes that write each batch in parts, one per worker; rows come back in submission order.
+    """`workers` processes that write each batch in parts, one per worker; what each wrote comes back in order.
 
     At most `pending` images wait to be written (their arrays held in memory) before `submit` waits for the
     oldest part; an error in a worker is raised by the `submit` or `remaining` that collects its part.
@@ -77,7 +86,7 @@ class OutputWriters:
     def __init__(self, output: Path, cfg: PredictConfig, workers: int, pending: int):
         self.output, self.cfg, self.workers, self.pending = output, cfg, workers, pending
         self.pool = ProcessPoolExecutor(workers, mp_context=_context(), initializer=ignore_stop_signals)
-        self.parts: deque[tuple[int, Future]] = deque()  # (images, rows to come)
+        self.parts: deque[tuple[int, Future]] = deque()  # (images, what they wrote, to come)
 
     def __enter__(self) -> "OutputWriters":
         return self
@@ -85,16 +94,16 @@ class OutputWriters:
     def __exit__(self, *exc_info) -> None:
         self.pool.shutdown(wait=True, cancel_futures=exc_info[0] is not None)
 
-    def submit(self, batch: ImageOutputs) -> list[tuple[str, str]]:
-        """Queues the batch's parts; returns the rows of the oldest parts that have finished meanwhile."""
+    def submit(self, batch: ImageOutputs) -> list[Written]:
+        """Queues the batch's parts; returns what the oldest parts that have finished meanwhile wrote."""
         for part in batch.chunks(self.workers):
             self.parts.append((len(part), self.pool.submit(write_batch, part, self.output, self.cfg)))
-        rows = []
+        written = []
         while self.parts and (self.parts[0][1].done() or sum(size for size, _ in self.parts) > self.pending):
-            rows += self.parts.popleft()[1].result()
-        return rows
+            written += self.parts.popleft()[1].result()
+        return written
 
-    def remaining(self) -> Iterator[list[tuple[str, str]]]:
-        """The rows of each part still queued, in order, as it finishes."""
+    def remaining(self) -> Iterator[list[Written]]:
+        """What each part still queued wrote, in order, as it finishes."""
         while self.parts:
             yield self.parts.popleft()[1].result()

@@ -16,19 +16,24 @@ from cloudseg.config import PredictConfig
 from cloudseg.data.dataset import find_samples, stack_chw
 from cloudseg.data.io import IMAGE_SUFFIXES, SampleFiles, codec_workers, read_sample
 from cloudseg.errors import ConfigError, DataError
+from cloudseg.inference.manifest import Manifest, run_identity
 from cloudseg.inference.outputs import ImageOutputs, OutputWriters
 from cloudseg.inference.predictor import Predictor
-from cloudseg.inference.rle import write_submission
+from cloudseg.inference.rle import mask_row, write_submission
 from cloudseg.inference.sliding import fits_one_tile
 from cloudseg.metrics import class_ids
+from cloudseg.models.checkpoint import checkpoint_paths
 from cloudseg.signals import ignore_stop_signals
 
 
 def find_pairs(source: str | Path) -> list[SampleFiles]:
-    """Image pairs from a dataset root (its test/ split), a folder with rgb/ and ngr/, or one rgb/<name> file."""
+    """Image pairs from a dataset root (its test/ split), a folder with rgb/ and ngr/, one rgb/<name> file, or a
+    text file (.txt) that lists any of these, one a line (so an archive can be split between jobs)."""
     source = Path(source)
     if not source.exists():
         raise DataError(f"{source}: no such file or folder")
+    if source.suffix.lower() == ".txt":
+        return listed_pairs(source)
     if source.is_dir() and source.name in ("rgb", "ngr"):
         raise DataError(
             f"{source}: this is the {source.name}/ folder of a pair; pass the folder above it, {source.parent}"
@@ -43,6 +48,29 @@ def find_pairs(source: str | Path) -> list[SampleFiles]:
     if not (split / "rgb").is_dir():
         raise DataError(f"{source}: no rgb/ and ngr/ folders (nor test/rgb/); expected image pairs to predict")
     return find_samples(split, None)
+
+
+def listed_pairs(listing: Path) -> list[SampleFiles]:
+    """The pairs of every source a text file lists, one a line (relative to the file's folder; blank lines and
+    lines starting with # are skipped); two pairs of one name are an error, as their masks would collide."""
+    pairs, where = [], {}
+    for number, line in enumerate(listing.read_text().splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            found = find_pairs(listing.parent / line)
+        except DataError as error:
+            raise DataError(f"{listing}, line {number}: {error}") from error
+        for files in found:
+            if files.name in where:
+                raise DataError(f"{listing}, line {number}: a second image named {files.name} (the first is from "
+                                f"line {where[files.name]}); their masks would overwrite each other")  # fmt: skip
+            where[files.name] = number
+        pairs += found
+    if not pairs:
+        raise DataError(f"{listing}: lists no images")
+    return pairs
 
 
 def uncertainty_map(probabilities: torch.Tensor, kind: str) -> torch.Tensor:
@@ -138,6 +166,8 @@ class Prediction:
     masks: list[Path]
     seconds: float = 0.0
     times: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    skipped: int = 0  # images done by an earlier run, as the manifest shows
+    megapixels: float = 0.0  # of the images predicted by this run
 
     @contextmanager
     def timing(self, part: str) -> Iterator[None]:
@@ -159,7 +189,10 @@ class Prediction:
 
     def summary(self) -> str:
         parts = ", ".join(f"{part} {seconds:.1f} s" for part, seconds in self.times.items())
-        return f"{len(self.masks)} images in {self.seconds:.1f} s, {len(self.masks) / self.seconds:.1f} img/s ({parts})"
+        done = len(self.masks) - self.skipped
+        rate = f"{done / self.seconds:.1f} img/s, {self.megapixels / self.seconds:.2f} Mpx/s"
+        skipped = f"; {self.skipped} done before, skipped" if self.skipped else ""
+        return f"{done} images in {self.seconds:.1f} s, {rate} ({parts}){skipped}"
 
 
 def predict(
@@ -169,9 +202,14 @@ def predict(
     cfg: PredictConfig,
     submission: str | Path | None = None,
     device: str | None = None,
+    overwrite: bool = False,
 ) -> Prediction:
     """Writes `<output>/<name>.png` colour masks (label colours, BGR) of every pair, from one checkpoint or the
     average of several; returns their paths and times.
+
+    `<output>/manifest.jsonl` records each image as its outputs are written; a rerun skips the images it shows
+    done by the same checkpoints and settings with their files intact (`overwrite` redoes them), so a killed run
+    continues where it stopped and ends with the same files as an uninterrupted one.
 
     `cfg.io_workers` processes read the next images, and as many write the last ones' outputs, while the model
     runs; threads would hold the GIL that the model's thread needs to launch each operation. Images of one size
@@ -189,29 +227,40 @@ def predict(
     with result.timing("loading the model"):
         predictor = Predictor.from_checkpoint(checkpoints, device, cfg)
     cfg = predictor.cfg
-    rows = []
+    manifest = Manifest(output, run_identity(checkpoint_paths(checkpoints), cfg))
+    done = set() if overwrite else {files.name for files in pairs if manifest.done(files.name)}
+    todo = [files for files in pairs if files.name not in done]
+    rows = [mask_row(output / f"{name}.png") for name in sorted(done)] if submission else []
+    seconds: dict[str, float] = {}  # each image's share of its batch's model time (a batch is of one size)
+
+    def record(written: list) -> None:
+        rows.extend(row for row, _ in written)
+        manifest.add([entry | {"seconds": round(seconds.pop(entry["name"]), 4)} for _, entry in written])
+        result.megapixels += sum(entry["mpx"] for _, entry in written)
+        progress.advance(task, len(written))
+
     workers = cfg.io_workers or codec_workers()
     with (
         OutputWriters(output, cfg, workers, pending=2 * cfg.tile_batch) as writers,
         Progress(transient=True) as progress,
     ):
-        task = progress.add_task("predicting", total=len(pairs))
-        runs = result.timed(read_runs(pairs, cfg, workers), "waiting for images")
+        task = progress.add_task("predicting", total=len(pairs), completed=len(done))
+        runs = result.timed(read_runs(todo, cfg, workers), "waiting for images")
         for index, (names, rgb, aux) in enumerate(runs):
             # The first batch also pays for the device's lazy start (kernels loaded, libraries set up) and for any
             # compilation: apart, so that the rest shows the steady pace.
+            batch_started = time.perf_counter()
             with result.timing("model" if index else "model, first batch"):
                 outputs = image_outputs(names, predictor.logits(rgb, aux), cfg)
+            seconds.update(dict.fromkeys(names, (time.perf_counter() - batch_started) / len(names)))
             with result.timing("waiting for writes"):
-                finished = writers.submit(outputs)
-            rows += finished
-            progress.advance(task, len(finished))
+                record(writers.submit(outputs))
         with result.timing("waiting for writes"):
             for finished in writers.remaining():
-                rows += finished
-                progress.advance(task, len(finished))
+                record(finished)
     if submission:
         write_submission(rows, submission)
-    result.masks = [output / name for name, _ in rows]
+    result.masks = [output / f"{files.name}.png" for files in pairs]
+    result.skipped = len(done)
     result.seconds = time.perf_counter() - started
     return result

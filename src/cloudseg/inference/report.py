@@ -3,7 +3,6 @@ images, the run's training curves and config) that opens offline: styles, script
 
 import base64
 import csv
-import hashlib
 import io
 import json
 from datetime import datetime, timezone
@@ -14,7 +13,7 @@ import yaml
 from cloudseg import __version__
 from cloudseg.calibration import BINS
 from cloudseg.errors import DataError
-from cloudseg.files import atomic_path
+from cloudseg.files import atomic_path, file_sha256
 from cloudseg.models.checkpoint import read_release
 from cloudseg.plots import plot_curves, plot_learning_rates
 from cloudseg.schema import CLASSES
@@ -41,14 +40,6 @@ def evaluation_folder(path: str | Path) -> Path:
 
 def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode()
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def history(rows: list[dict], names: list[str]) -> list[dict]:
@@ -120,7 +111,9 @@ def report_context(folder: Path) -> dict:
             for p in sorted(folder.glob("worst/*.png"))
         ],
         "figures": figures,
-        "checkpoints": [{"path": str(c), "sha256": sha256(c) if c.is_file() else "(not found)"} for c in checkpoints],
+        "checkpoints": [
+            {"path": str(c), "sha256": file_sha256(c) if c.is_file() else "(not found)"} for c in checkpoints
+        ],
         "training": release.info.get("calibration") if release else None,
         "best": {"epoch": release.info.get("epoch"), "metrics": release.info.get("metrics")} if release else None,
         "config": yaml.safe_dump(to_dict(release.config), sort_keys=False) if release else None,

@@ -103,7 +103,12 @@ def submission_from_masks(mask_dir: str | Path, path: str | Path) -> Path:
     masks = sorted(p for p in mask_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not masks:
         raise DataError(f"{mask_dir}: no mask images ({', '.join(IMAGE_SUFFIXES)})")
-    return write_submission(((p.name, rle_encode(index_to_colour(_mask_ids(p)))) for p in masks), path)
+    return write_submission(map(mask_row, masks), path)
+
+
+def mask_row(mask: Path) -> tuple[str, str]:
+    """A mask image's submission row: its file name and EncodedPixels."""
+    return mask.name, rle_encode(index_to_colour(_mask_ids(mask)))
 
 
 def read_submission(path: str | Path) -> dict[str, str]:

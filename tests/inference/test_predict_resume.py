@@ -1,0 +1,116 @@
+"""`predict` over many images is resumable: its manifest, what a rerun skips and redoes, a killed run continued,
+and inputs listed in a text file."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cloudseg.config import PredictConfig
+from cloudseg.data.synth import synthesize
+from cloudseg.errors import DataError
+from cloudseg.files import file_sha256
+from cloudseg.inference.manifest import MANIFEST
+from cloudseg.inference.predict import find_pairs, predict
+from cloudseg.inference.rle import read_submission
+from cloudseg.models import build_model
+from cloudseg.models.checkpoint import save_release
+from cloudseg.sections import to_dict
+from tests.conftest import B0
+
+CPU = PredictConfig(io_workers=1, tile=48, overlap=16)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    return save_release(build_model("cmx_b0").eval(), to_dict(B0), tmp_path_factory.mktemp("ckpt") / "best.safetensors")
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> Path:
+    """12 test scenes of 64², larger than a 48² tile: each goes through the sliding window."""
+    return synthesize(tmp_path_factory.mktemp("scenes"), n_train=1, n_test=12, size=64, seed=3) / "test"
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.png"))}
+
+
+def manifest(folder: Path) -> dict[str, dict]:
+    return {entry["name"]: entry for entry in map(json.loads, (folder / MANIFEST).read_text().splitlines())}
+
+
+def test_a_rerun_skips_what_is_done_and_redoes_what_is_missing_damaged_or_made_otherwise(checkpoint, scenes, tmp_path):
+    out, cfg = tmp_path / "masks", PredictConfig(io_workers=1, tile=48, overlap=16, index_masks=True)
+    first = predict(checkpoint, scenes, out, cfg, tmp_path / "first.csv")
+    assert first.skipped == 0 and len(first.masks) == 12 and first.megapixels == pytest.approx(12 * 64 * 64 / 1e6)
+    written, entries = files_of(out), manifest(out)
+    entry = entries["synth_0000"]
+    assert (entry["height"], entry["width"], entry["mpx"]) == (64, 64, 0.004096) and entry["seconds"] > 0
+    assert sum(entry["shares"].values()) == pytest.approx(1.0)
+    assert entry["checkpoints"] == [file_sha256(checkpoint)] and entry["settings"]["tile"] == 48
+    assert entry["outputs"] == {f: file_sha256(out / f) for f in ("synth_0000.png", "index/synth_0000.png")}
+
+    again = predict(checkpoint, scenes, out, cfg, tmp_path / "again.csv")
+    assert again.skipped == 12 and files_of(out) == written
+    assert read_submission(tmp_path / "again.csv") == read_submission(tmp_path / "first.csv")  # rows from the masks
+
+    (out / "synth_0003.png").write_bytes(written["synth_0003.png"][:100])  # damaged
+    (out / "index" / "synth_0007.png").unlink()  # missing
+    (out / MANIFEST).write_text((out / MANIFEST).read_text() + '{"name": "synth_0009", "outp')  # a killed write
+    repaired = predict(checkpoint, scenes, out, cfg)
+    assert repaired.skipped == 10 and files_of(out) == written
+
+    assert predict(checkpoint, scenes, out, CPU).skipped == 0  # other settings: no index masks
+    assert predict(checkpoint, scenes, out, CPU).skipped == 12
+    assert predict(checkpoint, scenes, out, CPU, overwrite=True).skipped == 0
+
+
+def test_a_killed_run_rerun_ends_with_the_files_of_an_uninterrupted_one(checkpoint, scenes, tmp_path):
+    def command(out: Path) -> list[str]:
+        return [sys.executable, "-m", "cloudseg", "predict", "--checkpoint", str(checkpoint), "--input", str(scenes),
+                "--output", str(out), "--submission", str(out.with_suffix(".csv")), "--predict.tile", "48",
+                "--predict.overlap", "16", "--predict.tile_batch", "1", "--predict.io_workers", "1",
+                "--predict.probabilities", "true"]  # fmt: skip
+
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(command(tmp_path / "whole"), check=True, env=environment, capture_output=True)
+    killed = subprocess.Popen(command(tmp_path / "killed"), env=environment, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    lines = tmp_path / "killed" / MANIFEST
+    deadline = time.monotonic() + 600  # a hang guard only
+    while not (lines.is_file() and len(lines.read_text().splitlines()) >= 3) and time.monotonic() < deadline:
+        assert killed.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.05)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    finished_before = len(lines.read_text().splitlines())
+    assert 3 <= finished_before < 12 and not (tmp_path / "killed.csv").exists()
+
+    rerun = subprocess.run(command(tmp_path / "killed"), check=True, env=environment, capture_output=True, text=True)
+    assert f"{finished_before} done before, skipped" in rerun.stdout
+    assert files_of(tmp_path / "killed") == files_of(tmp_path / "whole")
+    assert (tmp_path / "killed.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
+    assert not list((tmp_path / "killed").rglob("*.tmp"))
+
+
+def test_a_text_file_lists_sources_and_names_must_not_collide(scenes, tmp_path):
+    listing = tmp_path / "scenes.txt"
+    rgb = sorted((scenes / "rgb").iterdir())
+    listing.write_text(f"# two single images, then a folder\n{rgb[0]}\n\n{rgb[1]}\n")
+    assert [p.name for p in find_pairs(listing)] == ["synth_0000", "synth_0001"]
+    listing.write_text(f"{rgb[0]}\n{scenes}\n")
+    with pytest.raises(
+        DataError, match=r"scenes.txt, line 2: a second image named synth_0000 \(the first is from line 1\)"
+    ):
+        find_pairs(listing)
+    listing.write_text("nowhere\n")
+    with pytest.raises(DataError, match=r"scenes.txt, line 1: .*nowhere: no such file or folder"):
+        find_pairs(listing)
