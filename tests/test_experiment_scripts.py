@@ -1,4 +1,5 @@
-"""The experiment scripts under benchmarks/: the seeded ablation runner and the ukis-csmask comparison."""
+"""The experiment scripts under benchmarks/: the seeded ablation runner, the ukis-csmask comparison, the
+ensembling comparison and the wall-time recorder."""
 
 import importlib.util
 import json
@@ -12,6 +13,7 @@ import pytest
 from cloudseg.schema import CLASS_NAMES
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))  # the scripts import records.py by name, as they do when run from benchmarks/
 
 
 def script(name: str):
@@ -75,3 +77,35 @@ def test_ukis_comparison_scores_each_seed_alone_and_an_ensemble_as_one_model():
     compare = script("compare_ukis")
     args = compare.argparse.Namespace(model=[["cmx", "s0", "s1"]], ensemble=[["folds", "f0", "f1", "f2"]])
     assert compare.model_runs(args) == {"cmx": ["s0", "s1"], "folds": [["f0", "f1", "f2"]]}
+
+
+def test_wall_time_records_the_commands_time_and_what_it_wrote(tmp_path):
+    written = tmp_path / "scores.json"
+    command = [sys.executable, str(BENCHMARKS / "wall_time.py"), "--repeats", "2", "--json", str(tmp_path / "r.json"),
+               "--collect", str(tmp_path / "*.json"), "--", sys.executable, "-c",
+               f"import json; json.dump({{'mIoU': 0.5}}, open({str(written)!r}, 'w'))"]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True)
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert record["command"].startswith("python benchmarks/wall_time.py --repeats 2") and record["commit"]
+    assert len(record["wall_s"]) == 2 and record["median_wall_s"] > 0 and record["timed"][0] == sys.executable
+    assert record["collected"] == {str(written): {"mIoU": 0.5}}
+
+
+def test_ensembling_scores_each_mean_and_members_on_a_split(synth_root, tmp_path):
+    import torch
+
+    from cloudseg.models import build_model
+    from cloudseg.models.checkpoint import save_release
+    from cloudseg.sections import to_dict
+    from tests.conftest import B0
+
+    ensembling = script("ensembling")
+    torch.manual_seed(0)
+    same = save_release(build_model("cmx_b0").eval(), to_dict(B0), tmp_path / "a.safetensors")
+    result = ensembling.compare([same, same], synth_root, "test", list(ensembling.MEANS))
+    # Two copies of one model: each mean is that model, whichever way it averages.
+    assert result["images"] == 2 and result["members"][0]["mIoU"] == result["members"][1]["mIoU"]
+    for mean in ("logit_mean", "probability_mean"):
+        assert result[mean] == {k: v for k, v in result["members"][0].items() if k != "checkpoint"}
+    other = save_release(build_model("cmx_b0").eval(), to_dict(B0), tmp_path / "b.safetensors")
+    assert "probability_mean" not in ensembling.compare([same, other], synth_root, "test", ["logit_mean"])
