@@ -2,6 +2,7 @@
 code, so the document cannot drift from what users see."""
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -105,8 +106,12 @@ def run_case(case: str, capsys, tmp_path: Path, synth_root: Path, checkpoint: Pa
                 "--predict.index_masks", "true",
             )  # fmt: skip
             written = list((disk / "masks").rglob("*")) if (disk / "masks").exists() else []
-            assert all(cv2.imread(str(p)) is not None for p in written if p.is_file())  # each one whole
+            assert all(cv2.imread(str(p)) is not None for p in written if p.suffix == ".png")  # each one whole
             assert not [p for p in written if p.name.startswith(".")]  # no temporary file left behind
+            manifest = disk / "masks" / "manifest.jsonl"
+            for line in manifest.read_text().splitlines() if manifest.is_file() else []:
+                with contextlib.suppress(ValueError):  # a line the full disk cut short lists nothing
+                    assert all((disk / "masks" / file).is_file() for file in json.loads(line)["outputs"])
         return output, code
     if case in ("resume-truncated", "resume-fallback"):
         if case == "resume-truncated":

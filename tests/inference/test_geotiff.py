@@ -192,5 +192,31 @@ def test_the_sentinel2_offset_comes_from_the_products_metadata(tags, offset, rul
         dst.write(np.full((13, 8, 8), 1000 + 1234, dtype=np.uint16))  # reflectance 0.1234 in the modern encoding
         if tags:  # an offset on a band, a baseline on the dataset: where each is found, both are read
             dst.update_tags(*([] if "PROCESSING_BASELINE" in tags else [4]), **tags)
-    found, said = sentinel2_offset(path, 1e-4)
+    found, said = sentinel2_offset(path, (8, 2, 3, 4), 1e-4)
     assert found == pytest.approx(offset) and said.startswith(rule)
+
+
+def test_the_sentinel2_rule_applied_is_logged_and_a_bad_offset_tag_is_an_error(tmp_path, monkeypatch, caplog):
+    import logging
+
+    import cloudseg.inference.geotiff as geotiff
+    from cloudseg.errors import DataError
+
+    path = tmp_path / "s2.tif"
+    profile = {"driver": "GTiff", "height": 8, "width": 8, "count": 13, "dtype": "uint16"}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.zeros((13, 8, 8), dtype=np.uint16))
+        dst.update_tags(4, RADIO_ADD_OFFSET="-1000")
+        dst.update_tags(13, RADIO_ADD_OFFSET="0")  # a band not used: it does not count
+    seen = {}
+    monkeypatch.setattr(geotiff, "predict_scene", lambda _, source, output, bands, scale, offset: seen.update(
+        offset=offset) or output)  # fmt: skip
+    monkeypatch.setattr("cloudseg.inference.predictor.Predictor.from_checkpoint", lambda *args: None)
+    with caplog.at_level(logging.INFO, logger="cloudseg"):
+        geotiff.predict_scene_from_checkpoint("ckpt", path, tmp_path / "m.tif", "sentinel2", None, None, None, None)
+    assert seen["offset"] == pytest.approx(-0.1)
+    assert "Sentinel-2 offset -0.1 (RADIO_ADD_OFFSET -1000 in its metadata); --offset sets another" in caplog.text
+    with rasterio.open(path, "r+") as dst:
+        dst.update_tags(4, RADIO_ADD_OFFSET="minus a thousand")
+    with pytest.raises(DataError, match="RADIO_ADD_OFFSET 'minus a thousand' is not a number; give --offset"):
+        geotiff.sentinel2_offset(path, (4, 3, 2, 8), 1e-4)

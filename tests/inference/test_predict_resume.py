@@ -1,8 +1,10 @@
 """`predict` over many images is resumable: its manifest, what a rerun skips and redoes, a killed run continued,
 and inputs listed in a text file."""
 
+import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,7 +36,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def scenes(tmp_path_factory) -> Path:
+def scenes_read_only(tmp_path_factory) -> Path:
     """12 test scenes of 64², larger than a 48² tile: each goes through the sliding window."""
     return synthesize(tmp_path_factory.mktemp("scenes"), n_train=1, n_test=12, size=64, seed=3) / "test"
 
@@ -47,6 +49,12 @@ def manifest(folder: Path) -> dict[str, dict]:
     return {entry["name"]: entry for entry in map(json.loads, (folder / MANIFEST).read_text().splitlines())}
 
 
+@pytest.fixture
+def scenes(scenes_read_only, tmp_path) -> Path:
+    """A copy of the scenes that a test may touch."""
+    return Path(shutil.copytree(scenes_read_only, tmp_path / "scenes"))
+
+
 def test_a_rerun_skips_what_is_done_and_redoes_what_is_missing_damaged_or_made_otherwise(checkpoint, scenes, tmp_path):
     out, cfg = tmp_path / "masks", PredictConfig(io_workers=1, tile=48, overlap=16, index_masks=True)
     first = predict(checkpoint, scenes, out, cfg, tmp_path / "first.csv")
@@ -56,6 +64,11 @@ def test_a_rerun_skips_what_is_done_and_redoes_what_is_missing_damaged_or_made_o
     assert (entry["height"], entry["width"], entry["mpx"]) == (64, 64, 0.004096) and entry["seconds"] > 0
     assert sum(entry["shares"].values()) == pytest.approx(1.0)
     assert entry["checkpoints"] == [file_sha256(checkpoint)] and entry["settings"]["tile"] == 48
+    assert (
+        entry["precision"] == "32"
+        and entry["device"] == "cpu"
+        and str(scenes / "rgb" / "synth_0000.png") in entry["inputs"]
+    )
     assert entry["outputs"] == {f: file_sha256(out / f) for f in ("synth_0000.png", "index/synth_0000.png")}
 
     again = predict(checkpoint, scenes, out, cfg, tmp_path / "again.csv")
@@ -67,10 +80,17 @@ def test_a_rerun_skips_what_is_done_and_redoes_what_is_missing_damaged_or_made_o
     (out / MANIFEST).write_text((out / MANIFEST).read_text() + '{"name": "synth_0009", "outp')  # a killed write
     repaired = predict(checkpoint, scenes, out, cfg)
     assert repaired.skipped == 10 and files_of(out) == written
+    assert predict(checkpoint, scenes, out, cfg).skipped == 12  # the lines after the cut one read back
+    assert predict(checkpoint, scenes, out, dataclasses.replace(cfg, io_workers=2)).skipped == 12  # speed only
 
+    os.utime(scenes / "ngr" / "synth_0005.png")  # an input file changed since
+    assert predict(checkpoint, scenes, out, cfg).skipped == 11
     assert predict(checkpoint, scenes, out, CPU).skipped == 0  # other settings: no index masks
     assert predict(checkpoint, scenes, out, CPU).skipped == 12
     assert predict(checkpoint, scenes, out, CPU, overwrite=True).skipped == 0
+    torch.manual_seed(1)
+    other = save_release(build_model("cmx_b0").eval(), to_dict(B0), tmp_path / "other.safetensors")
+    assert predict(other, scenes, out, CPU).skipped == 0  # another checkpoint
 
 
 def test_a_killed_run_rerun_ends_with_the_files_of_an_uninterrupted_one(checkpoint, scenes, tmp_path):
@@ -104,12 +124,15 @@ def test_a_killed_run_rerun_ends_with_the_files_of_an_uninterrupted_one(checkpoi
 def test_a_text_file_lists_sources_and_names_must_not_collide(scenes, tmp_path):
     listing = tmp_path / "scenes.txt"
     rgb = sorted((scenes / "rgb").iterdir())
-    listing.write_text(f"# two single images, then a folder\n{rgb[0]}\n\n{rgb[1]}\n")
+    listing.write_text(f"# a single image, one relative to the list\n{rgb[0]}\n\n{rgb[1].relative_to(tmp_path)}\n")
     assert [p.name for p in find_pairs(listing)] == ["synth_0000", "synth_0001"]
     listing.write_text(f"{rgb[0]}\n{scenes}\n")
     with pytest.raises(
         DataError, match=r"scenes.txt, line 2: a second image named synth_0000 \(the first is from line 1\)"
     ):
+        find_pairs(listing)
+    listing.write_text("other.txt\n")
+    with pytest.raises(DataError, match=r"scenes.txt, line 1: a list of sources cannot list another list"):
         find_pairs(listing)
     listing.write_text("nowhere\n")
     with pytest.raises(DataError, match=r"scenes.txt, line 1: .*nowhere: no such file or folder"):

@@ -153,7 +153,9 @@ def run_predict(args: argparse.Namespace, overrides: list[str]) -> None:
         print(f"wrote {path}")
         return
     result = predict(args.checkpoint, args.input, args.output, cfg, args.submission, args.device, args.overwrite)
-    print(f"wrote {len(result.masks)} masks to {args.output}" + (f" and {args.submission}" if args.submission else ""))
+    earlier = f", {result.skipped} of them from an earlier run" if result.skipped else ""
+    submission = f"; submission {args.submission}" if args.submission else ""
+    print(f"{len(result.masks)} masks in {args.output}{earlier}{submission}")
     print(result.summary())
 
 
@@ -300,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--submission", help="also write this Kaggle submission.csv")
     predict.add_argument(
         "--overwrite", action="store_true",
-        help="predict every image again, even those that <output>/manifest.jsonl shows done by this checkpoint",
+        help="predict every image again, even those that <output>/manifest.jsonl shows done as this run would",
     )  # fmt: skip
     predict.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     predict.add_argument("--config", help="YAML config whose predict section is used (tile, overlap, tta, ...)")
@@ -308,7 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     scene.add_argument("--bands", help="1-based band numbers of R,G,B,NIR, e.g. 4,3,2,5")
     scene.add_argument("--sensor", choices=typing.get_args(Sensor), help="band and scaling preset")
     scene.add_argument("--scale", type=float, help="reflectance = DN * scale + offset (default: the preset's, or 1)")
-    scene.add_argument("--offset", type=float, help="see --scale (default: the preset's, or 0)")
+    scene.add_argument(
+        "--offset", type=float,
+        help="see --scale (default: the preset's, for sentinel2 the product's metadata's; or 0)",
+    )  # fmt: skip
 
     submit = command("submit", run_submit, "encode a folder of colour (or class-id) masks as a Kaggle submission.csv")
     submit.add_argument("masks", help="folder of colour masks")

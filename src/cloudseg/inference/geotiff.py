@@ -48,20 +48,27 @@ SENSORS = {
 }
 
 
-def sentinel2_offset(source: str | Path, scale: float) -> tuple[float, str]:
-    """The reflectance offset of a Sentinel-2 product, from its metadata where it says, and the rule applied."""
+def sentinel2_offset(source: str | Path, bands: tuple[int, ...], scale: float) -> tuple[float, str]:
+    """The reflectance offset of a Sentinel-2 product's `bands`, from its metadata where it says, and the rule
+    applied."""
     tags = {}
     try:
         import rasterio
-
+    except ImportError:
+        return SENTINEL2_OFFSET, "rasterio is missing"  # predict_scene says how to install it
+    try:
         with rasterio.open(source) as src:
-            for band in (None, *range(1, src.count + 1)):  # the dataset's tags, then each band's
-                tags |= {key.upper(): value for key, value in (src.tags(band) if band else src.tags()).items()}
-    except (ImportError, OSError, rasterio.errors.RasterioError):
+            # the dataset's tags, then the chosen bands' (the red band's last: it wins)
+            for found in (src.tags(), *(src.tags(band) for band in bands if 1 <= band <= src.count)):
+                tags |= {key.upper(): value for key, value in found.items()}
+    except (OSError, rasterio.errors.RasterioError):
         pass  # predict_scene names the problem
     for key in ("RADIO_ADD_OFFSET", "BOA_ADD_OFFSET"):
         if key in tags:
-            return float(tags[key]) * scale, f"{key} {tags[key]} in its metadata"
+            try:
+                return float(tags[key]) * scale, f"{key} {tags[key]} in its metadata"
+            except ValueError as error:
+                raise DataError(f"{source}: {key} {tags[key]!r} is not a number; give --offset") from error
     baseline = tags.get("PROCESSING_BASELINE", "").lstrip("N")  # "04.00" (N0400 in product names)
     if baseline.replace(".", "").isdigit():
         number = float(baseline) if "." in baseline else int(baseline) / 100
@@ -147,7 +154,7 @@ def predict_scene_from_checkpoint(
         raise CloudsegError(f"{source}: say which bands are R, G, B and NIR: --bands 4,3,2,5 or --sensor landsat8")
     scale = scale if scale is not None else (preset.scale if preset else 1.0)
     if offset is None and sensor == "sentinel2":
-        offset, rule = sentinel2_offset(source, scale)
+        offset, rule = sentinel2_offset(source, tuple(reversed(bands)), scale)
         log.info(f"{source}: Sentinel-2 offset {offset:g} ({rule}); --offset sets another")
     offset = offset if offset is not None else (preset.offset if preset else 0.0)
     if Path(output).is_dir() or Path(output).suffix.lower() not in (".tif", ".tiff"):

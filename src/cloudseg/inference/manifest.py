@@ -2,9 +2,9 @@
 skips what is done and a run killed at any moment loses at most the images in flight.
 
 A line is appended only after every output of its image is on disk, and says what was written (each file's
-SHA-256), by which checkpoints and settings, and what it found (size, class shares, seconds). An image is done
-when its latest line matches the run's checkpoints and settings and every file it lists still has that hash; a
-line cut short by a kill is ignored.
+SHA-256), from which input files, by which checkpoints, settings, precision, device and versions, and what it
+found (size, class shares, seconds). An image is done when its latest line matches all of these and every file it
+lists still has its hash. Lines that cannot be read (one cut short by a kill, say) count as missing.
 """
 
 import dataclasses
@@ -12,7 +12,11 @@ import json
 import os
 from pathlib import Path
 
+import torch
+
+from cloudseg import __version__
 from cloudseg.config import PredictConfig
+from cloudseg.data.io import SampleFiles
 from cloudseg.errors import os_error
 from cloudseg.files import file_sha256
 
@@ -21,44 +25,76 @@ MANIFEST = "manifest.jsonl"
 NOT_IN_OUTPUTS = ("io_workers", "memory_check")
 
 
-def run_identity(checkpoints: list[Path], cfg: PredictConfig) -> dict:
-    """What makes two runs' outputs the same: the checkpoints' hashes and the settings that shape outputs."""
+def run_identity(checkpoints: list[Path], cfg: PredictConfig, device: torch.device, bf16: bool) -> dict:
+    """What makes two runs' outputs the same: the checkpoints' hashes, the settings that shape outputs, the
+    precision and kind of device they ran in, and the versions that computed them."""
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_IN_OUTPUTS}
-    identity = {"checkpoints": [file_sha256(path) for path in checkpoints], "settings": settings}
+    identity = {
+        "checkpoints": [file_sha256(path) for path in checkpoints],
+        "settings": settings,
+        "precision": "bf16" if bf16 else "32",
+        "device": device.type,
+        "versions": {"cloudseg": __version__, "torch": torch.__version__},
+    }
     return json.loads(json.dumps(identity))  # as a manifest line reads back (tuples become lists)
 
 
+def input_files(files: SampleFiles) -> dict:
+    """An image's input files as a manifest line records them: path, size and modification time."""
+    found = {}
+    for path in (files.rgb, files.ngr):
+        status = path.stat()
+        found[str(path)] = [status.st_size, status.st_mtime_ns]
+    return found
+
+
 class Manifest:
+    """The manifest of one output folder, read once, appended to as images finish."""
+
     def __init__(self, folder: Path, identity: dict):
         self.path, self.identity = folder / MANIFEST, identity
         self.entries: dict[str, dict] = {}
-        if self.path.is_file():
-            for line in self.path.read_text().splitlines():
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    continue  # the last line of a killed run
+        self.ends_mid_line = False
+        try:
+            text = self.path.read_text(encoding="utf-8", errors="replace") if self.path.is_file() else ""
+        except OSError as error:
+            raise os_error(error, self.path) from error
+        self.ends_mid_line = bool(text) and not text.endswith("\n")
+        for line in text.splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if (
+                isinstance(entry, dict)
+                and isinstance(entry.get("name"), str)
+                and isinstance(entry.get("outputs"), dict)
+            ):
                 self.entries[entry["name"]] = entry
 
-    def done(self, name: str) -> bool:
-        """The image's outputs were written by a run like this one and are on disk as they were written."""
-        entry = self.entries.get(name)
+    def done(self, files: SampleFiles) -> bool:
+        """The image's outputs were written from these input files by a run like this one, and are on disk as
+        they were written."""
+        entry = self.entries.get(files.name)
         if entry is None or {k: entry.get(k) for k in self.identity} != self.identity:
+            return False
+        if entry.get("inputs") != input_files(files) or f"{files.name}.png" not in entry["outputs"]:
             return False
         folder = self.path.parent
         return all((folder / file).is_file() and file_sha256(folder / file) == digest
                    for file, digest in entry["outputs"].items())  # fmt: skip
 
     def add(self, entries: list[dict]) -> None:
-        """Appends the entries' lines, on disk before it returns."""
+        """Appends the entries' lines (with the run's identity), on disk before it returns."""
         if not entries:
             return
         lines = "".join(json.dumps({**entry, **self.identity}) + "\n" for entry in entries)
+        if self.ends_mid_line:  # a killed run's last line: ours must not be glued to it
+            lines, self.ends_mid_line = "\n" + lines, False
         try:
-            with self.path.open("a") as handle:
+            with self.path.open("a", encoding="utf-8") as handle:
                 handle.write(lines)
                 handle.flush()
                 os.fsync(handle.fileno())
         except OSError as error:
             raise os_error(error, self.path) from error
-        self.entries.update((entry["name"], entry | self.identity) for entry in entries)

@@ -16,8 +16,8 @@ from cloudseg.config import PredictConfig
 from cloudseg.data.dataset import find_samples, stack_chw
 from cloudseg.data.io import IMAGE_SUFFIXES, SampleFiles, codec_workers, read_sample
 from cloudseg.errors import ConfigError, DataError
-from cloudseg.inference.manifest import Manifest, run_identity
-from cloudseg.inference.outputs import ImageOutputs, OutputWriters
+from cloudseg.inference.manifest import Manifest, input_files, run_identity
+from cloudseg.inference.outputs import ImageOutputs, OutputWriters, Written
 from cloudseg.inference.predictor import Predictor
 from cloudseg.inference.rle import mask_row, write_submission
 from cloudseg.inference.sliding import fits_one_tile
@@ -53,11 +53,17 @@ def find_pairs(source: str | Path) -> list[SampleFiles]:
 def listed_pairs(listing: Path) -> list[SampleFiles]:
     """The pairs of every source a text file lists, one a line (relative to the file's folder; blank lines and
     lines starting with # are skipped); two pairs of one name are an error, as their masks would collide."""
+    try:
+        lines = listing.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise DataError(f"{listing}: not a text file of paths, one a line ({error})") from error
     pairs, where = [], {}
-    for number, line in enumerate(listing.read_text().splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
+        if line.lower().endswith(".txt"):
+            raise DataError(f"{listing}, line {number}: a list of sources cannot list another list ({line})")
         try:
             found = find_pairs(listing.parent / line)
         except DataError as error:
@@ -71,6 +77,15 @@ def listed_pairs(listing: Path) -> list[SampleFiles]:
     if not pairs:
         raise DataError(f"{listing}: lists no images")
     return pairs
+
+
+def remove_stale_temporaries(output: Path, names: list[str]) -> None:
+    """Removes the temporary files that a killed run left of these images' outputs (`files.atomic_path` names
+    them `.<file>.<random>.tmp`)."""
+    prefixes = tuple(f".{name}{after}" for name in names for after in (".png.", "_"))
+    for path in output.rglob(".*.tmp") if output.is_dir() else ():
+        if path.name.startswith(prefixes):
+            path.unlink(missing_ok=True)
 
 
 def uncertainty_map(probabilities: torch.Tensor, kind: str) -> torch.Tensor:
@@ -158,10 +173,10 @@ def image_outputs(names: list[str], logits: torch.Tensor, cfg: PredictConfig) ->
 
 @dataclass
 class Prediction:
-    """What `predict` wrote, and where its wall time went: `seconds` in all; `times` the parts the main thread
-    spent loading the model, waiting for images to be read, running the model on the first batch and on the rest
-    (the host copies, forward pass and class ids back: it waits for the device) and waiting for outputs to be
-    written."""
+    """What `predict` wrote, and where its wall time went: `masks` of every image, `skipped` of them done by an
+    earlier run; `seconds` in all; `times` the parts the main thread spent loading the model, checking an earlier
+    run's outputs, waiting for images to be read, running the model on the first batch and on the rest (the host
+    copies, forward pass and class ids back: it waits for the device) and waiting for outputs to be written."""
 
     masks: list[Path]
     seconds: float = 0.0
@@ -227,15 +242,22 @@ def predict(
     with result.timing("loading the model"):
         predictor = Predictor.from_checkpoint(checkpoints, device, cfg)
     cfg = predictor.cfg
-    manifest = Manifest(output, run_identity(checkpoint_paths(checkpoints), cfg))
-    done = set() if overwrite else {files.name for files in pairs if manifest.done(files.name)}
-    todo = [files for files in pairs if files.name not in done]
-    rows = [mask_row(output / f"{name}.png") for name in sorted(done)] if submission else []
+    with result.timing("checking earlier outputs"):
+        identity = run_identity(checkpoint_paths(checkpoints), cfg, predictor.device, predictor.bf16)
+        manifest = Manifest(output, identity)
+        done = set() if overwrite else {files.name for files in pairs if manifest.done(files)}
+        todo = [files for files in pairs if files.name not in done]
+        remove_stale_temporaries(output, [files.name for files in todo])
+        rows = [mask_row(output / f"{name}.png") for name in sorted(done)] if submission else []
+    inputs = {files.name: input_files(files) for files in todo}
     seconds: dict[str, float] = {}  # each image's share of its batch's model time (a batch is of one size)
 
-    def record(written: list) -> None:
+    def record(written: list[Written]) -> None:
         rows.extend(row for row, _ in written)
-        manifest.add([entry | {"seconds": round(seconds.pop(entry["name"]), 4)} for _, entry in written])
+        manifest.add([
+            entry | {"seconds": round(seconds.pop(entry["name"]), 4), "inputs": inputs[entry["name"]]}
+            for _, entry in written
+        ])  # fmt: skip
         result.megapixels += sum(entry["mpx"] for _, entry in written)
         progress.advance(task, len(written))
 
