@@ -46,7 +46,14 @@ def test_predict_writes_masks_of_the_input_size_and_optional_maps(checkpoint, sy
 def test_predict_reports_where_its_time_went(checkpoint, synth_root, tmp_path):
     result = predict(checkpoint, synth_root, tmp_path, PredictConfig(tile=48, overlap=16, tile_batch=2))
     assert result.masks == [tmp_path / "synth_0000.png", tmp_path / "synth_0001.png"]
-    expected = {"loading the model", "waiting for images", "model, first batch", "model", "waiting for writes"}
+    expected = {
+        "loading the model",
+        "checking earlier outputs",
+        "waiting for images",
+        "model, first batch",
+        "model",
+        "waiting for writes",
+    }
     assert set(result.times) == expected
     assert all(seconds >= 0 for seconds in result.times.values()) and sum(result.times.values()) <= result.seconds
     assert result.summary().startswith(f"2 images in {result.seconds:.1f} s")
