@@ -46,6 +46,27 @@ def scene(tmp_path):
     return path
 
 
+def test_the_output_is_a_valid_cloud_optimised_geotiff_with_class_overviews(tmp_path):
+    cog = pytest.importorskip("rio_cogeo.cogeo")
+    path = tmp_path / "big.tif"
+    rng = np.random.default_rng(1)
+    profile = {"driver": "GTiff", "height": 700, "width": 900, "count": 4, "dtype": "uint16", "crs": "EPSG:32632",
+               "transform": from_origin(500000.0, 5200000.0, 30.0, 30.0), "nodata": 0}  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(rng.integers(5000, 45000, (4, 700, 900), dtype=np.uint16))
+    output = predict_scene(pointwise_predictor(tile=256), path, tmp_path / "mask.tif", (3, 2, 1, 4), 2e-5, -0.1)
+    valid, errors, warnings = cog.cog_validate(output)
+    assert valid and not errors, (errors, warnings)
+    with rasterio.open(output) as mask:
+        assert mask.overviews(1) and mask.nodata == NODATA and mask.tags(1)["class_3"] == "cloud_shadow"
+        assert all(mask.colormap(1)[c.id][:3] == c.rgb for c in CLASSES)
+        ids = mask.read(1)
+        factor = mask.overviews(1)[0]
+        overview = mask.read(1, out_shape=(700 // factor, 900 // factor))  # the first overview level
+    assert set(np.unique(overview)) <= set(np.unique(ids))  # nearest: classes are picked, never averaged
+    assert not list(tmp_path.glob(".*"))  # no temporary file left
+
+
 def test_output_keeps_the_georeference_and_blocks_agree_with_the_whole_scene(scene, tmp_path):
     whole = predict_scene(pointwise_predictor(tile=256), scene, tmp_path / "whole.tif", (4, 3, 2, 5), 2e-5, -0.1)
     tiled = pointwise_predictor(tile=32, overlap=8)

@@ -12,7 +12,9 @@ No-data pixels (the file's nodata value or mask in any selected band) are fed as
 class: they are written as the output's nodata value, 255.
 """
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -76,6 +78,14 @@ def sentinel2_offset(source: str | Path, bands: tuple[int, ...], scale: float) -
     return SENTINEL2_OFFSET, "no offset or processing baseline in its metadata: that of products since January 2022"
 
 
+@contextlib.contextmanager
+def _removed_after(path: Path) -> Iterator[Path]:
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
 def _block_windows(height: int, width: int, block: int, halo: int):
     """(read window, core window inside it, core window in the scene) for blocks covering the scene."""
     from rasterio.windows import Window
@@ -100,10 +110,12 @@ def predict_scene(
     block: int = 4096,
 ) -> Path:
     """Predicts a scene block by block (each block read with a halo of the predictor's tile overlap, so memory is
-    bounded by the block) and writes a tiled, compressed single-band GeoTIFF of class ids with the input's
-    georeference."""
+    bounded by the block) and writes a cloud-optimised GeoTIFF of class ids with the input's georeference: tiled,
+    compressed, with overviews made by nearest resampling (class ids are not averaged), the colour table, nodata
+    and class names."""
     try:
         import rasterio
+        import rasterio.shutil
     except ImportError as error:
         raise CloudsegError("GeoTIFF scenes need the geo extra: pip install 'cloudseg[geo]'") from error
     source, output = Path(source), Path(output)
@@ -122,23 +134,28 @@ def predict_scene(
             "crs": src.crs, "transform": src.transform, "nodata": NODATA, "tiled": True,
             "blockxsize": 256, "blockysize": 256, "compress": "deflate",
         }  # fmt: skip
-        with atomic_path(output) as temporary, rasterio.open(temporary, "w", **profile) as dst:
-            for read, inner, target in _block_windows(src.height, src.width, block, predictor.cfg.overlap):
-                try:
-                    values = src.read(list(bands), window=read).astype(np.float64)  # (4, h, w)
-                    valid = np.all(src.read_masks(list(bands), window=read) > 0, axis=0)
-                except rasterio.errors.RasterioError as error:
-                    raise DataError(f"{source}: the block at row {read.row_off}, column {read.col_off} cannot be read "
-                                    f"({error}); the file is damaged or truncated") from error  # fmt: skip
-                reflectance = values if floating else values * scale + offset
-                reflectance[:, ~valid] = 0.0
-                pixels = encode_reflectance(reflectance).transpose(1, 2, 0)  # (h, w, 4): R, G, B, NIR
-                rgb, aux = to_chw(pixels[..., :3])[None], to_chw(pixels[..., 3:])[None]
-                ids = predictor.class_ids(rgb, aux)[0].byte().cpu().numpy()
-                ids[~valid] = NODATA
-                dst.write(ids[inner], 1, window=target)
-            dst.write_colormap(1, {c.id: (*c.rgb, 255) for c in CLASSES})
-            dst.update_tags(1, **{f"class_{c.id}": c.name for c in CLASSES})
+        # Written block by block into a plain tiled GeoTIFF, then copied into the COG layout, which GDAL writes
+        # in one pass (overviews before the full-resolution tiles).
+        with atomic_path(output) as temporary, _removed_after(temporary.with_suffix(".blocks.tif")) as blocks:
+            with rasterio.open(blocks, "w", **profile) as dst:
+                for read, inner, target in _block_windows(src.height, src.width, block, predictor.cfg.overlap):
+                    try:
+                        values = src.read(list(bands), window=read).astype(np.float64)  # (4, h, w)
+                        valid = np.all(src.read_masks(list(bands), window=read) > 0, axis=0)
+                    except rasterio.errors.RasterioError as error:
+                        raise DataError(f"{source}: the block at row {read.row_off}, column {read.col_off} cannot "
+                                        f"be read ({error}); the file is damaged or truncated") from error  # fmt: skip
+                    reflectance = values if floating else values * scale + offset
+                    reflectance[:, ~valid] = 0.0
+                    pixels = encode_reflectance(reflectance).transpose(1, 2, 0)  # (h, w, 4): R, G, B, NIR
+                    rgb, aux = to_chw(pixels[..., :3])[None], to_chw(pixels[..., 3:])[None]
+                    ids = predictor.class_ids(rgb, aux)[0].byte().cpu().numpy()
+                    ids[~valid] = NODATA
+                    dst.write(ids[inner], 1, window=target)
+                dst.write_colormap(1, {c.id: (*c.rgb, 255) for c in CLASSES})
+                dst.update_tags(1, **{f"class_{c.id}": c.name for c in CLASSES})
+            rasterio.shutil.copy(blocks, temporary, driver="COG", compress="DEFLATE", blocksize=256,
+                                 overview_resampling="NEAREST", resampling="NEAREST")  # fmt: skip
     return output
 
 
