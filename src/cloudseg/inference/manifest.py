@@ -54,7 +54,6 @@ class Manifest:
     def __init__(self, folder: Path, identity: dict):
         self.path, self.identity = folder / MANIFEST, identity
         self.entries: dict[str, dict] = {}
-        self.ends_mid_line = False
         try:
             text = self.path.read_text(encoding="utf-8", errors="replace") if self.path.is_file() else ""
         except OSError as error:
