@@ -2,6 +2,7 @@
 
     pip install "ukis-csmask[cpu]==1.0.0"
     python benchmarks/compare_ukis.py speed --checkpoint runs/.../best.safetensors [--onnx model.onnx]
+    python benchmarks/compare_ukis.py scene --checkpoint runs/.../best.safetensors --size 6000  # one big scene
     python benchmarks/compare_ukis.py accuracy --root ../shared/data/l8biome --model cmx_b0 <seed0 ckpt> <seed1 ckpt> \
         [--model segformer_b0 <ckpt> ...] [--ensemble folds <fold0 ckpt> <fold1 ckpt> ...]
     python benchmarks/compare_ukis.py panels --root ../shared/data/l8biome --model cmx_b0 <ckpt> --model rgb <ckpt> \
@@ -77,6 +78,35 @@ def speed(args: argparse.Namespace) -> dict:
         results["cloudseg_onnx_s"] = timed(lambda: session.run(None, feed), args.repeats)
     results.update({key.replace("_s", "_images_per_s"): 1.0 / value for key, value in list(results.items())})
     return {"size": 512, "threads": torch.get_num_threads(), "repeats": args.repeats, **results}
+
+
+def scene(args: argparse.Namespace) -> dict:
+    """One synthetic SIZE² scene end to end: `cloudseg predict` as a user runs it (start-up, reading the PNG pair,
+    sliding windows, writing the mask) beside ukis-csmask's `CSmask` on the same scene as reflectance, in one run."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from cloudseg.data.io import write_image
+
+    image, _ = make_scene(np.random.default_rng(0), args.size)  # (S, S, 4) reflectance: R, G, B, NIR
+    red, green, blue, nir = (encode_reflectance(image[..., i]) for i in range(4))
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        write_image(root / "rgb" / "scene.png", np.dstack((blue, green, red)))
+        write_image(root / "ngr" / "scene.png", np.dstack((red, green, nir)))
+        command = [sys.executable, "-m", "cloudseg", "predict", "--checkpoint", args.checkpoint, "--input", str(root),
+                   "--output", str(root / "masks")]  # fmt: skip
+        started = time.perf_counter()
+        subprocess.run(command, check=True)
+        cloudseg_s = time.perf_counter() - started
+    started = time.perf_counter()
+    ukis_mask(image[..., [2, 1, 0, 3]])
+    ukis_s = time.perf_counter() - started
+    megapixels = args.size**2 / 1e6
+    return {"size": args.size, "megapixels": megapixels, "cloudseg_predict_s": cloudseg_s, "ukis_csmask_s": ukis_s,
+            "cloudseg_megapixels_per_s": megapixels / cloudseg_s,
+            "ukis_csmask_megapixels_per_s": megapixels / ukis_s}  # fmt: skip
 
 
 def merged_confusion(truth: np.ndarray, prediction: np.ndarray) -> np.ndarray:
@@ -155,8 +185,9 @@ def panels(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("task", choices=("speed", "accuracy", "panels"))
-    parser.add_argument("--checkpoint", help="(speed) a cloudseg best.safetensors")
+    parser.add_argument("task", choices=("speed", "scene", "accuracy", "panels"))
+    parser.add_argument("--checkpoint", help="(speed, scene) a cloudseg best.safetensors")
+    parser.add_argument("--size", type=int, default=6000, help="(scene) the scene's side in pixels")
     parser.add_argument("--model", nargs="+", action="append", metavar=("NAME", "CHECKPOINT"),
                         help="(accuracy, panels) a name, then one or more checkpoints (seeds); repeatable")  # fmt: skip
     parser.add_argument("--ensemble", nargs="+", action="append", metavar=("NAME", "CHECKPOINT"),
@@ -169,11 +200,10 @@ def main() -> None:
     parser.add_argument("-o", "--output", default="panels.png", help="(panels) the PNG to write")
     add_record_options(parser)
     args = parser.parse_args()
-    task = {"speed": speed, "accuracy": accuracy, "panels": panels}[args.task]
-    if (args.task == "speed") != bool(args.checkpoint) or (
-        args.task != "speed" and not ((args.model or args.ensemble) and args.root)
-    ):
-        parser.error("speed needs --checkpoint; accuracy and panels need --root and a --model or --ensemble")
+    task = {"speed": speed, "scene": scene, "accuracy": accuracy, "panels": panels}[args.task]
+    timing = args.task in ("speed", "scene")
+    if timing != bool(args.checkpoint) or (not timing and not ((args.model or args.ensemble) and args.root)):
+        parser.error("speed and scene need --checkpoint; accuracy and panels need --root and a --model or --ensemble")
     report(task(args), args)
 
 
