@@ -26,7 +26,7 @@ from records import add_record_options, report
 
 from cloudseg.data.dataset import find_samples, model_inputs, to_chw
 from cloudseg.data.io import read_sample
-from cloudseg.data.synth import make_scene
+from cloudseg.data.synth import make_scene, write_pair
 from cloudseg.inference.predictor import Predictor
 from cloudseg.metrics import confusion_scores
 from cloudseg.panels import colourise, grid, save_rgb
@@ -87,14 +87,10 @@ def scene(args: argparse.Namespace) -> dict:
     import sys
     import tempfile
 
-    from cloudseg.data.io import write_image
-
     image, _ = make_scene(np.random.default_rng(0), args.size)  # (S, S, 4) reflectance: R, G, B, NIR
-    red, green, blue, nir = (encode_reflectance(image[..., i]) for i in range(4))
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        write_image(root / "rgb" / "scene.png", np.dstack((blue, green, red)))
-        write_image(root / "ngr" / "scene.png", np.dstack((red, green, nir)))
+        write_pair(root, "scene.png", image)
         command = [sys.executable, "-m", "cloudseg", "predict", "--checkpoint", args.checkpoint, "--input", str(root),
                    "--output", str(root / "masks")]  # fmt: skip
         started = time.perf_counter()

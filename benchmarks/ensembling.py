@@ -19,15 +19,13 @@ from cloudseg.data.dataset import to_chw
 from cloudseg.data.io import read_sample
 from cloudseg.inference.evaluate import evaluation_samples
 from cloudseg.inference.predictor import Predictor
-from cloudseg.metrics import class_ids, confusion_scores, flat_scores
+from cloudseg.metrics import class_ids, confusion_counts, confusion_scores, flat_scores
 from cloudseg.models.checkpoint import checkpoint_paths
 from cloudseg.schema import CLASS_NAMES
 
 
 def confusion(truth: np.ndarray, prediction: torch.Tensor) -> torch.Tensor:
-    classes = len(CLASS_NAMES)
-    pairs = torch.from_numpy(truth.astype(np.int64)).ravel() * classes + prediction.ravel().long()
-    return torch.bincount(pairs, minlength=classes * classes).reshape(classes, classes)
+    return confusion_counts(prediction, torch.from_numpy(truth), len(CLASS_NAMES))
 
 
 MEANS = {

@@ -53,14 +53,19 @@ def confusion_scores(confusion: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
+def confusion_counts(prediction: torch.Tensor, target: torch.Tensor, classes: int) -> torch.Tensor:
+    """(classes, classes) pixel counts of one prediction, rows true classes, columns predicted; ignored pixels
+    skipped."""
+    counted = target != IGNORE_INDEX
+    pairs = target[counted].long() * classes + prediction[counted].long()
+    return torch.bincount(pairs, minlength=classes * classes).reshape(classes, classes)
+
+
 def image_scores(prediction: torch.Tensor, target: torch.Tensor, names: tuple[str, ...]) -> dict:
     """One image's pixel count, accuracy, mIoU and per-class IoU, from its own confusion matrix (H, W) ids."""
-    counted = target != IGNORE_INDEX
-    classes = len(names)
-    pairs = target[counted].long() * classes + prediction[counted].long()
-    confusion = torch.bincount(pairs, minlength=classes * classes).reshape(classes, classes)
+    confusion = confusion_counts(prediction, target, len(names))
     scores = flat_scores(confusion_scores(confusion), names)
-    return {"pixels": int(counted.sum()), "accuracy": scores["accuracy"], "mIoU": scores["mIoU"],
+    return {"pixels": int(confusion.sum()), "accuracy": scores["accuracy"], "mIoU": scores["mIoU"],
             **{f"iou/{name}": scores[f"iou/{name}"] for name in names}}  # fmt: skip
 
 

@@ -86,12 +86,17 @@ def make_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndar
     return image, ids
 
 
+def write_pair(folder: Path, name: str, reflectance: np.ndarray) -> None:
+    """`<folder>/rgb/<name>` and `<folder>/ngr/<name>` of an (H, W, 4) R, G, B, NIR reflectance scene, 8-bit."""
+    red, green, blue, nir = (encode_reflectance(reflectance[..., i]) for i in range(4))
+    write_image(folder / "rgb" / name, np.dstack((blue, green, red)))
+    write_image(folder / "ngr" / name, np.dstack((red, green, nir)))  # cv2 channel 2 = NIR
+
+
 def _write_one(root: Path, split: str, index: int, size: int, seed: int, label_dir: Path) -> None:
     image, ids = make_scene(np.random.default_rng([seed, split == "test", index]), size)
-    red, green, blue, nir = (encode_reflectance(image[..., i]) for i in range(4))
     name = f"synth_{index:04d}.png"
-    write_image(root / split / "rgb" / name, np.dstack((blue, green, red)))
-    write_image(root / split / "ngr" / name, np.dstack((red, green, nir)))  # cv2 channel 2 = NIR
+    write_pair(root / split, name, image)
     write_image(label_dir / name, index_to_colour(ids))
 
 
