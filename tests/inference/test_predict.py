@@ -77,7 +77,7 @@ def test_predict_one_pair_of_odd_size(checkpoint, tmp_path):
 
 
 def test_images_of_one_size_that_fit_a_tile_are_batched_and_larger_ones_go_alone():
-    from cloudseg.inference.predict import _same_size_runs
+    from cloudseg.inference.engine import _same_size_runs
 
     sizes = [(64, 64)] * 5 + [(32, 48), (90, 64), (90, 64), (64, 64), (32, 48)]
     images = [(i, (np.zeros((*size, 3)), None)) for i, size in enumerate(sizes)]
@@ -139,7 +139,8 @@ def test_batched_prediction_with_io_processes_writes_what_one_image_at_a_time_wr
 
 
 def test_reader_items_are_runs_of_one_size_and_an_unreadable_pair_is_its_error(tmp_path):
-    from cloudseg.inference.predict import PairRuns, find_pairs
+    from cloudseg.inference.engine import PairRuns
+    from cloudseg.inference.predict import find_pairs
 
     write_pairs(tmp_path, {"a": (32, 32), "b": (32, 32), "c": (40, 70), "d": (32, 32), "e": (32, 32)})
     runs = PairRuns(find_pairs(tmp_path), batch_size=3, tile=48)
@@ -157,7 +158,7 @@ def test_reader_items_are_runs_of_one_size_and_an_unreadable_pair_is_its_error(t
 
 
 def test_uncertainty_of_a_batch_is_the_uncertainty_of_each_image():
-    from cloudseg.inference.predict import uncertainty_map
+    from cloudseg.inference.engine import uncertainty_map
 
     probabilities = torch.rand(3, 4, 5, 6).softmax(1)
     for kind in ("entropy", "max_probability"):

@@ -126,7 +126,8 @@ def run_report(args: argparse.Namespace, overrides: list[str]) -> None:
 def run_predict(args: argparse.Namespace, overrides: list[str]) -> None:
     from cloudseg.inference.predict import predict
 
-    cfg = resolved_config(args, overrides).predict
+    settings = resolved_config(args, overrides)
+    cfg = settings.predict
     scene_flags = [f"--{n}" for n in ("bands", "sensor", "scale", "offset") if getattr(args, n) is not None]
     # A GeoTIFF scene to predict as a whole, rather than an rgb/<name>.tif of an image pair
     scene = Path(args.input).suffix.lower() in (".tif", ".tiff") and Path(args.input).parent.name != "rgb"
@@ -152,7 +153,13 @@ def run_predict(args: argparse.Namespace, overrides: list[str]) -> None:
         )
         print(f"wrote {path}")
         return
-    result = predict(args.checkpoint, args.input, args.output, cfg, args.submission, args.device, args.overwrite)
+    if args.device and any(o.startswith(("--trainer.accelerator", "--trainer.devices")) for o in overrides):
+        raise ConfigError("--device names one device; with --trainer.accelerator or --trainer.devices, drop it")
+    result = predict(
+        args.checkpoint, args.input, args.output, cfg, args.submission, args.device, args.overwrite, settings.trainer
+    )
+    if not result.main:  # another process of a distributed run: the first one reports
+        return
     earlier = f", {result.skipped} of them from an earlier run" if result.skipped else ""
     submission = f"; submission {args.submission}" if args.submission else ""
     print(f"{len(result.masks)} masks in {args.output}{earlier}{submission}")
@@ -288,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--config", help="YAML config whose data.root and predict section are used")
 
     predict = command(
-        "predict", run_predict, "write colour masks (and optionally a Kaggle submission)", ("predict",),
+        "predict", run_predict, "write colour masks (and optionally a Kaggle submission)",
+        ("predict", "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy"),
         memory=inference_memory, epilog=PREDICT_HELP,
     )  # fmt: skip
     predict.add_argument("--checkpoint", required=True, nargs="+", help=CHECKPOINTS_HELP)

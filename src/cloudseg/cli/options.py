@@ -114,6 +114,8 @@ Prediction settings (--predict.*; also in the predict section of a --config file
   --predict.precision auto|32|bf16         auto: bf16 on GPUs
   --predict.index_masks true, --predict.probabilities true, --predict.uncertainty entropy|max_probability
   --predict.calibrated false               the raw softmax, without the checkpoint's fitted temperature
+Where it runs (Lightning, as for training; each process predicts a share of the images):
+  --trainer.accelerator cpu|gpu, --trainer.devices N, --trainer.num_nodes N, --trainer.strategy ddp
 """
 EVALUATE_HELP = f"""{SETTINGS_HELP}
   --data.root PATH                 dataset folder (required)

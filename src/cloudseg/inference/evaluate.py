@@ -16,7 +16,7 @@ from cloudseg.data.dataset import CloudDataset, find_samples
 from cloudseg.data.split import load_split
 from cloudseg.errors import DataError
 from cloudseg.files import atomic_path
-from cloudseg.inference.predict import uncertainty_map
+from cloudseg.inference.engine import uncertainty_map
 from cloudseg.inference.predictor import Predictor
 from cloudseg.inference.report import write_report
 from cloudseg.metrics import (

@@ -3,13 +3,14 @@ skips what is done and a run killed at any moment loses at most the images in fl
 
 A line is appended only after every output of its image is on disk, and says what was written (each file's
 SHA-256), from which input files, by which checkpoints, settings, precision, device and versions, and what it
-found (size, class shares, seconds). An image is done when its latest line matches all of these and every file it
+found (size, class shares, seconds). An image is done when a line of it matches all of these and every file it
 lists still has its hash. Lines that cannot be read (one cut short by a kill, say) count as missing.
 """
 
 import dataclasses
 import json
 import os
+from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -49,38 +50,52 @@ def input_files(files: SampleFiles) -> dict:
 
 
 class Manifest:
-    """The manifest of one output folder, read once, appended to as images finish."""
+    """The manifests of one output folder, read once; this process appends to its own as images finish
+    (`manifest.jsonl`, or `manifest.<k>.jsonl` for process k of a distributed run, so that no two processes append
+    to one file)."""
 
     def __init__(self, folder: Path, identity: dict):
-        self.path, self.identity = folder / MANIFEST, identity
-        self.entries: dict[str, dict] = {}
-        try:
-            text = self.path.read_text(encoding="utf-8", errors="replace") if self.path.is_file() else ""
-        except OSError as error:
-            raise os_error(error, self.path) from error
-        self.ends_mid_line = bool(text) and not text.endswith("\n")
-        for line in text.splitlines():
+        self.folder, self.identity = folder, identity
+        self.entries: dict[str, list[dict]] = defaultdict(list)
+        self.write_as(0)
+        for path in sorted(folder.glob("manifest*.jsonl")) if folder.is_dir() else ():
             try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if (
-                isinstance(entry, dict)
-                and isinstance(entry.get("name"), str)
-                and isinstance(entry.get("outputs"), dict)
-            ):
-                self.entries[entry["name"]] = entry
+                text = path.read_text(encoding="utf-8", errors="replace")
+            except OSError as error:
+                raise os_error(error, path) from error
+            for line in text.splitlines():
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if (
+                    isinstance(entry, dict)
+                    and isinstance(entry.get("name"), str)
+                    and isinstance(entry.get("outputs"), dict)
+                ):
+                    self.entries[entry["name"]].append(entry)
+
+    def write_as(self, rank: int) -> None:
+        """Appends go to the manifest of process `rank`."""
+        self.path = self.folder / (MANIFEST if rank == 0 else f"manifest.{rank}.jsonl")
+        try:
+            with self.path.open("rb") as handle:
+                handle.seek(-1, os.SEEK_END)
+                self.ends_mid_line = handle.read(1) != b"\n"
+        except OSError:  # no such file, or an empty one
+            self.ends_mid_line = False
 
     def done(self, files: SampleFiles) -> bool:
         """The image's outputs were written from these input files by a run like this one, and are on disk as
         they were written."""
-        entry = self.entries.get(files.name)
-        if entry is None or {k: entry.get(k) for k in self.identity} != self.identity:
+        return any(self._holds(entry, files) for entry in self.entries.get(files.name, ()))
+
+    def _holds(self, entry: dict, files: SampleFiles) -> bool:
+        if {k: entry.get(k) for k in self.identity} != self.identity:
             return False
         if entry.get("inputs") != input_files(files) or f"{files.name}.png" not in entry["outputs"]:
             return False
-        folder = self.path.parent
-        return all((folder / file).is_file() and file_sha256(folder / file) == digest
+        return all((self.folder / file).is_file() and file_sha256(self.folder / file) == digest
                    for file, digest in entry["outputs"].items())  # fmt: skip
 
     def add(self, entries: list[dict]) -> None:

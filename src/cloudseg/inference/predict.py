@@ -1,29 +1,25 @@
-"""`cloudseg predict`: colour masks (and optionally index, probability and uncertainty maps) for image pairs."""
+"""`cloudseg predict`: colour masks (and optionally index, probability and uncertainty maps) for image pairs, in
+one process or shared by many (Lightning: devices, nodes, torchrun and SLURM launches)."""
 
-import math
 import time
-from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from rich.progress import Progress
-from torch.utils.data import DataLoader, Dataset
 
-from cloudseg.config import PredictConfig
-from cloudseg.data.dataset import find_samples, stack_chw
-from cloudseg.data.io import IMAGE_SUFFIXES, SampleFiles, codec_workers, read_sample
+from cloudseg.config import PredictConfig, TrainerConfig
+from cloudseg.data.dataset import find_samples
+from cloudseg.data.io import IMAGE_SUFFIXES, SampleFiles, codec_workers
 from cloudseg.errors import ConfigError, DataError
+from cloudseg.inference.engine import MaskWriter, PairPrediction, Prediction
 from cloudseg.inference.manifest import Manifest, input_files, run_identity
-from cloudseg.inference.outputs import ImageOutputs, OutputWriters, Written
+from cloudseg.inference.outputs import OutputWriters
 from cloudseg.inference.predictor import Predictor
 from cloudseg.inference.rle import mask_row, write_submission
-from cloudseg.inference.sliding import fits_one_tile
-from cloudseg.metrics import class_ids
+from cloudseg.launch import lightning_trainer, on_device, quiet_lightning
 from cloudseg.models.checkpoint import checkpoint_paths
-from cloudseg.signals import ignore_stop_signals
+from cloudseg.signals import stop_at_once
 
 
 def find_pairs(source: str | Path) -> list[SampleFiles]:
@@ -79,135 +75,11 @@ def listed_pairs(listing: Path) -> list[SampleFiles]:
     return pairs
 
 
-def remove_stale_temporaries(output: Path, names: list[str]) -> None:
-    """Removes the temporary files that a killed run left of these images' outputs (`files.atomic_path` names
-    them `.<file>.<random>.tmp`)."""
+def stale_temporaries(output: Path, names: list[str]) -> list[Path]:
+    """The temporary files that a killed run left of these images' outputs (`files.atomic_path` names them
+    `.<file>.<random>.tmp`)."""
     prefixes = tuple(f".{name}{after}" for name in names for after in (".png.", "_"))
-    for path in output.rglob(".*.tmp") if output.is_dir() else ():
-        if path.name.startswith(prefixes):
-            path.unlink(missing_ok=True)
-
-
-def uncertainty_map(probabilities: torch.Tensor, kind: str) -> torch.Tensor:
-    """(..., K, H, W) probabilities -> (..., H, W) uint8: normalised entropy, or 1 - max probability, scaled to
-    0..255."""
-    if kind == "entropy":
-        entropy = -(probabilities * probabilities.clamp_min(1e-12).log()).sum(-3)
-        value = entropy / math.log(probabilities.shape[-3])
-    else:
-        value = 1.0 - probabilities.max(-3).values
-    return (value.clamp(0, 1) * 255).round().byte()
-
-
-def _same_size_runs(images: Iterable[tuple], batch_size: int, tile: int) -> Iterator[list[tuple]]:
-    """Consecutive images of one size that fit in a tile, up to `batch_size` of them; a larger image alone (its
-    tiles are batched instead)."""
-    run = []
-    for image in images:
-        shape = image[1][0].shape  # (files, (rgb, nir))
-        if run and (not fits_one_tile(*shape[:2], tile) or shape != run[0][1][0].shape or len(run) == batch_size):
-            yield run
-            run = []
-        run.append(image)
-    if run:
-        yield run
-
-
-class PairRuns(Dataset):
-    """Image pairs, `batch_size` consecutive ones to an item, read in a DataLoader's worker process: the item is
-    their runs (names, RGB (B, 3, H, W), NIR (B, 1, H, W)), uint8 and channels_last, each either images of one
-    size that fit in a tile, stacked, or a larger image alone. One transfer a batch, not one an image, and the
-    stacking done in the worker: the process that runs the model only receives. A pair that cannot be read
-    makes the item its error message, which `read_runs` raises."""
-
-    def __init__(self, pairs: list[SampleFiles], batch_size: int, tile: int):
-        self.pairs, self.batch_size, self.tile = pairs, batch_size, tile
-
-    def __len__(self) -> int:
-        return -(-len(self.pairs) // self.batch_size)
-
-    def __getitem__(self, index: int) -> list[tuple[list[str], torch.Tensor, torch.Tensor]] | str:
-        chunk = self.pairs[index * self.batch_size : (index + 1) * self.batch_size]
-        try:
-            images = [(files, read_sample(files)[:2]) for files in chunk]
-        except DataError as error:
-            return str(error)
-        return [
-            (
-                [files.name for files, _ in run],
-                stack_chw([rgb for _, (rgb, _) in run]),
-                stack_chw([nir for _, (_, nir) in run]),
-            )
-            for run in _same_size_runs(images, self.batch_size, self.tile)
-        ]
-
-
-def read_runs(pairs: list[SampleFiles], cfg: PredictConfig, workers: int) -> Iterator[tuple]:
-    """The runs of `PairRuns`, in order, read by `workers` processes (0: this one), each a batch ahead."""
-    dataset = PairRuns(pairs, cfg.tile_batch, cfg.tile)
-    loader = DataLoader(
-        dataset,
-        batch_size=None,
-        num_workers=workers,
-        prefetch_factor=1 if workers else None,
-        worker_init_fn=ignore_stop_signals,  # the parent stops them, after SIGINT or SIGTERM too
-    )
-    for item in loader:
-        if isinstance(item, str):
-            raise DataError(item)
-        yield from item
-
-
-def image_outputs(names: list[str], logits: torch.Tensor, cfg: PredictConfig) -> ImageOutputs:
-    """What to write of a batch's logits, made on their device: class ids, and the probability and uncertainty
-    maps `cfg` asks for, as uint8 arrays (the host receives a quarter of float32's bytes and does no arithmetic)."""
-    probabilities = uncertainty = None
-    if cfg.probabilities or cfg.uncertainty != "none":
-        softmax = logits.float().softmax(1)
-        if cfg.probabilities:
-            probabilities = (softmax * 255).round().byte().cpu().numpy()
-        if cfg.uncertainty != "none":
-            uncertainty = uncertainty_map(softmax, cfg.uncertainty).cpu().numpy()
-    return ImageOutputs(names, class_ids(logits).byte().cpu().numpy(), probabilities, uncertainty)
-
-
-@dataclass
-class Prediction:
-    """What `predict` wrote, and where its wall time went: `masks` of every image, `skipped` of them done by an
-    earlier run; `seconds` in all; `times` the parts the main thread spent loading the model, checking an earlier
-    run's outputs, waiting for images to be read, running the model on the first batch and on the rest (the host
-    copies, forward pass and class ids back: it waits for the device) and waiting for outputs to be written."""
-
-    masks: list[Path]
-    seconds: float = 0.0
-    times: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    skipped: int = 0  # images done by an earlier run, as the manifest shows
-    megapixels: float = 0.0  # of the images predicted by this run
-
-    @contextmanager
-    def timing(self, part: str) -> Iterator[None]:
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.times[part] += time.perf_counter() - started
-
-    def timed(self, items: Iterable, part: str) -> Iterator:
-        """`items`, the time spent waiting for each one added to `part`."""
-        iterator = iter(items)
-        while True:
-            with self.timing(part):
-                item = next(iterator, None)
-            if item is None:
-                return
-            yield item
-
-    def summary(self) -> str:
-        parts = ", ".join(f"{part} {seconds:.1f} s" for part, seconds in self.times.items())
-        done = len(self.masks) - self.skipped
-        rate = f"{done / self.seconds:.1f} img/s, {self.megapixels / self.seconds:.2f} Mpx/s"
-        skipped = f"; {self.skipped} done before, skipped" if self.skipped else ""
-        return f"{done} images in {self.seconds:.1f} s, {rate} ({parts}){skipped}"
+    return [path for path in (output.rglob(".*.tmp") if output.is_dir() else ()) if path.name.startswith(prefixes)]
 
 
 def predict(
@@ -218,6 +90,7 @@ def predict(
     submission: str | Path | None = None,
     device: str | None = None,
     overwrite: bool = False,
+    trainer: TrainerConfig | None = None,
 ) -> Prediction:
     """Writes `<output>/<name>.png` colour masks (label colours, BGR) of every pair, from one checkpoint or the
     average of several; returns their paths and times.
@@ -225,6 +98,10 @@ def predict(
     `<output>/manifest.jsonl` records each image as its outputs are written; a rerun skips the images it shows
     done by the same checkpoints and settings with their files intact (`overwrite` redoes them), so a killed run
     continues where it stopped and ends with the same files as an uninterrupted one.
+
+    `trainer`'s accelerator, devices, strategy and nodes say where the model runs (default: one device, the GPU
+    if there is one; `device` names one); with several processes each predicts its share of the images, and the
+    first writes the submission once all are done. The outputs are the same bytes in any number of processes.
 
     `cfg.io_workers` processes read the next images, and as many write the last ones' outputs, while the model
     runs; threads would hold the GIL that the model's thread needs to launch each operation. Images of one size
@@ -239,50 +116,52 @@ def predict(
             f"--output {output}: predict writes a <name>.png mask for each image into a folder; name a folder"
         )
     pairs = find_pairs(source)
+    trainer = lightning_trainer(
+        on_device(trainer or TrainerConfig(devices=1), device),
+        precision="32-true",  # the predictor runs its own precision (`cfg.precision`)
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,  # MaskWriter's counts images, not batches
+        enable_model_summary=False,
+    )
     with result.timing("loading the model"):
-        predictor = Predictor.from_checkpoint(checkpoints, device, cfg)
+        predictor = Predictor.from_checkpoint(checkpoints, trainer.strategy.root_device, cfg)
     cfg = predictor.cfg
     with result.timing("checking earlier outputs"):
         identity = run_identity(checkpoint_paths(checkpoints), cfg, predictor.device, predictor.bf16)
         manifest = Manifest(output, identity)
         done = set() if overwrite else {files.name for files in pairs if manifest.done(files)}
         todo = [files for files in pairs if files.name not in done]
-        remove_stale_temporaries(output, [files.name for files in todo])
-        rows = [mask_row(output / f"{name}.png") for name in sorted(done)] if submission else []
-    inputs = {files.name: input_files(files) for files in todo}
-    seconds: dict[str, float] = {}  # each image's share of its batch's model time (a batch is of one size)
-
-    def record(written: list[Written]) -> None:
-        rows.extend(row for row, _ in written)
-        manifest.add([
-            entry | {"seconds": round(seconds.pop(entry["name"]), 4), "inputs": inputs[entry["name"]]}
-            for _, entry in written
-        ])  # fmt: skip
-        result.megapixels += sum(entry["mpx"] for _, entry in written)
-        progress.advance(task, len(written))
-
-    workers = cfg.io_workers or codec_workers()
-    with (
-        OutputWriters(output, cfg, workers, pending=2 * cfg.tile_batch) as writers,
-        Progress(transient=True) as progress,
-    ):
-        task = progress.add_task("predicting", total=len(pairs), completed=len(done))
-        runs = result.timed(read_runs(todo, cfg, workers), "waiting for images")
-        for index, (names, rgb, aux) in enumerate(runs):
-            # The first batch also pays for the device's lazy start (kernels loaded, libraries set up) and for any
-            # compilation: apart, so that the rest shows the steady pace.
-            batch_started = time.perf_counter()
-            with result.timing("model" if index else "model, first batch"):
-                outputs = image_outputs(names, predictor.logits(rgb, aux), cfg)
-            seconds.update(dict.fromkeys(names, (time.perf_counter() - batch_started) / len(names)))
-            with result.timing("waiting for writes"):
-                record(writers.submit(outputs))
-        with result.timing("waiting for writes"):
-            for finished in writers.remaining():
-                record(finished)
-    if submission:
-        write_submission(rows, submission)
+        inputs = {files.name: input_files(files) for files in todo}
+    # the reading and writing processes of every process on this machine share its cores
+    workers = cfg.io_workers or max(1, codec_workers() // trainer.num_devices)
+    with OutputWriters(output, cfg, workers, pending=2 * cfg.tile_batch) as writers:
+        writer = MaskWriter(writers, manifest, inputs, result, stale_temporaries(output, list(inputs)),
+                            total=len(pairs), done=len(done))  # fmt: skip
+        trainer.callbacks.append(writer)
+        with quiet_lightning(), stop_at_once(), warnings.catch_warnings():
+            # MaskWriter needs no batch indices (a batch names its images), which a loader of whole items lacks
+            warnings.filterwarnings("ignore", "Couldn't infer the batch indices")
+            warnings.filterwarnings("ignore", ".*LeafSpec.*deprecated")  # inside Lightning
+            if todo:  # the same in every process: all of them predict, or none
+                trainer.predict(PairPrediction(predictor, todo, workers, result), return_predictions=False)
+    written = gathered((writer.rows, result.megapixels))
+    result.megapixels = sum(megapixels for _, megapixels in written)
+    result.main = trainer.is_global_zero
+    if submission and result.main:
+        with result.timing("checking earlier outputs"):
+            rows = [mask_row(output / f"{name}.png") for name in sorted(done)]
+        write_submission([*rows, *(row for rows, _ in written for row in rows)], submission)
     result.masks = [output / f"{files.name}.png" for files in pairs]
     result.skipped = len(done)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def gathered(value: object) -> list:
+    """`value` of every process of a distributed run, in rank order (of this process alone otherwise)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [value]
+    values = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(values, value)
+    return values

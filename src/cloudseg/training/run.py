@@ -18,12 +18,13 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.profilers import SimpleProfiler
 from lightning.pytorch.utilities import rank_zero_only
-from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from cloudseg.config import Config
 from cloudseg.data.datamodule import CloudDataModule
 from cloudseg.errors import ConfigError, InterruptError, WeightsError
 from cloudseg.files import atomic_path
+from cloudseg.launch import lightning_trainer
 from cloudseg.memory import MemoryCheck, training_bytes
 from cloudseg.models.checkpoint import read_header
 from cloudseg.models.weights import resolve_weights
@@ -188,57 +189,39 @@ def _precision(cfg: Config) -> str:
 
 
 def build_trainer(cfg: Config, run_dir: Path, resumed: dict | None, stop: StopRequest) -> L.Trainer:
-    """The Lightning trainer of a run; Lightning checks the device and strategy settings here, before any data
-    is read. Its banner of available devices is left out (the run's log names the devices it uses), so that a
-    refused setting or dataset reads as one line."""
-    # Before the try: their ConfigErrors are not Lightning's.
+    """The Lightning trainer of a run, with cloudseg's callbacks, loggers and checkpoint writing."""
     extra_callbacks = _instances(cfg.trainer.callbacks, "trainer.callbacks")
     loggers = _loggers(cfg, run_dir, resumed)
-    lightning_log = logging.getLogger("lightning.pytorch")
-    level = lightning_log.level
-    lightning_log.setLevel(logging.WARNING)
-    try:
-        return L.Trainer(
-            default_root_dir=run_dir,
-            max_epochs=cfg.trainer.max_epochs,
-            accelerator=cfg.trainer.accelerator,
-            devices=cfg.trainer.devices,
-            strategy=cfg.trainer.strategy,
-            num_nodes=cfg.trainer.num_nodes,
-            precision=_precision(cfg),
-            accumulate_grad_batches=cfg.trainer.accumulate_grad_batches,
-            check_val_every_n_epoch=cfg.trainer.check_val_every_n_epoch,
-            gradient_clip_val=cfg.optim.grad_clip,
-            deterministic=cfg.trainer.deterministic,
-            log_every_n_steps=cfg.trainer.log_every_n_steps,
-            use_distributed_sampler=False,  # EpochSampler splits the data between processes itself
-            num_sanity_val_steps=0,
-            logger=loggers,
-            plugins=[AtomicCheckpointIO()],
-            callbacks=[
-                StopOnSignal(stop),
-                BestRelease(run_dir),
-                *([BestRelease(run_dir, "val_ema", "best_ema")] if cfg.trainer.ema_decay else []),
-                ValidationReport(run_dir),
-                ValidationPanels(run_dir, cfg.trainer.panels),
-                TrainingProgress(),
-                *([CompilationNotice()] if cfg.trainer.compile else []),
-                LearningRateMonitor(logging_interval="step"),
-                *extra_callbacks,
-                LastCheckpoint(run_dir, cfg.trainer.checkpoint_every_s),  # last: it saves the others' state too
-            ],
-            enable_checkpointing=False,  # LastCheckpoint and BestRelease write the checkpoints
-            enable_model_summary=False,  # its FLOPs column reads 0 without an example input; the log has the counts
-            profiler=SimpleProfiler(run_dir, "profile") if cfg.trainer.profiler == "simple" else None,
-        )
-    except (ValueError, TypeError, MisconfigurationException) as error:  # an unknown strategy, devices it lacks
-        t = cfg.trainer
-        raise ConfigError(
-            f"Lightning refused trainer.accelerator {t.accelerator!r}, devices {t.devices!r}, strategy {t.strategy!r}"
-            f" on this machine: {str(error).strip().splitlines()[0]}"
-        ) from error
-    finally:
-        lightning_log.setLevel(level)
+    return lightning_trainer(
+        cfg.trainer,
+        default_root_dir=run_dir,
+        max_epochs=cfg.trainer.max_epochs,
+        precision=_precision(cfg),
+        accumulate_grad_batches=cfg.trainer.accumulate_grad_batches,
+        check_val_every_n_epoch=cfg.trainer.check_val_every_n_epoch,
+        gradient_clip_val=cfg.optim.grad_clip,
+        deterministic=cfg.trainer.deterministic,
+        log_every_n_steps=cfg.trainer.log_every_n_steps,
+        use_distributed_sampler=False,  # EpochSampler splits the data between processes itself
+        num_sanity_val_steps=0,
+        logger=loggers,
+        plugins=[AtomicCheckpointIO()],
+        callbacks=[
+            StopOnSignal(stop),
+            BestRelease(run_dir),
+            *([BestRelease(run_dir, "val_ema", "best_ema")] if cfg.trainer.ema_decay else []),
+            ValidationReport(run_dir),
+            ValidationPanels(run_dir, cfg.trainer.panels),
+            TrainingProgress(),
+            *([CompilationNotice()] if cfg.trainer.compile else []),
+            LearningRateMonitor(logging_interval="step"),
+            *extra_callbacks,
+            LastCheckpoint(run_dir, cfg.trainer.checkpoint_every_s),  # last: it saves the others' state too
+        ],
+        enable_checkpointing=False,  # LastCheckpoint and BestRelease write the checkpoints
+        enable_model_summary=False,  # its FLOPs column reads 0 without an example input; the log has the counts
+        profiler=SimpleProfiler(run_dir, "profile") if cfg.trainer.profiler == "simple" else None,
+    )
 
 
 def stopped(signum: int, run_dir: Path, trainer: L.Trainer) -> InterruptError:

@@ -1,0 +1,236 @@
+"""`cloudseg predict` as a Lightning run, so that one process or many (devices, nodes, torchrun or SLURM launches)
+share the images: `PairPrediction` runs the `Predictor` on its process's share, `MaskWriter` writes each batch's
+outputs as it finishes and records them in the manifest.
+
+A process's share is whole items of `PairRuns` (Lightning's distributed sampler deals them out), each a fixed run
+of consecutive images: every image goes through the model in the same batch, tile for tile, whatever the number
+of processes, so the outputs are the same bytes.
+"""
+
+import math
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+from rich.progress import Progress
+from torch.utils.data import DataLoader, Dataset
+
+from cloudseg.config import PredictConfig
+from cloudseg.data.dataset import stack_chw
+from cloudseg.data.io import SampleFiles, read_sample
+from cloudseg.errors import DataError
+from cloudseg.inference.manifest import Manifest
+from cloudseg.inference.outputs import ImageOutputs, OutputWriters, Written
+from cloudseg.inference.predictor import Predictor
+from cloudseg.inference.sliding import fits_one_tile
+from cloudseg.metrics import class_ids
+from cloudseg.signals import ignore_stop_signals
+
+
+def uncertainty_map(probabilities: torch.Tensor, kind: str) -> torch.Tensor:
+    """(..., K, H, W) probabilities -> (..., H, W) uint8: normalised entropy, or 1 - max probability, scaled to
+    0..255."""
+    if kind == "entropy":
+        entropy = -(probabilities * probabilities.clamp_min(1e-12).log()).sum(-3)
+        value = entropy / math.log(probabilities.shape[-3])
+    else:
+        value = 1.0 - probabilities.max(-3).values
+    return (value.clamp(0, 1) * 255).round().byte()
+
+
+def image_outputs(names: list[str], logits: torch.Tensor, cfg: PredictConfig) -> ImageOutputs:
+    """What to write of a batch's logits, made on their device: class ids, and the probability and uncertainty
+    maps `cfg` asks for, as uint8 arrays (the host receives a quarter of float32's bytes and does no arithmetic)."""
+    probabilities = uncertainty = None
+    if cfg.probabilities or cfg.uncertainty != "none":
+        softmax = logits.float().softmax(1)
+        if cfg.probabilities:
+            probabilities = (softmax * 255).round().byte().cpu().numpy()
+        if cfg.uncertainty != "none":
+            uncertainty = uncertainty_map(softmax, cfg.uncertainty).cpu().numpy()
+    return ImageOutputs(names, class_ids(logits).byte().cpu().numpy(), probabilities, uncertainty)
+
+
+def _same_size_runs(images: Iterable[tuple], batch_size: int, tile: int) -> Iterator[list[tuple]]:
+    """Consecutive images of one size that fit in a tile, up to `batch_size` of them; a larger image alone (its
+    tiles are batched instead)."""
+    run = []
+    for image in images:
+        shape = image[1][0].shape  # (files, (rgb, nir))
+        if run and (not fits_one_tile(*shape[:2], tile) or shape != run[0][1][0].shape or len(run) == batch_size):
+            yield run
+            run = []
+        run.append(image)
+    if run:
+        yield run
+
+
+class PairRuns(Dataset):
+    """Image pairs, `batch_size` consecutive ones to an item, read in a DataLoader's worker process: the item is
+    their runs (names, RGB (B, 3, H, W), NIR (B, 1, H, W)), uint8 and channels_last, each either images of one
+    size that fit in a tile, stacked, or a larger image alone. One transfer a batch, not one an image, and the
+    stacking done in the worker: the process that runs the model only receives. A pair that cannot be read
+    makes the item its error message, which `PairPrediction` raises."""
+
+    def __init__(self, pairs: list[SampleFiles], batch_size: int, tile: int):
+        self.pairs, self.batch_size, self.tile = pairs, batch_size, tile
+
+    def __len__(self) -> int:
+        return -(-len(self.pairs) // self.batch_size)
+
+    def __getitem__(self, index: int) -> list[tuple[list[str], torch.Tensor, torch.Tensor]] | str:
+        chunk = self.pairs[index * self.batch_size : (index + 1) * self.batch_size]
+        try:
+            images = [(files, read_sample(files)[:2]) for files in chunk]
+        except DataError as error:
+            return str(error)
+        return [
+            (
+                [files.name for files, _ in run],
+                stack_chw([rgb for _, (rgb, _) in run]),
+                stack_chw([nir for _, (_, nir) in run]),
+            )
+            for run in _same_size_runs(images, self.batch_size, self.tile)
+        ]
+
+
+@dataclass
+class Prediction:
+    """What `predict` wrote, and where its wall time went: `masks` of every image, `skipped` of them done by an
+    earlier run; `seconds` in all; `times` the parts this process spent loading the model, checking an earlier
+    run's outputs, waiting for images to be read, running the model on the first batch and on the rest (the host
+    copies, forward pass and class ids back: it waits for the device) and waiting for outputs to be written.
+    `main`: whether this is the process that reports (the first of a distributed run)."""
+
+    masks: list[Path]
+    seconds: float = 0.0
+    times: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    skipped: int = 0  # images done by an earlier run, as the manifest shows
+    megapixels: float = 0.0  # of the images predicted by this run
+    main: bool = True
+    since: float = 0.0  # when the wait for the next batch began
+
+    @contextmanager
+    def timing(self, part: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.times[part] += time.perf_counter() - started
+
+    def waited(self, part: str) -> None:
+        """Adds the time since `since` to `part`, and starts the next wait."""
+        now = time.perf_counter()
+        self.times[part] += now - self.since
+        self.since = now
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{part} {seconds:.1f} s" for part, seconds in self.times.items())
+        done = len(self.masks) - self.skipped
+        rate = f"{done / self.seconds:.1f} img/s, {self.megapixels / self.seconds:.2f} Mpx/s"
+        skipped = f"; {self.skipped} done before, skipped" if self.skipped else ""
+        return f"{done} images in {self.seconds:.1f} s, {rate} ({parts}){skipped}"
+
+
+class PairPrediction(L.LightningModule):
+    """The predictor over the pairs still to do; each batch's outputs are the batch's return value, for
+    `MaskWriter`. The predictor keeps its model on its own device and precision (the model is not this module's
+    parameter, so Lightning neither moves nor wraps it)."""
+
+    def __init__(self, predictor: Predictor, pairs: list[SampleFiles], workers: int, result: Prediction):
+        super().__init__()
+        self.predictor, self.pairs, self.workers, self.result = predictor, pairs, workers, result
+        self.seconds: dict[str, float] = {}  # each image's share of its run's model time (a run is of one size)
+
+    def predict_dataloader(self) -> DataLoader:
+        cfg = self.predictor.cfg
+        return DataLoader(
+            PairRuns(self.pairs, cfg.tile_batch, cfg.tile),
+            batch_size=None,
+            num_workers=self.workers,
+            prefetch_factor=1 if self.workers else None,
+            worker_init_fn=ignore_stop_signals,  # the parent stops them, after SIGINT or SIGTERM too
+        )
+
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        return batch  # the predictor moves what runs on the device (a scene's tiles, not the scene)
+
+    def predict_step(self, batch: list[tuple] | str) -> list[ImageOutputs]:
+        self.result.waited("waiting for images")
+        if isinstance(batch, str):
+            raise DataError(batch)
+        outputs = []
+        for names, rgb, aux in batch:
+            # The first run also pays for the device's lazy start (kernels loaded, libraries set up) and for any
+            # compilation: apart, so that the rest shows the steady pace.
+            started = time.perf_counter()
+            with self.result.timing("model" if "model, first batch" in self.result.times else "model, first batch"):
+                outputs.append(image_outputs(names, self.predictor.logits(rgb, aux), self.predictor.cfg))
+            self.seconds.update(dict.fromkeys(names, (time.perf_counter() - started) / len(names)))
+        return outputs
+
+
+class MaskWriter(BasePredictionWriter):
+    """Hands each batch's outputs to the writer processes and, as their files land, appends the images to the
+    manifest (this process's own file: processes never append to one file) and keeps their submission rows.
+    Before the first batch, the first process removes what killed runs left half-written, while the others
+    wait."""
+
+    def __init__(self, writers: OutputWriters, manifest: Manifest, inputs: dict[str, dict], result: Prediction,
+                 stale: Iterable[Path], total: int, done: int):  # fmt: skip
+        super().__init__(write_interval="batch")
+        self.writers, self.manifest, self.inputs, self.result = writers, manifest, inputs, result
+        self.stale, self.total, self.done = stale, total, done
+        self.rows: list[tuple[str, str]] = []
+        self.progress = Progress(transient=True)
+
+    def setup(self, trainer: L.Trainer, pl_module: PairPrediction, stage: str) -> None:
+        if trainer.is_global_zero:
+            for path in self.stale:
+                path.unlink(missing_ok=True)
+        trainer.strategy.barrier()
+        self.manifest.write_as(trainer.global_rank)
+        self.progress.disable = not trainer.is_global_zero
+        self.progress.start()
+        if trainer.world_size == 1:
+            self.task = self.progress.add_task("predicting", total=self.total, completed=self.done)
+        else:  # the first process shows its own share: whole items of PairRuns, dealt out in turn
+            size, pairs = pl_module.predictor.cfg.tile_batch, pl_module.pairs
+            items = range(trainer.global_rank, -(-len(pairs) // size), trainer.world_size)
+            share = sum(len(pairs[i * size : (i + 1) * size]) for i in items)
+            self.task = self.progress.add_task(f"predicting, process 1 of {trainer.world_size}", total=share)
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: PairPrediction) -> None:
+        self.result.since = time.perf_counter()  # the first batch's wait includes the readers' start
+
+    def write_on_batch_end(self, trainer, pl_module: PairPrediction, prediction: list[ImageOutputs], *_) -> None:
+        with self.result.timing("waiting for writes"):
+            for outputs in prediction:
+                self._record(pl_module, self.writers.submit(outputs))
+        self.result.since = time.perf_counter()
+
+    def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: PairPrediction) -> None:
+        with self.result.timing("waiting for writes"):
+            for written in self.writers.remaining():
+                self._record(pl_module, written)
+
+    def teardown(self, trainer: L.Trainer, pl_module: PairPrediction, stage: str) -> None:
+        self.progress.stop()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: PairPrediction, exception: BaseException) -> None:
+        self.progress.stop()
+
+    def _record(self, pl_module: PairPrediction, written: list[Written]) -> None:
+        self.rows.extend(row for row, _ in written)
+        self.manifest.add([
+            entry | {"seconds": round(pl_module.seconds.pop(entry["name"]), 4), "inputs": self.inputs[entry["name"]]}
+            for _, entry in written
+        ])  # fmt: skip
+        self.result.megapixels += sum(entry["mpx"] for _, entry in written)
+        self.progress.advance(self.task, len(written))

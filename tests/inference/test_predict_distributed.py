@@ -1,0 +1,79 @@
+"""`predict` shared between processes by Lightning: the same bytes from 1 process and from 2 (CPU, gloo), one
+submission written once, and the manifests of either run continued by the other."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from cloudseg.inference.rle import read_submission, rle_decode
+from cloudseg.models import build_model
+from cloudseg.models.checkpoint import save_release
+from cloudseg.sections import to_dict
+from tests.conftest import B0
+from tests.inference.test_predict import write_pairs
+
+ROOT = Path(__file__).resolve().parents[2]
+# 9 images: runs of one size batched two at a time, odd sizes, and two larger than the 48² tile (sliding window)
+SIZES = {"a": (48, 48), "b": (48, 48), "c": (48, 48), "d": (40, 70), "e": (48, 48), "f": (100, 90),
+         "g": (30, 20), "h": (48, 48), "i": (64, 64)}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    return save_release(build_model("cmx_b0").eval(), to_dict(B0), tmp_path_factory.mktemp("ckpt") / "best.safetensors")
+
+
+def cloudseg_predict(checkpoint: Path, source: Path, output: Path, *options: str) -> str:
+    """The command as a user runs it, in a fresh process (Lightning starts the second process from its command)."""
+    command = [sys.executable, "-m", "cloudseg", "predict", "--checkpoint", str(checkpoint), "--input", str(source),
+               "--output", str(output), "--submission", str(output / "submission.csv"), "--predict.tile", "48",
+               "--predict.overlap", "16", "--predict.tile_batch", "2", "--predict.index_masks", "true",
+               *options]  # fmt: skip
+    environment = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "CLOUDSEG_DEBUG": "1"}
+    done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def manifest_names(folder: Path) -> list[str]:
+    return sorted(json.loads(line)["name"] for path in folder.glob("manifest*.jsonl") for line in path.open())
+
+
+def test_two_processes_write_the_bytes_one_process_writes(checkpoint, tmp_path):
+    write_pairs(tmp_path / "in", SIZES)
+    one, two = tmp_path / "one", tmp_path / "two"
+    cloudseg_predict(checkpoint, tmp_path / "in", one)
+    out = cloudseg_predict(checkpoint, tmp_path / "in", two, "--trainer.accelerator", "cpu", "--trainer.devices",
+                           "2", "--trainer.strategy", "ddp")  # fmt: skip
+    assert out.count("9 masks in") == 1  # the first process reports for both
+    assert sorted(p.name for p in two.glob("manifest*.jsonl")) == ["manifest.1.jsonl", "manifest.jsonl"]
+    assert manifest_names(one) == manifest_names(two) == sorted(SIZES)  # each image written once
+    masks = sorted(p.relative_to(one) for p in one.rglob("*.png"))
+    assert len(masks) == 2 * len(SIZES)  # colour and index masks
+    assert masks == sorted(p.relative_to(two) for p in two.rglob("*.png"))
+    for mask in masks:
+        assert (one / mask).read_bytes() == (two / mask).read_bytes(), mask
+    assert (one / "submission.csv").read_bytes() == (two / "submission.csv").read_bytes()
+    rows = read_submission(two / "submission.csv")
+    assert list(rows) == [f"{name}.png" for name in sorted(SIZES)]
+    classes = set()
+    for name, (height, width) in SIZES.items():  # each row decodes to its mask
+        colour = cv2.imread(str(two / f"{name}.png"))
+        assert colour.shape == (height, width, 3)
+        assert np.array_equal(rle_decode(rows[f"{name}.png"], height, width), colour)
+        classes |= set(np.unique(cv2.imread(str(two / "index" / f"{name}.png"), cv2.IMREAD_UNCHANGED)).tolist())
+    assert len(classes) > 1  # the masks are not all one class, which would make equality cheap
+
+    # One process continues what two wrote: everything is done, nothing rewritten, the same submission.
+    stamps = {p: p.stat().st_mtime_ns for p in two.rglob("*.png")}
+    assert "9 of them from an earlier run" in cloudseg_predict(checkpoint, tmp_path / "in", two)
+    assert stamps == {p: p.stat().st_mtime_ns for p in two.rglob("*.png")}
+    assert (one / "submission.csv").read_bytes() == (two / "submission.csv").read_bytes()
