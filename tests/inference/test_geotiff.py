@@ -8,6 +8,7 @@ from cloudseg.config import PredictConfig
 from cloudseg.errors import DataError
 from cloudseg.inference.geotiff import NODATA, predict_scene
 from cloudseg.inference.predictor import Predictor
+from cloudseg.inference.sliding import tile_count
 from cloudseg.models.checkpoint import Release
 from cloudseg.schema import CLASSES
 from tests.conftest import B0
@@ -82,6 +83,17 @@ def test_output_keeps_the_georeference_and_blocks_agree_with_the_whole_scene(sce
     assert (ids_a[:10, :12] == NODATA).all() and (ids_a[10:, 12:] < 4).all()
 
 
+def test_a_scenes_tile_progress_runs_over_all_its_blocks_to_the_end(scene, tmp_path):
+    seen = []
+    predict_scene(pointwise_predictor(tile=32, overlap=8, tile_batch=4), scene, tmp_path / "m.tif", (4, 3, 2, 5),
+                  2e-5, -0.1, block=64, on_tiles=lambda *a: seen.append(a))  # fmt: skip
+    totals = {total for _, total in seen}
+    done = [d for d, _ in seen]
+    # 150 x 170 in 64² blocks read with an 8-pixel halo: 3 x 3 blocks, each in 32² tiles
+    assert totals == {sum(tile_count(h, w, 32, 8) for h in (72, 80, 30) for w in (72, 80, 50))}
+    assert done == sorted(done) and done[-1] == totals.pop()
+
+
 def test_too_few_bands_is_an_error_naming_the_file(scene, tmp_path):
     with pytest.raises(DataError, match=r"scene\.tif: has 5 bands; bands 4,3,2,8 \(R, G, B, NIR\) were asked for"):
         predict_scene(pointwise_predictor(), scene, tmp_path / "x.tif", (4, 3, 2, 8), 1e-4, 0.0)
@@ -112,7 +124,7 @@ class Recording(Predictor):
         super().__init__(Pointwise(), Release.of(B0), torch.device("cpu"), PredictConfig(**settings))
         self.rgb, self.aux = [], []
 
-    def logits(self, rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+    def logits(self, rgb: torch.Tensor, aux: torch.Tensor, on_tiles=None) -> torch.Tensor:
         self.rgb.append(rgb.clone())
         self.aux.append(aux.clone())
         logits = torch.zeros(rgb.shape[0], 4, *rgb.shape[-2:])
@@ -234,7 +246,8 @@ def test_the_sentinel2_rule_applied_is_logged_and_a_bad_offset_tag_is_an_error(t
         offset=offset) or output)  # fmt: skip
     monkeypatch.setattr("cloudseg.inference.predictor.Predictor.from_checkpoint", lambda *args: None)
     with caplog.at_level(logging.INFO, logger="cloudseg"):
-        geotiff.predict_scene_from_checkpoint("ckpt", path, tmp_path / "m.tif", "sentinel2", None, None, None, None)
+        scaling = geotiff.SceneScaling.of("sentinel2", None, None, None)
+        geotiff.predict_scene_from_checkpoint("ckpt", path, tmp_path / "m.tif", scaling, None)
     assert seen["offset"] == pytest.approx(-0.1)
     assert "Sentinel-2 offset -0.1 (RADIO_ADD_OFFSET -1000 in its metadata); --offset sets another" in caplog.text
     with rasterio.open(path, "r+") as dst:

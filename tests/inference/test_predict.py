@@ -140,10 +140,10 @@ def test_batched_prediction_with_io_processes_writes_what_one_image_at_a_time_wr
 
 def test_reader_items_are_runs_of_one_size_and_an_unreadable_pair_is_its_error(tmp_path):
     from cloudseg.inference.engine import PairRuns
-    from cloudseg.inference.predict import find_pairs
+    from cloudseg.inference.sources import find_inputs
 
     write_pairs(tmp_path, {"a": (32, 32), "b": (32, 32), "c": (40, 70), "d": (32, 32), "e": (32, 32)})
-    runs = PairRuns(find_pairs(tmp_path), batch_size=3, tile=48)
+    runs = PairRuns(find_inputs(tmp_path), batch_size=3, tile=48)
     assert len(runs) == 2
     first = runs[0]  # a, b, then c: larger than a tile, alone
     assert [(names, tuple(rgb.shape), tuple(aux.shape)) for names, rgb, aux in first] == [

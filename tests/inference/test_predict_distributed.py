@@ -77,3 +77,21 @@ def test_two_processes_write_the_bytes_one_process_writes(checkpoint, tmp_path):
     assert "9 of them from an earlier run" in cloudseg_predict(checkpoint, tmp_path / "in", two)
     assert stamps == {p: p.stat().st_mtime_ns for p in two.rglob("*.png")}
     assert (one / "submission.csv").read_bytes() == (two / "submission.csv").read_bytes()
+
+
+def test_two_processes_share_geotiff_scenes_as_one_does(checkpoint, tmp_path):
+    pytest.importorskip("rasterio")
+    from tests.inference.test_predict_scenes import SETTINGS, SIZES, write_scenes
+
+    scenes = write_scenes(tmp_path / "scenes")
+    options = [*SETTINGS, "--trainer.accelerator", "cpu", "--trainer.strategy", "ddp", "--trainer.devices"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    for output, devices in ((one, "1"), (two, "2")):
+        command = [sys.executable, "-m", "cloudseg", "predict", "--checkpoint", str(checkpoint), "--input",
+                   str(scenes), "--output", str(output), *options, devices]  # fmt: skip
+        environment = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "CLOUDSEG_DEBUG": "1"}
+        done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+    assert manifest_names(one) == manifest_names(two) == sorted(SIZES)
+    for name in SIZES:
+        assert (one / f"{name}.tif").read_bytes() == (two / f"{name}.tif").read_bytes(), name

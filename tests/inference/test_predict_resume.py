@@ -19,8 +19,9 @@ from cloudseg.data.synth import synthesize
 from cloudseg.errors import DataError
 from cloudseg.files import file_sha256
 from cloudseg.inference.manifest import MANIFEST
-from cloudseg.inference.predict import find_pairs, predict
+from cloudseg.inference.predict import predict
 from cloudseg.inference.rle import read_submission
+from cloudseg.inference.sources import find_inputs
 from cloudseg.models import build_model
 from cloudseg.models.checkpoint import save_release
 from cloudseg.sections import to_dict
@@ -125,15 +126,15 @@ def test_a_text_file_lists_sources_and_names_must_not_collide(scenes, tmp_path):
     listing = tmp_path / "scenes.txt"
     rgb = sorted((scenes / "rgb").iterdir())
     listing.write_text(f"# a single image, one relative to the list\n{rgb[0]}\n\n{rgb[1].relative_to(tmp_path)}\n")
-    assert [p.name for p in find_pairs(listing)] == ["synth_0000", "synth_0001"]
+    assert [p.name for p in find_inputs(listing)] == ["synth_0000", "synth_0001"]
     listing.write_text(f"{rgb[0]}\n{scenes}\n")
     with pytest.raises(
         DataError, match=r"scenes.txt, line 2: a second image named synth_0000 \(the first is from line 1\)"
     ):
-        find_pairs(listing)
+        find_inputs(listing)
     listing.write_text("other.txt\n")
     with pytest.raises(DataError, match=r"scenes.txt, line 1: a list of sources cannot list another list"):
-        find_pairs(listing)
+        find_inputs(listing)
     listing.write_text("nowhere\n")
     with pytest.raises(DataError, match=r"scenes.txt, line 1: .*nowhere: no such file or folder"):
-        find_pairs(listing)
+        find_inputs(listing)

@@ -8,7 +8,7 @@ import torch
 from cloudseg.config import PredictConfig
 from cloudseg.data.dataset import model_inputs
 from cloudseg.inference.predictor import Predictor
-from cloudseg.inference.sliding import sliding_logits, tile_starts
+from cloudseg.inference.sliding import sliding_logits, tile_count, tile_starts
 from cloudseg.models import build_from_spec
 from cloudseg.models.checkpoint import Release
 from tests.conftest import B0, TINY_SPEC
@@ -29,6 +29,23 @@ def test_tiles_of_a_translation_equivariant_model_equal_the_whole_image(height, 
         tiled = sliding_logits(model, rgb, aux, tile=32, overlap=8, batch_size=3)
     assert tiled.shape == (1, 3, height, width)
     torch.testing.assert_close(tiled, whole, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("height", "width", "tiles"), [(97, 130, 4 * 6), (64, 200, 3 * 8), (31, 45, 1 * 2)])
+def test_progress_counts_every_tile_once_in_batches(height, width, tiles):
+    """`on_tiles` hears (done, total) after each batch: 3 tiles a batch, up to all of them, which tile_count
+    foretells (32² tiles overlapping by 8: starts 0, 24, 48, ... and the last at the edge)."""
+    seen, calls = [], []
+
+    def model(rgb, aux):
+        calls.append(len(rgb))
+        return torch.zeros(len(rgb), 2, *rgb.shape[-2:])
+
+    rgb, aux = torch.zeros(1, 3, height, width), torch.zeros(1, 1, height, width)
+    sliding_logits(model, rgb, aux, tile=32, overlap=8, batch_size=3, on_tiles=lambda *a: seen.append(a))
+    assert tile_count(height, width, 32, 8) == sum(calls) == tiles
+    assert seen == [(min(3 * (i + 1), tiles), tiles) for i in range(len(calls))]
+    assert tile_count(32, 20, 32, 8) == 1
 
 
 def test_a_fixed_batch_shows_the_model_one_shape_and_changes_no_logit():

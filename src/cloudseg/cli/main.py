@@ -124,22 +124,13 @@ def run_report(args: argparse.Namespace, overrides: list[str]) -> None:
 
 
 def run_predict(args: argparse.Namespace, overrides: list[str]) -> None:
+    from cloudseg.inference.geotiff import SceneScaling
     from cloudseg.inference.predict import predict
+    from cloudseg.inference.sources import is_scene
 
     settings = resolved_config(args, overrides)
-    cfg = settings.predict
-    scene_flags = [f"--{n}" for n in ("bands", "sensor", "scale", "offset") if getattr(args, n) is not None]
-    # A GeoTIFF scene to predict as a whole, rather than an rgb/<name>.tif of an image pair
-    scene = Path(args.input).suffix.lower() in (".tif", ".tiff") and Path(args.input).parent.name != "rgb"
-    if scene and args.submission:
-        raise ConfigError("--submission encodes masks of image pairs; a scene's mask is the GeoTIFF at --output")
-    if scene_flags and not scene:
-        raise ConfigError(
-            f"{scene_flags[0]} is for a GeoTIFF scene (--input scene.tif); {args.input} holds image pairs"
-        )
-    if scene:
-        from cloudseg.inference.geotiff import predict_scene_from_checkpoint
-
+    scaling = None
+    if any(getattr(args, n) is not None for n in ("bands", "sensor", "scale", "offset")):
         bands = None
         if args.bands:
             try:
@@ -148,16 +139,25 @@ def run_predict(args: argparse.Namespace, overrides: list[str]) -> None:
                 bands = []
             if len(bands) != 4:
                 raise ConfigError(f"--bands {args.bands}: expected four band numbers, R,G,B,NIR, e.g. 4,3,2,5")
+        scaling = SceneScaling.of(args.sensor, bands, args.scale, args.offset)
+    if is_scene(Path(args.input)) and is_scene(Path(args.output)):  # one scene, one mask file
+        from cloudseg.inference.geotiff import predict_scene_from_checkpoint
+
+        if args.submission:
+            raise ConfigError("--submission encodes masks of image pairs; a scene's mask is the GeoTIFF at --output")
+        if scaling is None:
+            raise ConfigError(
+                f"{args.input}: say which bands are R, G, B and NIR: --bands 4,3,2,5 or --sensor landsat8"
+            )
         path = predict_scene_from_checkpoint(
-            args.checkpoint, args.input, args.output, args.sensor, bands, args.scale, args.offset, cfg, args.device
+            args.checkpoint, args.input, args.output, scaling, settings.predict, args.device
         )
         print(f"wrote {path}")
         return
     if args.device and any(o.startswith(("--trainer.accelerator", "--trainer.devices")) for o in overrides):
         raise ConfigError("--device names one device; with --trainer.accelerator or --trainer.devices, drop it")
-    result = predict(
-        args.checkpoint, args.input, args.output, cfg, args.submission, args.device, args.overwrite, settings.trainer
-    )
+    result = predict(args.checkpoint, args.input, args.output, settings.predict, args.submission, args.device,
+                     args.overwrite, settings.trainer, scaling)  # fmt: skip
     if not result.main:  # another process of a distributed run: the first one reports
         return
     earlier = f", {result.skipped} of them from an earlier run" if result.skipped else ""

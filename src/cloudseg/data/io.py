@@ -195,6 +195,11 @@ class SampleFiles:
     ngr: Path
     label: Path | None = None
 
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        """The input files, as a manifest records them."""
+        return (self.rgb, self.ngr)
+
 
 def size_problem(name: str, shapes: dict[Path, tuple[int, ...]]) -> str | None:
     """The message for a scene whose files are not all one size, or None."""

@@ -7,6 +7,7 @@ of consecutive images: every image goes through the model in the same batch, til
 of processes, so the outputs are the same bytes.
 """
 
+import logging
 import math
 import time
 from collections import defaultdict
@@ -25,12 +26,15 @@ from cloudseg.config import PredictConfig
 from cloudseg.data.dataset import stack_chw
 from cloudseg.data.io import SampleFiles, read_sample
 from cloudseg.errors import DataError
+from cloudseg.inference.geotiff import SceneFile, SceneScaling, predict_scene, scene_entry
 from cloudseg.inference.manifest import Manifest
 from cloudseg.inference.outputs import ImageOutputs, OutputWriters, Written
 from cloudseg.inference.predictor import Predictor
-from cloudseg.inference.sliding import fits_one_tile
+from cloudseg.inference.sliding import TileProgress, fits_one_tile
 from cloudseg.metrics import class_ids
 from cloudseg.signals import ignore_stop_signals
+
+log = logging.getLogger("cloudseg")
 
 
 def uncertainty_map(probabilities: torch.Tensor, kind: str) -> torch.Tensor:
@@ -138,14 +142,35 @@ class Prediction:
         return f"{done} images in {self.seconds:.1f} s, {rate} ({parts}){skipped}"
 
 
+@contextmanager
+def tile_task(progress: Progress, name: str) -> Iterator[TileProgress]:
+    """A progress line of one image's tiles, under the count of images, there while the image is predicted
+    (only an image larger than a tile reports tiles)."""
+    task = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            task = progress.add_task(f"  {name}: tiles", total=total)
+        progress.update(task, completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        if task is not None:
+            progress.remove_task(task)
+
+
 class PairPrediction(L.LightningModule):
     """The predictor over the pairs still to do; each batch's outputs are the batch's return value, for
     `MaskWriter`. The predictor keeps its model on its own device and precision (the model is not this module's
     parameter, so Lightning neither moves nor wraps it)."""
 
-    def __init__(self, predictor: Predictor, pairs: list[SampleFiles], workers: int, result: Prediction):
+    def __init__(self, predictor: Predictor, pairs: list[SampleFiles], workers: int, result: Prediction,
+                 progress: Progress):  # fmt: skip
         super().__init__()
         self.predictor, self.pairs, self.workers, self.result = predictor, pairs, workers, result
+        self.progress = progress
         self.seconds: dict[str, float] = {}  # each image's share of its run's model time (a run is of one size)
 
     def predict_dataloader(self) -> DataLoader:
@@ -161,6 +186,12 @@ class PairPrediction(L.LightningModule):
     def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
         return batch  # the predictor moves what runs on the device (a scene's tiles, not the scene)
 
+    def share(self, rank: int, processes: int) -> int:
+        """The images of process `rank`: whole items of PairRuns, dealt out in turn."""
+        size = self.predictor.cfg.tile_batch
+        items = range(rank, -(-len(self.pairs) // size), processes)
+        return sum(len(self.pairs[i * size : (i + 1) * size]) for i in items)
+
     def predict_step(self, batch: list[tuple] | str) -> list[ImageOutputs]:
         self.result.waited("waiting for images")
         if isinstance(batch, str):
@@ -170,10 +201,47 @@ class PairPrediction(L.LightningModule):
             # The first run also pays for the device's lazy start (kernels loaded, libraries set up) and for any
             # compilation: apart, so that the rest shows the steady pace.
             started = time.perf_counter()
-            with self.result.timing("model" if "model, first batch" in self.result.times else "model, first batch"):
-                outputs.append(image_outputs(names, self.predictor.logits(rgb, aux), self.predictor.cfg))
+            with (
+                self.result.timing("model" if "model, first batch" in self.result.times else "model, first batch"),
+                tile_task(self.progress, names[0]) as on_tiles,
+            ):
+                outputs.append(image_outputs(names, self.predictor.logits(rgb, aux, on_tiles), self.predictor.cfg))
             self.seconds.update(dict.fromkeys(names, (time.perf_counter() - started) / len(names)))
         return outputs
+
+
+class ScenePrediction(L.LightningModule):
+    """The predictor over GeoTIFF scenes, one an item: the step reads, predicts and writes a scene block by block
+    (`predict_scene`: a scene is never whole in memory) and returns its manifest entry for `MaskWriter`."""
+
+    def __init__(self, predictor: Predictor, scenes: list[SceneFile], scaling: SceneScaling, output: Path,
+                 result: Prediction, progress: Progress):  # fmt: skip
+        super().__init__()
+        self.predictor, self.scenes, self.scaling, self.output, self.result = predictor, scenes, scaling, output, result
+        self.progress = progress
+        self.seconds: dict[str, float] = {}
+
+    def predict_dataloader(self) -> DataLoader:
+        return DataLoader(self.scenes, batch_size=None)
+
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        return batch
+
+    def share(self, rank: int, processes: int) -> int:
+        return len(range(rank, len(self.scenes), processes))
+
+    def predict_step(self, scene: SceneFile) -> list[Written]:
+        self.result.waited("waiting for images")
+        started = time.perf_counter()
+        with (
+            self.result.timing("model" if "model, first batch" in self.result.times else "model, first batch"),
+            tile_task(self.progress, scene.name) as on_tiles,
+        ):
+            scaling = self.scaling
+            mask = predict_scene(self.predictor, scene.path, self.output / f"{scene.name}.tif", scaling.bands,
+                                 scaling.scale, scaling.offset_of(scene.path), on_tiles=on_tiles)  # fmt: skip
+        self.seconds[scene.name] = time.perf_counter() - started
+        return [(None, scene_entry(scene, mask))]
 
 
 class MaskWriter(BasePredictionWriter):
@@ -183,14 +251,13 @@ class MaskWriter(BasePredictionWriter):
     wait."""
 
     def __init__(self, writers: OutputWriters, manifest: Manifest, inputs: dict[str, dict], result: Prediction,
-                 stale: Iterable[Path], total: int, done: int):  # fmt: skip
+                 progress: Progress, stale: Iterable[Path], total: int, done: int):  # fmt: skip
         super().__init__(write_interval="batch")
         self.writers, self.manifest, self.inputs, self.result = writers, manifest, inputs, result
-        self.stale, self.total, self.done = stale, total, done
+        self.progress, self.stale, self.total, self.done = progress, stale, total, done
         self.rows: list[tuple[str, str]] = []
-        self.progress = Progress(transient=True)
 
-    def setup(self, trainer: L.Trainer, pl_module: PairPrediction, stage: str) -> None:
+    def setup(self, trainer: L.Trainer, pl_module: PairPrediction | ScenePrediction, stage: str) -> None:
         if trainer.is_global_zero:
             for path in self.stale:
                 path.unlink(missing_ok=True)
@@ -200,19 +267,18 @@ class MaskWriter(BasePredictionWriter):
         self.progress.start()
         if trainer.world_size == 1:
             self.task = self.progress.add_task("predicting", total=self.total, completed=self.done)
-        else:  # the first process shows its own share: whole items of PairRuns, dealt out in turn
-            size, pairs = pl_module.predictor.cfg.tile_batch, pl_module.pairs
-            items = range(trainer.global_rank, -(-len(pairs) // size), trainer.world_size)
-            share = sum(len(pairs[i * size : (i + 1) * size]) for i in items)
+        else:  # the first process shows its own share
+            share = pl_module.share(trainer.global_rank, trainer.world_size)
             self.task = self.progress.add_task(f"predicting, process 1 of {trainer.world_size}", total=share)
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: PairPrediction) -> None:
         self.result.since = time.perf_counter()  # the first batch's wait includes the readers' start
 
-    def write_on_batch_end(self, trainer, pl_module: PairPrediction, prediction: list[ImageOutputs], *_) -> None:
+    def write_on_batch_end(self, trainer, pl_module, prediction: list[ImageOutputs] | list[Written], *_) -> None:
         with self.result.timing("waiting for writes"):
-            for outputs in prediction:
-                self._record(pl_module, self.writers.submit(outputs))
+            for outputs in prediction:  # a batch's arrays to write, or a scene's entry: written already
+                written = self.writers.submit(outputs) if isinstance(outputs, ImageOutputs) else [outputs]
+                self._record(pl_module, written)
         self.result.since = time.perf_counter()
 
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: PairPrediction) -> None:
@@ -226,11 +292,16 @@ class MaskWriter(BasePredictionWriter):
     def on_exception(self, trainer: L.Trainer, pl_module: PairPrediction, exception: BaseException) -> None:
         self.progress.stop()
 
-    def _record(self, pl_module: PairPrediction, written: list[Written]) -> None:
-        self.rows.extend(row for row, _ in written)
-        self.manifest.add([
-            entry | {"seconds": round(pl_module.seconds.pop(entry["name"]), 4), "inputs": self.inputs[entry["name"]]}
-            for _, entry in written
-        ])  # fmt: skip
+    def _record(self, pl_module: PairPrediction | ScenePrediction, written: list[Written]) -> None:
+        self.rows.extend(row for row, _ in written if row is not None)
+        entries = []
+        for _, entry in written:
+            seconds = pl_module.seconds.pop(entry["name"])
+            rate = entry["mpx"] / max(seconds, 1e-9)
+            entries.append(entry | {"seconds": round(seconds, 4), "mpx_per_s": round(rate, 4),
+                                    "inputs": self.inputs[entry["name"]]})  # fmt: skip
+            if entry["mpx"] >= 1:  # a scene: its pace is news; thousands of small tiles' would be noise
+                log.info(f"{entry['name']}: {entry['mpx']:.1f} Mpx in {seconds:.1f} s, {rate:.2f} Mpx/s")
+        self.manifest.add(entries)
         self.result.megapixels += sum(entry["mpx"] for _, entry in written)
         self.progress.advance(self.task, len(written))

@@ -24,8 +24,9 @@ import numpy as np
 from cloudseg.config import PredictConfig
 from cloudseg.data.dataset import to_chw
 from cloudseg.errors import CloudsegError, ConfigError, DataError
-from cloudseg.files import atomic_path
-from cloudseg.schema import CLASSES, encode_reflectance
+from cloudseg.files import atomic_path, file_sha256
+from cloudseg.inference.sliding import TileProgress, tile_count
+from cloudseg.schema import CLASS_NAMES, CLASSES, encode_reflectance
 
 if TYPE_CHECKING:
     from cloudseg.inference.predictor import Predictor
@@ -108,11 +109,12 @@ def predict_scene(
     scale: float,
     offset: float,
     block: int = 4096,
+    on_tiles: TileProgress | None = None,
 ) -> Path:
     """Predicts a scene block by block (each block read with a halo of the predictor's tile overlap, so memory is
     bounded by the block) and writes a cloud-optimised GeoTIFF of class ids with the input's georeference: tiled,
     compressed, with overviews made by nearest resampling (class ids are not averaged), the colour table, nodata
-    and class names."""
+    and class names. `on_tiles` hears of the scene's tiles done, over all blocks."""
     try:
         import rasterio
         import rasterio.shutil
@@ -138,7 +140,11 @@ def predict_scene(
         # in one pass (overviews before the full-resolution tiles).
         with atomic_path(output) as temporary, _removed_after(temporary.with_suffix(".blocks.tif")) as blocks:
             with rasterio.open(blocks, "w", **profile) as dst:
-                for read, inner, target in _block_windows(src.height, src.width, block, predictor.cfg.overlap):
+                windows = list(_block_windows(src.height, src.width, block, predictor.cfg.overlap))
+                tiles = [tile_count(read.height, read.width, predictor.cfg.tile, predictor.cfg.overlap)
+                         for read, _, _ in windows]  # fmt: skip
+                total = sum(tiles)
+                for number, (read, inner, target) in enumerate(windows):
                     try:
                         values = src.read(list(bands), window=read).astype(np.float64)  # (4, h, w)
                         valid = np.all(src.read_masks(list(bands), window=read) > 0, axis=0)
@@ -149,7 +155,11 @@ def predict_scene(
                     reflectance[:, ~valid] = 0.0
                     pixels = encode_reflectance(reflectance).transpose(1, 2, 0)  # (h, w, 4): R, G, B, NIR
                     rgb, aux = to_chw(pixels[..., :3])[None], to_chw(pixels[..., 3:])[None]
-                    ids = predictor.class_ids(rgb, aux)[0].byte().cpu().numpy()
+                    before = sum(tiles[:number])
+                    in_block = (lambda done, _, before=before: on_tiles(before + done, total)) if on_tiles else None
+                    ids = predictor.class_ids(rgb, aux, in_block)[0].byte().cpu().numpy()
+                    if on_tiles is not None:
+                        on_tiles(before + tiles[number], total)  # a block that fits one tile reports none
                     ids[~valid] = NODATA
                     dst.write(ids[inner], 1, window=target)
                 dst.write_colormap(1, {c.id: (*c.rgb, 255) for c in CLASSES})
@@ -159,23 +169,75 @@ def predict_scene(
     return output
 
 
+@dataclass(frozen=True)
+class SceneFile:
+    """A GeoTIFF scene to predict; its mask is `<name>.tif` in the output folder."""
+
+    name: str
+    path: Path
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        return (self.path,)
+
+
+@dataclass(frozen=True)
+class SceneScaling:
+    """How a scene's bands become the model's inputs: reflectance = DN * scale + offset of bands R, G, B, NIR;
+    an offset of None is read from each Sentinel-2 product's metadata."""
+
+    bands: tuple[int, int, int, int]
+    scale: float
+    offset: float | None
+
+    @classmethod
+    def of(cls, sensor: str | None, bands, scale: float | None, offset: float | None) -> "SceneScaling":
+        """The sensor preset's values, replaced by those given."""
+        preset = SENSORS[sensor] if sensor else None
+        bands = bands or (preset.bands if preset else None)
+        if bands is None:
+            raise ConfigError(
+                "GeoTIFF scenes: say which bands are R, G, B and NIR: --bands 4,3,2,5 or --sensor landsat8"
+            )
+        scale = scale if scale is not None else (preset.scale if preset else 1.0)
+        if offset is None and sensor != "sentinel2":
+            offset = preset.offset if preset else 0.0
+        return cls(tuple(bands), scale, offset)
+
+    def offset_of(self, source: str | Path) -> float:
+        """The offset for this scene (for Sentinel-2, from its metadata, with the rule applied logged)."""
+        if self.offset is not None:
+            return self.offset
+        offset, rule = sentinel2_offset(source, tuple(reversed(self.bands)), self.scale)
+        log.info(f"{source}: Sentinel-2 offset {offset:g} ({rule}); --offset sets another")
+        return offset
+
+
+def scene_entry(scene: SceneFile, output: Path) -> dict:
+    """A predicted scene's manifest entry: size, class shares and the mask's SHA-256 (its blocks read back)."""
+    import rasterio
+
+    counts = np.zeros(len(CLASSES), dtype=np.int64)
+    with rasterio.open(output) as mask:
+        for _, window in mask.block_windows(1):
+            ids = mask.read(1, window=window)
+            counts += np.bincount(ids[ids != NODATA], minlength=len(CLASSES))[: len(CLASSES)]
+        height, width = mask.height, mask.width
+    shares = np.round(counts / max(1, counts.sum()), 6).tolist()
+    return {"name": scene.name, "height": height, "width": width, "mpx": round(height * width / 1e6, 6),
+            "shares": dict(zip(CLASS_NAMES, shares, strict=True)),
+            "outputs": {output.name: file_sha256(output)}}  # fmt: skip
+
+
 def predict_scene_from_checkpoint(
-    checkpoint, source, output, sensor: str | None, bands, scale, offset, cfg: PredictConfig, device=None
+    checkpoint, source, output, scaling: SceneScaling, cfg: PredictConfig, device=None
 ) -> Path:
-    """`cloudseg predict --input scene.tif`: a checkpoint's model on a whole scene."""
+    """`cloudseg predict --input scene.tif --output mask.tif`: a checkpoint's model on one whole scene."""
     from cloudseg.inference.predictor import Predictor
 
-    preset = SENSORS[sensor] if sensor else None
-    bands = bands or (preset.bands if preset else None)
-    if bands is None:
-        raise CloudsegError(f"{source}: say which bands are R, G, B and NIR: --bands 4,3,2,5 or --sensor landsat8")
-    scale = scale if scale is not None else (preset.scale if preset else 1.0)
-    if offset is None and sensor == "sentinel2":
-        offset, rule = sentinel2_offset(source, tuple(reversed(bands)), scale)
-        log.info(f"{source}: Sentinel-2 offset {offset:g} ({rule}); --offset sets another")
-    offset = offset if offset is not None else (preset.offset if preset else 0.0)
     if Path(output).is_dir() or Path(output).suffix.lower() not in (".tif", ".tiff"):
         raise ConfigError(f"--output {output}: a scene's mask is one GeoTIFF; name a .tif file")
+    offset = scaling.offset_of(source)
     return predict_scene(
-        Predictor.from_checkpoint(checkpoint, device, cfg), source, output, tuple(bands), scale, offset
+        Predictor.from_checkpoint(checkpoint, device, cfg), source, output, scaling.bands, scaling.scale, offset
     )

@@ -20,16 +20,21 @@ from cloudseg.config import PredictConfig
 from cloudseg.data.io import SampleFiles
 from cloudseg.errors import os_error
 from cloudseg.files import file_sha256
+from cloudseg.inference.geotiff import SceneFile, SceneScaling
 
 MANIFEST = "manifest.jsonl"
 # Settings that change how fast outputs are made, not what they hold.
 NOT_IN_OUTPUTS = ("io_workers", "memory_check")
 
 
-def run_identity(checkpoints: list[Path], cfg: PredictConfig, device: torch.device, bf16: bool) -> dict:
-    """What makes two runs' outputs the same: the checkpoints' hashes, the settings that shape outputs, the
-    precision and kind of device they ran in, and the versions that computed them."""
+def run_identity(
+    checkpoints: list[Path], cfg: PredictConfig, device: torch.device, bf16: bool, scaling: SceneScaling | None = None
+) -> dict:
+    """What makes two runs' outputs the same: the checkpoints' hashes, the settings that shape outputs (with a
+    scene's scaling), the precision and kind of device they ran in, and the versions that computed them."""
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_IN_OUTPUTS}
+    if scaling is not None:
+        settings["scaling"] = dataclasses.asdict(scaling)
     identity = {
         "checkpoints": [file_sha256(path) for path in checkpoints],
         "settings": settings,
@@ -40,10 +45,10 @@ def run_identity(checkpoints: list[Path], cfg: PredictConfig, device: torch.devi
     return json.loads(json.dumps(identity))  # as a manifest line reads back (tuples become lists)
 
 
-def input_files(files: SampleFiles) -> dict:
+def input_files(item: SampleFiles | SceneFile) -> dict:
     """An image's input files as a manifest line records them: path, size and modification time."""
     found = {}
-    for path in (files.rgb, files.ngr):
+    for path in item.paths:
         status = path.stat()
         found[str(path)] = [status.st_size, status.st_mtime_ns]
     return found
@@ -85,15 +90,15 @@ class Manifest:
         except OSError:  # no such file, or an empty one
             self.ends_mid_line = False
 
-    def done(self, files: SampleFiles) -> bool:
+    def done(self, item: SampleFiles | SceneFile) -> bool:
         """The image's outputs were written from these input files by a run like this one, and are on disk as
         they were written."""
-        return any(self._holds(entry, files) for entry in self.entries.get(files.name, ()))
+        return any(self._holds(entry, item) for entry in self.entries.get(item.name, ()))
 
-    def _holds(self, entry: dict, files: SampleFiles) -> bool:
+    def _holds(self, entry: dict, item: SampleFiles | SceneFile) -> bool:
         if {k: entry.get(k) for k in self.identity} != self.identity:
             return False
-        if entry.get("inputs") != input_files(files) or f"{files.name}.png" not in entry["outputs"]:
+        if entry.get("inputs") != input_files(item) or not entry["outputs"]:
             return False
         return all((self.folder / file).is_file() and file_sha256(self.folder / file) == digest
                    for file, digest in entry["outputs"].items())  # fmt: skip

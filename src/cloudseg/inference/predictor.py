@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from cloudseg.config import PredictConfig
 from cloudseg.data.dataset import normalise
-from cloudseg.inference.sliding import TRANSFORMS, TTA_SETS, fits_one_tile, sliding_logits
+from cloudseg.inference.sliding import TRANSFORMS, TTA_SETS, TileProgress, fits_one_tile, sliding_logits
 from cloudseg.memory import MemoryCheck, inference_bytes
 from cloudseg.metrics import class_ids
 from cloudseg.models.checkpoint import Release, checkpoint_paths, default_device, load_ensemble, read_release
@@ -75,24 +75,26 @@ class Predictor:
         """Class probabilities, float32 (K, H, W) or (B, K, H, W), at the input's size."""
         return self.logits(rgb, aux).float().softmax(-3)
 
-    def class_ids(self, rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+    def class_ids(self, rgb: torch.Tensor, aux: torch.Tensor, on_tiles: TileProgress | None = None) -> torch.Tensor:
         """The most likely class of each pixel, (H, W) or (B, H, W)."""
-        return class_ids(self.logits(rgb, aux), dim=-3)
+        return class_ids(self.logits(rgb, aux, on_tiles), dim=-3)
 
     @torch.no_grad()
-    def logits(self, rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+    def logits(self, rgb: torch.Tensor, aux: torch.Tensor, on_tiles: TileProgress | None = None) -> torch.Tensor:
         """Logits (K, H, W) or (B, K, H, W) of uint8 images: images that fit a tile `tile_batch` at a time, on the
         model's device (padded to `tile_batch` for a compiled model, which then sees one batch shape); a larger
-        image in blended tiles, on the CPU (a scene's blend need not fit on the device)."""
+        image in blended tiles, on the CPU (a scene's blend need not fit on the device), each batch of tiles
+        reported to `on_tiles`."""
         if rgb.ndim == 3:
-            return self.logits(rgb[None], aux[None])[0]
+            return self.logits(rgb[None], aux[None], on_tiles)[0]
         if len(rgb) > (size := self.cfg.tile_batch):
-            return torch.cat([self.logits(rgb[i : i + size], aux[i : i + size]) for i in range(0, len(rgb), size)])
+            return torch.cat([self.logits(rgb[i : i + size], aux[i : i + size], on_tiles)
+                              for i in range(0, len(rgb), size)])  # fmt: skip
         if not fits_one_tile(*rgb.shape[-2:], self.cfg.tile):
             cfg = self.cfg
             return torch.cat([
                 sliding_logits(self._averaged, rgb[i : i + 1], aux[i : i + 1], cfg.tile, cfg.overlap,
-                               cfg.tile_batch, cfg.window, self.device, fixed_batch=cfg.compile)
+                               cfg.tile_batch, cfg.window, self.device, fixed_batch=cfg.compile, on_tiles=on_tiles)
                 for i in range(len(rgb))
             ])  # fmt: skip
         padding = self.cfg.tile_batch - len(rgb) if self.cfg.compile else 0

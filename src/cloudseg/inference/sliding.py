@@ -7,6 +7,8 @@ import torch
 
 # (rgb, aux) -> logits, all (B, C, H, W)
 Logits = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# (tiles done, tiles in all), called as each batch of tiles is blended
+TileProgress = Callable[[int, int], None]
 
 DEVICE_BLEND_BUDGET = 2**31  # bytes of a scene and its blend that may stay on the model's device
 
@@ -38,6 +40,13 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     return [*starts, length - tile]
 
 
+def tile_count(height: int, width: int, tile: int, overlap: int) -> int:
+    """The tiles `sliding_logits` cuts an image into; 1 for one that fits a tile."""
+    if fits_one_tile(height, width, tile):
+        return 1
+    return len(tile_starts(height, min(tile, height), overlap)) * len(tile_starts(width, min(tile, width), overlap))
+
+
 @torch.no_grad()
 def sliding_logits(
     predict: Logits,
@@ -50,12 +59,13 @@ def sliding_logits(
     device: torch.device | None = None,
     device_budget: int = DEVICE_BLEND_BUDGET,
     fixed_batch: bool = False,
+    on_tiles: TileProgress | None = None,
 ) -> torch.Tensor:
     """(1, K, H, W) float32 logits on the CPU of one image larger than a tile: its tiles run `batch_size` at a
     time, blended. Tiles are cut and blended on `device` (the model's) when the scene and its blend fit
     in `device_budget` bytes there, which saves a host copy per tile; else on the CPU, so that device memory stays
     bounded by the tile batch whatever the scene's size. `fixed_batch` pads the last batch with repeated tiles,
-    so that a model compiled for static shapes sees one batch shape only."""
+    so that a model compiled for static shapes sees one batch shape only. `on_tiles` hears of each batch done."""
     height, width = rgb.shape[-2:]
     # the scene, the blend weights and the blend of up to 16 classes, in float32
     scene_bytes = (rgb.shape[1] + aux.shape[1] + 1 + 16) * height * width * 4
@@ -75,6 +85,8 @@ def sliding_logits(
         for (y, x), tile_logits in zip(chunk, logits, strict=True):
             total[0, :, y : y + tile_h, x : x + tile_w] += tile_logits * weight
             norm[y : y + tile_h, x : x + tile_w] += weight
+        if on_tiles is not None:
+            on_tiles(i + len(chunk), len(boxes))
     return (total / norm).cpu()
 
 
