@@ -283,6 +283,8 @@ class PredictConfig(Section):
     tta: Literal["none", "flips", "d4"] = "none"  # d4: flips, 90° rotations and transposes
     precision: Literal["auto", "32", "bf16"] = "auto"  # auto: bf16 on GPUs, fp32 on CPUs
     compile: bool = False  # torch.compile the model (minutes once; pays over many tiles)
+    # torch, or on CPUs the model's ONNX graph in onnxruntime (the `onnx` extra), its weights optionally int8
+    runtime: Literal["torch", "onnx", "onnx_int8"] = "torch"
     scales: tuple[Positive, ...] = (1.0,)
     index_masks: bool = False  # also index/<name>.png with class ids 0..3
     probabilities: bool = False  # also probabilities/<name>_<class>.png, 0..255
@@ -300,6 +302,9 @@ class PredictConfig(Section):
             )
         if not self.scales:
             raise ConfigError("predict.scales: empty; expected at least one scale, e.g. [1.0]")
+        if self.runtime != "torch" and (self.precision == "bf16" or self.compile):
+            setting = "predict.precision bf16" if self.precision == "bf16" else "predict.compile true"
+            raise ConfigError(f"predict.runtime {self.runtime} runs the float32 graph in onnxruntime; drop {setting}")
 
     def for_device(self, device: Any) -> "PredictConfig":
         """The config to run on `device` (a torch.device): an automatic `tile_batch` made concrete. A GPU wants

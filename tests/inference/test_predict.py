@@ -233,6 +233,48 @@ def test_onnx_export_matches_pytorch_on_two_sizes(checkpoint, tmp_path):
         assert np.abs(logits - reference).max() < 1e-3
 
 
+def test_the_onnx_runtime_predicts_what_torch_predicts_and_int8_nearly_so(checkpoint, synth_root, tmp_path):
+    """`predict.runtime onnx` gives PyTorch's logits to float rounding, tiles and test-time flips included;
+    `onnx_int8` (weights of the matrix products in int8) moves logits a little and keeps almost every class."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    rgb, aux = (torch.randint(0, 256, (2, c, 70, 90), dtype=torch.uint8) for c in (3, 1))
+    logits = {
+        runtime: Predictor.from_checkpoint(checkpoint, "cpu", tile=48, overlap=16, tta="flips", runtime=runtime).logits(
+            rgb, aux
+        )
+        for runtime in ("torch", "onnx", "onnx_int8")
+    }
+    assert (logits["onnx"] - logits["torch"]).abs().max() < 1e-3
+    int8_error = (logits["onnx_int8"] - logits["torch"]).abs().max()
+    assert 0 < int8_error < 0.1 * logits["torch"].abs().max()  # quantised, and still close
+    assert (logits["onnx_int8"].argmax(1) == logits["torch"].argmax(1)).float().mean() > 0.99
+    # the command writes what torch writes
+    for runtime in ("torch", "onnx"):
+        assert main(["predict", "--checkpoint", str(checkpoint), "--input", str(synth_root), "--output",
+                     str(tmp_path / runtime), "--predict.runtime", runtime, "--device", "cpu"]) == 0  # fmt: skip
+    assert files_equal(tmp_path / "torch", tmp_path / "onnx", "*.png")
+
+
+def files_equal(one, two, pattern: str) -> bool:
+    names = sorted(p.name for p in one.glob(pattern))
+    return (
+        bool(names)
+        and names == sorted(p.name for p in two.glob(pattern))
+        and all((one / name).read_bytes() == (two / name).read_bytes() for name in names)
+    )
+
+
+def test_the_onnx_runtime_refuses_settings_it_cannot_run():
+    from cloudseg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"predict\.runtime onnx runs the float32 graph in onnxruntime; drop "
+                                          r"predict\.precision bf16"):  # fmt: skip
+        PredictConfig(runtime="onnx", precision="bf16").check()
+    with pytest.raises(ConfigError, match=r"drop predict\.compile true"):
+        PredictConfig(runtime="onnx_int8", compile=True).check()
+
+
 def test_fast_demo_runs_the_whole_path_and_learns(tmp_path, capsys):
     import os
 

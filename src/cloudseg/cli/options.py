@@ -50,8 +50,9 @@ def takes(settings: tuple[str, ...], key: str) -> bool:
 
 
 def settings_named(settings: tuple[str, ...]) -> str:
-    """('predict', 'data.root') -> '--predict.* or --data.root'."""
-    return " or ".join(f"--{s}.*" if "." not in s else f"--{s}" for s in settings)
+    """('predict', 'trainer.devices', 'data.root') -> '--predict.*, --trainer.devices or --data.root'."""
+    names = [f"--{s}.*" if "." not in s else f"--{s}" for s in settings]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def suggestion(args: argparse.Namespace, name: str) -> str | None:

@@ -4,11 +4,10 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 from cloudseg.config import PredictConfig
-from cloudseg.errors import CloudsegError, ConfigError
+from cloudseg.errors import ConfigError
 from cloudseg.files import atomic_path
+from cloudseg.inference.onnx_graph import write_graph
 from cloudseg.inference.predictor import Predictor
 
 
@@ -26,23 +25,6 @@ def export_onnx(
     if output.suffix != ".onnx":
         raise ConfigError(f"--output {output}: expected a file name ending in .onnx, or a folder for model.onnx")
     predictor = Predictor.from_checkpoint(checkpoints, "cpu", precision="32", memory_check="off", calibrated=calibrated)
-    model, aux_channels = predictor.model, predictor.release.config.model.aux_channels
-    example = (torch.randn(1, 3, 256, 256), torch.randn(1, aux_channels, 256, 256))
-    dynamic = {0: "batch", 2: "height", 3: "width"}
-    try:
-        with atomic_path(output) as temporary, torch.no_grad():
-            torch.onnx.export(
-                model,
-                example,
-                str(temporary),
-                input_names=["rgb", "aux"],
-                output_names=["logits"],
-                dynamic_axes={"rgb": dynamic, "aux": dynamic, "logits": dynamic},
-                opset_version=opset,
-                # The legacy exporter: the torch.export-based one exports this model more slowly, its graph runs more
-                # slowly (docs/PERFORMANCE.md), and it needs onnxscript.
-                dynamo=False,
-            )
-    except ImportError as error:
-        raise CloudsegError(f"ONNX export needs the onnx extra: pip install 'cloudseg[onnx]' ({error})") from error
+    with atomic_path(output) as temporary:
+        write_graph(predictor.model, predictor.release.config.model.aux_channels, temporary, opset)
     return output

@@ -10,6 +10,8 @@ import torch.nn.functional as F
 
 from cloudseg.config import PredictConfig
 from cloudseg.data.dataset import normalise
+from cloudseg.errors import ConfigError
+from cloudseg.inference.onnx_graph import OnnxModel
 from cloudseg.inference.sliding import TRANSFORMS, TTA_SETS, TileProgress, fits_one_tile, sliding_logits
 from cloudseg.memory import MemoryCheck, inference_bytes
 from cloudseg.metrics import class_ids
@@ -69,6 +71,10 @@ class Predictor:
             "predict.memory_check",
         ).apply(cfg.memory_check)
         model, releases = load_ensemble(paths, device, cfg.calibrated)
+        if cfg.runtime != "torch":
+            if device.type != "cpu":
+                raise ConfigError(f"predict.runtime {cfg.runtime} is a CPU path; use --device cpu, or runtime torch")
+            model = OnnxModel(model, releases[0].config.model.aux_channels, int8=cfg.runtime == "onnx_int8")
         return cls(model, releases[0], device, cfg)
 
     def __call__(self, rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
