@@ -82,27 +82,31 @@ def speed(args: argparse.Namespace) -> dict:
 
 def scene(args: argparse.Namespace) -> dict:
     """One synthetic SIZE² scene end to end: `cloudseg predict` as a user runs it (start-up, reading the PNG pair,
-    sliding windows, writing the mask) beside ukis-csmask's `CSmask` on the same scene as reflectance, in one run."""
+    sliding windows, writing the mask), once per `--variant` of its options, beside ukis-csmask's `CSmask` on the
+    same scene as reflectance, in one run."""
+    import shlex
     import subprocess
     import sys
     import tempfile
 
     image, _ = make_scene(np.random.default_rng(0), args.size)  # (S, S, 4) reflectance: R, G, B, NIR
+    megapixels = args.size**2 / 1e6
+    results = {"size": args.size, "megapixels": megapixels, "cloudseg_predict_s": {}}
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         write_pair(root, "scene.png", image)
-        command = [sys.executable, "-m", "cloudseg", "predict", "--checkpoint", args.checkpoint, "--input", str(root),
-                   "--output", str(root / "masks")]  # fmt: skip
-        started = time.perf_counter()
-        subprocess.run(command, check=True)
-        cloudseg_s = time.perf_counter() - started
+        for variant in args.variant or [""]:
+            command = [sys.executable, "-m", "cloudseg", "predict", "--checkpoint", args.checkpoint, "--input",
+                       str(root), "--output", str(root / "masks"), "--overwrite", *shlex.split(variant)]  # fmt: skip
+            started = time.perf_counter()
+            subprocess.run(command, check=True)
+            results["cloudseg_predict_s"][variant or "defaults"] = time.perf_counter() - started
     started = time.perf_counter()
     ukis_mask(image[..., [2, 1, 0, 3]])
-    ukis_s = time.perf_counter() - started
-    megapixels = args.size**2 / 1e6
-    return {"size": args.size, "megapixels": megapixels, "cloudseg_predict_s": cloudseg_s, "ukis_csmask_s": ukis_s,
-            "cloudseg_megapixels_per_s": megapixels / cloudseg_s,
-            "ukis_csmask_megapixels_per_s": megapixels / ukis_s}  # fmt: skip
+    results["ukis_csmask_s"] = time.perf_counter() - started
+    results["cloudseg_megapixels_per_s"] = {k: megapixels / s for k, s in results["cloudseg_predict_s"].items()}
+    results["ukis_csmask_megapixels_per_s"] = megapixels / results["ukis_csmask_s"]
+    return results
 
 
 def merged_confusion(truth: np.ndarray, prediction: np.ndarray) -> np.ndarray:
@@ -184,6 +188,8 @@ def main() -> None:
     parser.add_argument("task", choices=("speed", "scene", "accuracy", "panels"))
     parser.add_argument("--checkpoint", help="(speed, scene) a cloudseg best.safetensors")
     parser.add_argument("--size", type=int, default=6000, help="(scene) the scene's side in pixels")
+    parser.add_argument("--variant", action="append", help="(scene) predict's options for one run, e.g. "
+                        "'--predict.runtime onnx'; repeat for more (default: one run with the defaults)")  # fmt: skip
     parser.add_argument("--model", nargs="+", action="append", metavar=("NAME", "CHECKPOINT"),
                         help="(accuracy, panels) a name, then one or more checkpoints (seeds); repeatable")  # fmt: skip
     parser.add_argument("--ensemble", nargs="+", action="append", metavar=("NAME", "CHECKPOINT"),

@@ -109,3 +109,26 @@ def test_ensembling_scores_each_mean_and_members_on_a_split(synth_root, tmp_path
         assert result[mean] == {k: v for k, v in result["members"][0].items() if k != "checkpoint"}
     other = save_release(build_model("cmx_b0").eval(), to_dict(B0), tmp_path / "b.safetensors")
     assert "probability_mean" not in ensembling.compare([same, other], synth_root, "test", ["logit_mean"])
+
+
+def test_scaling_times_each_process_count_and_compares_their_outputs(tmp_path):
+    import os
+
+    import torch
+
+    from cloudseg.models import build_model
+    from cloudseg.models.checkpoint import save_release
+    from cloudseg.sections import to_dict
+    from tests.conftest import B0
+
+    torch.manual_seed(0)
+    checkpoint = save_release(build_model("cmx_b0").eval(), to_dict(B0), tmp_path / "best.safetensors")
+    command = [sys.executable, str(BENCHMARKS / "scaling.py"), "--checkpoint", str(checkpoint), "--scenes", "3",
+               "--size", "80", "--processes", "1", "1", "--json", str(tmp_path / "r.json"), "--predict-options",
+               "--predict.tile", "64", "--predict.overlap", "16"]  # fmt: skip
+    environment = {**os.environ, "PYTHONPATH": str(BENCHMARKS.parent / "src")}
+    subprocess.run(command, check=True, capture_output=True, env=environment)
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert record["outputs_identical"] is True and record["megapixels"] == 3 * 80 * 80 / 1e6
+    assert record["predict_options"] == ["--predict.tile", "64", "--predict.overlap", "16"]
+    assert record["speedup"]["1"] == 1.0 and record["wall_s"]["1"] > 0
