@@ -132,3 +132,26 @@ def test_scaling_times_each_process_count_and_compares_their_outputs(tmp_path):
     assert record["outputs_identical"] is True and record["megapixels"] == 3 * 80 * 80 / 1e6
     assert record["predict_options"] == ["--predict.tile", "64", "--predict.overlap", "16"]
     assert record["speedup"]["1"] == 1.0 and record["wall_s"]["1"] > 0
+
+
+def test_runtimes_scores_each_runtime_and_its_difference_from_torch(synth_root, tmp_path):
+    import os
+
+    import torch
+
+    from cloudseg.models import build_model
+    from cloudseg.models.checkpoint import save_release
+    from cloudseg.sections import to_dict
+    from tests.conftest import B0
+
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    checkpoint = save_release(build_model("cmx_b0").eval(), to_dict(B0), tmp_path / "best.safetensors")
+    command = [sys.executable, str(BENCHMARKS / "runtimes.py"), "--checkpoint", str(checkpoint), "--root",
+               str(synth_root), "--split", "test", "--json", str(tmp_path / "r.json")]  # fmt: skip
+    environment = {**os.environ, "PYTHONPATH": str(BENCHMARKS.parent / "src")}
+    subprocess.run(command, check=True, capture_output=True, env=environment)
+    test = json.loads((tmp_path / "r.json").read_text())["test"]
+    assert set(test["mIoU"]) == {"torch", "onnx", "onnx_int8"}
+    assert test["difference_from_torch"]["onnx"][0] == pytest.approx(test["mIoU"]["onnx"][0] - test["mIoU"]["torch"][0])
+    assert test["largest_difference"]["onnx"] < 1e-3  # the same graph, to float rounding
