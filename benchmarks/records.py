@@ -5,6 +5,7 @@ import argparse
 import contextlib
 import json
 import platform
+import shlex
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -55,7 +56,7 @@ def save_record(figures: dict, path: Path | str) -> Path:
     from cloudseg.files import atomic_path
 
     provenance = {
-        "command": " ".join(["python", _script(), *sys.argv[1:]]),
+        "command": shlex.join(["python", _script(), *sys.argv[1:]]),  # quoted as a shell would need it
         "commit": commit(),
         "versions": _versions(),
         "device": device(),

@@ -134,7 +134,7 @@ def test_scaling_times_each_process_count_and_compares_their_outputs(tmp_path):
     assert record["speedup"]["1"] == 1.0 and record["wall_s"]["1"] > 0
 
 
-def test_runtimes_scores_each_runtime_and_its_difference_from_torch(synth_root, tmp_path):
+def test_predict_variants_scores_each_way_to_run_and_its_difference_from_fp32(synth_root, tmp_path):
     import os
 
     import torch
@@ -147,11 +147,12 @@ def test_runtimes_scores_each_runtime_and_its_difference_from_torch(synth_root, 
     pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
     checkpoint = save_release(build_model("cmx_b0").eval(), to_dict(B0), tmp_path / "best.safetensors")
-    command = [sys.executable, str(BENCHMARKS / "runtimes.py"), "--checkpoint", str(checkpoint), "--root",
+    command = [sys.executable, str(BENCHMARKS / "predict_variants.py"), "--checkpoint", str(checkpoint), "--root",
                str(synth_root), "--split", "test", "--json", str(tmp_path / "r.json")]  # fmt: skip
     environment = {**os.environ, "PYTHONPATH": str(BENCHMARKS.parent / "src")}
     subprocess.run(command, check=True, capture_output=True, env=environment)
     test = json.loads((tmp_path / "r.json").read_text())["test"]
-    assert set(test["mIoU"]) == {"torch", "onnx", "onnx_int8"}
-    assert test["difference_from_torch"]["onnx"][0] == pytest.approx(test["mIoU"]["onnx"][0] - test["mIoU"]["torch"][0])
+    assert set(test["mIoU"]) == {"torch_32", "torch_bf16", "onnx", "onnx_int8"}
+    onnx, fp32 = test["mIoU"]["onnx"][0], test["mIoU"]["torch_32"][0]
+    assert test["difference_from_torch_32"]["onnx"][0] == pytest.approx(onnx - fp32)
     assert test["largest_difference"]["onnx"] < 1e-3  # the same graph, to float rounding

@@ -85,13 +85,15 @@ def test_two_processes_share_geotiff_scenes_as_one_does(checkpoint, tmp_path):
 
     scenes = write_scenes(tmp_path / "scenes")
     options = [*SETTINGS, "--trainer.accelerator", "cpu", "--trainer.strategy", "ddp", "--trainer.devices"]
-    one, two = tmp_path / "one", tmp_path / "two"
-    for output, devices in ((one, "1"), (two, "2")):
+    one, two, idle = tmp_path / "one", tmp_path / "two", tmp_path / "idle"
+    # the third run has one scene for two processes: the second has nothing to do, and says nothing
+    for source, output, devices in ((scenes, one, "1"), (scenes, two, "2"), (scenes / "north.tif", idle, "2")):
         command = [sys.executable, "-m", "cloudseg", "predict", "--checkpoint", str(checkpoint), "--input",
-                   str(scenes), "--output", str(output), *options, devices]  # fmt: skip
+                   str(source), "--output", str(output), *options, devices]  # fmt: skip
         environment = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "CLOUDSEG_DEBUG": "1"}
         done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr
     assert manifest_names(one) == manifest_names(two) == sorted(SIZES)
     for name in SIZES:
         assert (one / f"{name}.tif").read_bytes() == (two / f"{name}.tif").read_bytes(), name
+    assert manifest_names(idle) == ["north"] and (idle / "north.tif").read_bytes() == (one / "north.tif").read_bytes()

@@ -217,3 +217,32 @@ def test_fusion_computes_the_papers_cross_path_and_channel_embedding():
     branch = batch_norm(linear(torch.relu(depthwise), embed[3]), embed[4])
     expected = batch_norm(linear(both, module.embed.residual) + branch, module.embed.norm)
     torch.testing.assert_close(module(rgb, x), expected)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_pointwise_is_the_1x1_convolution(layout):
+    from cloudseg.models.pointwise import PointwiseConv
+
+    torch.manual_seed(0)
+    conv = PointwiseConv(24, 5)
+    x = torch.randn(2, 24, 9, 13).contiguous(memory_format=layout)
+    assert torch.allclose(conv(x), F.conv2d(x, conv.weight, conv.bias), atol=1e-5)
+    assert list(conv.state_dict()) == ["weight", "bias"] and conv.weight.shape == (5, 24, 1, 1)  # as nn.Conv2d's
+
+
+def test_cmx_gives_the_same_bits_on_one_cpu_thread_and_on_two():
+    """So that a prediction is the same bytes in one process and in two, which share the cores (a 1x1
+    convolution with 2 outputs, CMX's spatial gate, rounded differently on 1 and 2 threads)."""
+    torch.manual_seed(0)
+    model = build_model("cmx_b0").eval().to(memory_format=torch.channels_last)
+    rgb, aux = (torch.randn(2, c, 256, 256).contiguous(memory_format=torch.channels_last) for c in (3, 1))
+    threads = torch.get_num_threads()
+    try:
+        with torch.no_grad():
+            torch.set_num_threads(1)
+            one = model(rgb, aux)
+            torch.set_num_threads(2)
+            two = model(rgb, aux)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two)

@@ -164,6 +164,8 @@ def run_predict(args: argparse.Namespace, overrides: list[str]) -> None:
     submission = f"; submission {args.submission}" if args.submission else ""
     print(f"{len(result.masks)} masks in {args.output}{earlier}{submission}")
     print(result.summary())
+    for note in result.notes:
+        print(note)
 
 
 def run_submit(args: argparse.Namespace, overrides: list[str]) -> None:

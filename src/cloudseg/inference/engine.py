@@ -2,9 +2,9 @@
 share the images: `PairPrediction` runs the `Predictor` on its process's share, `MaskWriter` writes each batch's
 outputs as it finishes and records them in the manifest.
 
-A process's share is whole items of `PairRuns` (Lightning's distributed sampler deals them out), each a fixed run
-of consecutive images: every image goes through the model in the same batch, tile for tile, whatever the number
-of processes, so the outputs are the same bytes.
+A process's share is whole items of `PairRuns` (`share` deals them out), each a fixed run of consecutive images:
+every image goes through the model in the same batch, tile for tile, whatever the number of processes, so the
+outputs are the same bytes.
 """
 
 import logging
@@ -118,6 +118,7 @@ class Prediction:
     skipped: int = 0  # images done by an earlier run, as the manifest shows
     megapixels: float = 0.0  # of the images predicted by this run
     main: bool = True
+    notes: list[str] = field(default_factory=list)  # advice to print after the summary
     since: float = 0.0  # when the wait for the next batch began
 
     @contextmanager
@@ -140,6 +141,12 @@ class Prediction:
         rate = f"{done / self.seconds:.1f} img/s, {self.megapixels / self.seconds:.2f} Mpx/s"
         skipped = f"; {self.skipped} done before, skipped" if self.skipped else ""
         return f"{done} images in {self.seconds:.1f} s, {rate} ({parts}){skipped}"
+
+
+def share(items: int, rank: int, processes: int) -> range:
+    """The items of process `rank` of `processes`: dealt out in turn, so that shares differ by one item at most;
+    a process may have none (fewer items than processes)."""
+    return range(rank, items, processes)
 
 
 @contextmanager
@@ -171,13 +178,16 @@ class PairPrediction(L.LightningModule):
         super().__init__()
         self.predictor, self.pairs, self.workers, self.result = predictor, pairs, workers, result
         self.progress = progress
+        self.allow_zero_length_dataloader_with_multiple_devices = True  # fewer items than processes: some idle
         self.seconds: dict[str, float] = {}  # each image's share of its run's model time (a run is of one size)
 
     def predict_dataloader(self) -> DataLoader:
         cfg = self.predictor.cfg
+        runs = PairRuns(self.pairs, cfg.tile_batch, cfg.tile)
         return DataLoader(
-            PairRuns(self.pairs, cfg.tile_batch, cfg.tile),
+            runs,
             batch_size=None,
+            sampler=share(len(runs), self.trainer.global_rank, self.trainer.world_size),
             num_workers=self.workers,
             prefetch_factor=1 if self.workers else None,
             worker_init_fn=ignore_stop_signals,  # the parent stops them, after SIGINT or SIGTERM too
@@ -187,9 +197,9 @@ class PairPrediction(L.LightningModule):
         return batch  # the predictor moves what runs on the device (a scene's tiles, not the scene)
 
     def share(self, rank: int, processes: int) -> int:
-        """The images of process `rank`: whole items of PairRuns, dealt out in turn."""
+        """The number of images of process `rank`."""
         size = self.predictor.cfg.tile_batch
-        items = range(rank, -(-len(self.pairs) // size), processes)
+        items = share(-(-len(self.pairs) // size), rank, processes)
         return sum(len(self.pairs[i * size : (i + 1) * size]) for i in items)
 
     def predict_step(self, batch: list[tuple] | str) -> list[ImageOutputs]:
@@ -219,16 +229,19 @@ class ScenePrediction(L.LightningModule):
         super().__init__()
         self.predictor, self.scenes, self.scaling, self.output, self.result = predictor, scenes, scaling, output, result
         self.progress = progress
+        self.allow_zero_length_dataloader_with_multiple_devices = True
         self.seconds: dict[str, float] = {}
 
     def predict_dataloader(self) -> DataLoader:
-        return DataLoader(self.scenes, batch_size=None)
+        return DataLoader(self.scenes, batch_size=None, sampler=share(len(self.scenes), self.trainer.global_rank,
+                                                                      self.trainer.world_size))  # fmt: skip
 
     def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
         return batch
 
     def share(self, rank: int, processes: int) -> int:
-        return len(range(rank, len(self.scenes), processes))
+        """The number of scenes of process `rank`."""
+        return len(share(len(self.scenes), rank, processes))
 
     def predict_step(self, scene: SceneFile) -> list[Written]:
         self.result.waited("waiting for images")

@@ -1,5 +1,6 @@
-"""`<output>/manifest.jsonl`: one line per finished image of a `predict` run, so that a rerun of the same command
-skips what is done and a run killed at any moment loses at most the images in flight.
+"""`<output>/manifest.jsonl` (and `manifest.<k>.jsonl` of process k of a distributed run): one line per finished
+image of a `predict` run, so that a rerun of the same command, in any number of processes, skips what is done and
+a run killed at any moment loses at most the images in flight.
 
 A line is appended only after every output of its image is on disk, and says what was written (each file's
 SHA-256), from which input files, by which checkpoints, settings, precision, device and versions, and what it

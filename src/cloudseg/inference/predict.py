@@ -16,7 +16,7 @@ from cloudseg.inference.engine import MaskWriter, PairPrediction, Prediction, Sc
 from cloudseg.inference.geotiff import SceneFile, SceneScaling
 from cloudseg.inference.manifest import Manifest, input_files, run_identity
 from cloudseg.inference.outputs import OutputWriters
-from cloudseg.inference.predictor import Predictor
+from cloudseg.inference.predictor import Predictor, cpu_has_bf16
 from cloudseg.inference.rle import mask_row, write_submission
 from cloudseg.inference.sources import GEOTIFF_SUFFIXES, find_inputs
 from cloudseg.launch import lightning_trainer, on_device, quiet_lightning
@@ -81,10 +81,14 @@ def predict(
         enable_checkpointing=False,
         enable_progress_bar=False,  # MaskWriter's counts images, not batches
         enable_model_summary=False,
+        use_distributed_sampler=False,  # each module deals out its own items (`engine.share`)
     )
     with result.timing("loading the model"):
         predictor = Predictor.from_checkpoint(checkpoints, trainer.strategy.root_device, cfg)
     cfg = predictor.cfg
+    if cfg.precision == "auto" and cfg.runtime == "torch" and predictor.device.type == "cpu" and cpu_has_bf16():
+        result.notes.append("this CPU has bf16 instructions: --predict.precision bf16 runs the model faster (what "
+                            "it gains and changes: docs/PERFORMANCE.md)")  # fmt: skip
     with result.timing("checking earlier outputs"):
         identity = run_identity(checkpoint_paths(checkpoints), cfg, predictor.device, predictor.bf16, scaling)
         manifest = Manifest(output, identity)

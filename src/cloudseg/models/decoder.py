@@ -3,9 +3,9 @@
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from cloudseg.models.pointwise import PointwiseConv, pointwise
 from cloudseg.models.resample import upsample_bilinear
 
 
@@ -17,14 +17,14 @@ class AllMLPDecoder(nn.Module):
 
     def __init__(self, in_channels: Sequence[int], num_classes: int, embed_dim: int, dropout: float):
         super().__init__()
-        self.project = nn.ModuleList(nn.Conv2d(c, embed_dim, 1) for c in in_channels)
+        self.project = nn.ModuleList(PointwiseConv(c, embed_dim) for c in in_channels)
         self.fuse = nn.Sequential(
-            nn.Conv2d(len(in_channels) * embed_dim, embed_dim, 1, bias=False),
+            PointwiseConv(len(in_channels) * embed_dim, embed_dim, bias=False),
             nn.BatchNorm2d(embed_dim),
             nn.ReLU(inplace=True),
         )
         self.dropout = nn.Dropout2d(dropout)
-        self.classify = nn.Conv2d(embed_dim, num_classes, 1)
+        self.classify = PointwiseConv(embed_dim, num_classes)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -49,8 +49,7 @@ class AllMLPDecoder(nn.Module):
         fuse = self.fuse[0].weight.flatten(1).split(self.fuse[0].out_channels, dim=1)  # n x (D, D)
         fused = None
         for index, (project, feature, fuse_part) in enumerate(zip(self.project, features, fuse, strict=True)):
-            weight = (fuse_part @ project.weight.flatten(1))[..., None, None]  # (D, C_i, 1, 1)
-            folded = F.conv2d(feature, weight, fuse_part @ project.bias)
+            folded = pointwise(feature, fuse_part @ project.weight.flatten(1), fuse_part @ project.bias)  # (B, D, h, w)
             if index:  # stages after the first are always coarser: an index test keeps the ONNX export general
                 folded = upsample_bilinear(folded, size)
             fused = folded if fused is None else fused + folded

@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cloudseg.models.mit import map_to_tokens, tokens_to_map
+from cloudseg.models.pointwise import PointwiseConv
 
 
 class FeatureRectifyModule(nn.Module):
@@ -25,9 +26,9 @@ class FeatureRectifyModule(nn.Module):
         )
         # Both streams (2C) -> one gate per pixel and stream (2).
         self.spatial_gate = nn.Sequential(
-            nn.Conv2d(2 * dim, dim, 1),
+            PointwiseConv(2 * dim, dim),
             nn.ReLU(inplace=True),
-            nn.Conv2d(dim, 2, 1),
+            PointwiseConv(dim, 2),
             nn.Sigmoid(),
         )
 
@@ -95,12 +96,12 @@ class ChannelEmbed(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
-        self.residual = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        self.residual = PointwiseConv(in_channels, out_channels, bias=False)
         self.embed = nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, 1),
+            PointwiseConv(in_channels, out_channels),
             nn.Conv2d(out_channels, out_channels, 3, padding=1, groups=out_channels),
             nn.ReLU(inplace=True),
-            nn.Conv2d(out_channels, out_channels, 1),
+            PointwiseConv(out_channels, out_channels),
             nn.BatchNorm2d(out_channels),
         )
         self.norm = nn.BatchNorm2d(out_channels)
