@@ -96,4 +96,22 @@ def test_two_processes_share_geotiff_scenes_as_one_does(checkpoint, tmp_path):
     assert manifest_names(one) == manifest_names(two) == sorted(SIZES)
     for name in SIZES:
         assert (one / f"{name}.tif").read_bytes() == (two / f"{name}.tif").read_bytes(), name
+        if output == idle:
+            assert done.stdout.count("1 mask in") == 1 and not done.stderr.strip()  # one report; the idle is silent
     assert manifest_names(idle) == ["north"] and (idle / "north.tif").read_bytes() == (one / "north.tif").read_bytes()
+
+
+def test_a_damaged_image_in_one_process_stops_every_process_with_one_line(checkpoint, tmp_path):
+    """Image f lies in the second process's share (items of 2 images dealt in turn: a b | c d | e f ...): it fails
+    there, the first process hears of it, and the command ends with the one line naming the file."""
+    write_pairs(tmp_path / "in", SIZES)
+    (tmp_path / "in" / "rgb" / "f.png").write_bytes(b"not a png")
+    command = [sys.executable, "-m", "cloudseg", "predict", "--checkpoint", str(checkpoint), "--input",
+               str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--predict.tile", "48", "--predict.overlap",
+               "16", "--predict.tile_batch", "2", "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+               "--trainer.strategy", "ddp"]  # fmt: skip
+    environment = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "CLOUDSEG_DEBUG": ""}
+    done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("cloudseg: error: ") and "f.png" in lines[0], done.stderr

@@ -138,3 +138,25 @@ def test_a_text_file_lists_sources_and_names_must_not_collide(scenes, tmp_path):
     listing.write_text("nowhere\n")
     with pytest.raises(DataError, match=r"scenes.txt, line 1: .*nowhere: no such file or folder"):
         find_inputs(listing)
+
+
+def _append_entries(folder: str, first: int) -> None:
+    from cloudseg.inference.manifest import Manifest
+
+    manifest = Manifest(Path(folder), {"run": 1})
+    for index in range(first, first + 200):
+        manifest.add([{"name": f"image_{index}", "outputs": {"x": "0" * 64}, "padding": "p" * 3000}])
+
+
+def test_jobs_appending_to_one_manifest_never_interleave_their_lines(tmp_path):
+    """Two processes (two jobs of a Slurm array sharing an output folder) append 200 long lines each at once."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    jobs = [context.Process(target=_append_entries, args=(str(tmp_path), first)) for first in (0, 200)]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join(60)
+    lines = (tmp_path / MANIFEST).read_text().splitlines()
+    assert sorted(json.loads(line)["name"] for line in lines) == sorted(f"image_{i}" for i in range(400))

@@ -106,3 +106,15 @@ def test_scenes_need_bands_and_pairs_refuse_them(checkpoint, tmp_path, capsys, s
     assert "are for GeoTIFF scenes;" in capsys.readouterr().err
     assert main([*base, "--input", str(scenes), "--sensor", "landsat8", "--submission", "s.csv"]) == 2
     assert "--submission encodes masks of image pairs" in capsys.readouterr().err
+
+
+def test_two_scenes_of_one_name_are_refused_and_device_and_devices_do_not_mix(checkpoint, tmp_path, capsys):
+    write_scenes(tmp_path / "x", {"a": (40, 40)})
+    write_scenes(tmp_path / "y", {"a": (40, 40), "b": (40, 40)})
+    with pytest.raises(DataError, match=r"two images named a, .*x/a\.tif and .*y/a\.tif; their masks would overwrite"):
+        find_inputs(f"{tmp_path}/*/*.tif")
+    arguments = ["predict", "--checkpoint", str(checkpoint), "--input", str(tmp_path / "y"), "--output",
+                 str(tmp_path / "out"), "--sensor", "landsat8", "--device", "cpu"]  # fmt: skip
+    assert main([*arguments, "--trainer.devices", "2"]) == 2
+    assert "--device names one device; with --trainer.devices, drop it" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -1,6 +1,8 @@
 """The `cloudseg` command: parse arguments, call one library function, print its result."""
 
 import argparse
+import dataclasses
+import glob
 import json
 import logging
 import time
@@ -21,7 +23,7 @@ from cloudseg.cli.options import (
     command_overrides,
 )
 from cloudseg.config import Sensor, load_config
-from cloudseg.errors import ConfigError
+from cloudseg.errors import CloudsegError, ConfigError
 from cloudseg.schema import CLASS_NAMES, MIN_SIDE
 from cloudseg.sections import to_dict
 from cloudseg.signals import stop_at_once
@@ -123,7 +125,9 @@ def run_report(args: argparse.Namespace, overrides: list[str]) -> None:
     print(f"wrote {write_report(args.evaluation, args.output)}")
 
 
-def run_predict(args: argparse.Namespace, overrides: list[str]) -> None:
+def run_predict(args: argparse.Namespace, overrides: list[str]) -> int | None:
+    from lightning.pytorch.utilities import rank_zero_only
+
     from cloudseg.inference.geotiff import SceneScaling
     from cloudseg.inference.predict import predict
     from cloudseg.inference.sources import is_scene
@@ -140,7 +144,8 @@ def run_predict(args: argparse.Namespace, overrides: list[str]) -> None:
             if len(bands) != 4:
                 raise ConfigError(f"--bands {args.bands}: expected four band numbers, R,G,B,NIR, e.g. 4,3,2,5")
         scaling = SceneScaling.of(args.sensor, bands, args.scale, args.offset)
-    if is_scene(Path(args.input)) and is_scene(Path(args.output)):  # one scene, one mask file
+    one_scene = is_scene(Path(args.input)) and not glob.has_magic(args.input)
+    if one_scene and is_scene(Path(args.output)):  # one scene, one mask file
         from cloudseg.inference.geotiff import predict_scene_from_checkpoint
 
         if args.submission:
@@ -154,15 +159,25 @@ def run_predict(args: argparse.Namespace, overrides: list[str]) -> None:
         )
         print(f"wrote {path}")
         return
-    if args.device and any(o.startswith(("--trainer.accelerator", "--trainer.devices")) for o in overrides):
-        raise ConfigError("--device names one device; with --trainer.accelerator or --trainer.devices, drop it")
-    result = predict(args.checkpoint, args.input, args.output, settings.predict, args.submission, args.device,
-                     args.overwrite, settings.trainer, scaling)  # fmt: skip
+    chosen = [o.partition("=")[0] for o in overrides if o.startswith(("trainer.accelerator=", "trainer.devices="))]
+    if args.device and chosen:
+        raise ConfigError(f"--device names one device; with --{chosen[0]}, drop it")
+    # One device unless told more: a machine's other GPUs may be someone else's.
+    trainer = settings.trainer
+    if trainer.devices == "auto":
+        trainer = dataclasses.replace(trainer, devices=1)
+    try:
+        result = predict(args.checkpoint, args.input, args.output, settings.predict, args.submission, args.device,
+                         args.overwrite, trainer, scaling)  # fmt: skip
+    except CloudsegError as error:
+        if rank_zero_only.rank != 0:  # another process of a distributed run: the first one says what failed
+            return error.exit_code
+        raise
     if not result.main:  # another process of a distributed run: the first one reports
         return
     earlier = f", {result.skipped} of them from an earlier run" if result.skipped else ""
     submission = f"; submission {args.submission}" if args.submission else ""
-    print(f"{len(result.masks)} masks in {args.output}{earlier}{submission}")
+    print(f"{len(result.masks)} mask{'' if len(result.masks) == 1 else 's'} in {args.output}{earlier}{submission}")
     print(result.summary())
     for note in result.notes:
         print(note)
@@ -304,10 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--checkpoint", required=True, nargs="+", help=CHECKPOINTS_HELP)
     predict.add_argument(
         "--input", required=True,
-        help="dataset root (its test/), folder with rgb/ + ngr/, rgb/<name>, or a .txt file listing these, one a line",
+        help="image pairs: a dataset root (its test/), a folder with rgb/ + ngr/, rgb/<name>; GeoTIFF scenes: a .tif, "
+        "a folder of them, a quoted glob; or a .txt file listing any of these, one a line",
     )  # fmt: skip
     predict.add_argument(
-        "--output", required=True, help="folder for <name>.png colour masks (a .tif file for a GeoTIFF scene)"
+        "--output",
+        required=True,
+        help="folder for the masks: <name>.png of pairs, <name>.tif of scenes (one --input scene.tif may name a .tif)",
     )
     predict.add_argument("--submission", help="also write this Kaggle submission.csv")
     predict.add_argument(

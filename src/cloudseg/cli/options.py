@@ -115,6 +115,8 @@ Prediction settings (--predict.*; also in the predict section of a --config file
   --predict.precision auto|32|bf16         auto: bf16 on GPUs
   --predict.index_masks true, --predict.probabilities true, --predict.uncertainty entropy|max_probability
   --predict.calibrated false               the raw softmax, without the checkpoint's fitted temperature
+  --predict.runtime onnx|onnx_int8         on a CPU: the model's graph in onnxruntime (extra `onnx`), int8 weights
+  --predict.compile true, --predict.io_workers N, --predict.scales [1.0, 1.5]   (all keys: `cloudseg config`)
 Where it runs (Lightning, as for training; each process predicts a share of the images):
   --trainer.accelerator cpu|gpu, --trainer.devices N, --trainer.num_nodes N, --trainer.strategy ddp
 """

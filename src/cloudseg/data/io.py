@@ -22,6 +22,8 @@ from cloudseg.files import atomic_path
 from cloudseg.schema import CLASSES, IGNORE_INDEX, NGR_NIR_CHANNEL
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+# OpenCV's own warnings (a truncated PNG's, say) would precede the one line that names the file and what to do
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 PALETTE_BGR = np.array([c.bgr for c in CLASSES], dtype=np.uint8)
 _PALETTE_LUT = np.zeros((256, 1, 3), dtype=np.uint8)  # for cv2.LUT, which releases the GIL: the class colours
 _PALETTE_LUT[: len(CLASSES), 0] = PALETTE_BGR

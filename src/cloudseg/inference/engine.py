@@ -2,7 +2,7 @@
 share the images: `PairPrediction` runs the `Predictor` on its process's share, `MaskWriter` writes each batch's
 outputs as it finishes and records them in the manifest.
 
-A process's share is whole items of `PairRuns` (`share` deals them out), each a fixed run of consecutive images:
+A process's share is whole items of `PairRuns` (`dealt` deals them out), each a fixed run of consecutive images:
 every image goes through the model in the same batch, tile for tile, whatever the number of processes, so the
 outputs are the same bytes.
 """
@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
@@ -35,6 +36,7 @@ from cloudseg.metrics import class_ids
 from cloudseg.signals import ignore_stop_signals
 
 log = logging.getLogger("cloudseg")
+GATHER_TIMEOUT = timedelta(days=7)
 
 
 def uncertainty_map(probabilities: torch.Tensor, kind: str) -> torch.Tensor:
@@ -143,7 +145,7 @@ class Prediction:
         return f"{done} images in {self.seconds:.1f} s, {rate} ({parts}){skipped}"
 
 
-def share(items: int, rank: int, processes: int) -> range:
+def dealt(items: int, rank: int, processes: int) -> range:
     """The items of process `rank` of `processes`: dealt out in turn, so that shares differ by one item at most;
     a process may have none (fewer items than processes)."""
     return range(rank, items, processes)
@@ -187,7 +189,7 @@ class PairPrediction(L.LightningModule):
         return DataLoader(
             runs,
             batch_size=None,
-            sampler=share(len(runs), self.trainer.global_rank, self.trainer.world_size),
+            sampler=dealt(len(runs), self.trainer.global_rank, self.trainer.world_size),
             num_workers=self.workers,
             prefetch_factor=1 if self.workers else None,
             worker_init_fn=ignore_stop_signals,  # the parent stops them, after SIGINT or SIGTERM too
@@ -196,10 +198,10 @@ class PairPrediction(L.LightningModule):
     def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
         return batch  # the predictor moves what runs on the device (a scene's tiles, not the scene)
 
-    def share(self, rank: int, processes: int) -> int:
+    def images_of(self, rank: int, processes: int) -> int:
         """The number of images of process `rank`."""
         size = self.predictor.cfg.tile_batch
-        items = share(-(-len(self.pairs) // size), rank, processes)
+        items = dealt(-(-len(self.pairs) // size), rank, processes)
         return sum(len(self.pairs[i * size : (i + 1) * size]) for i in items)
 
     def predict_step(self, batch: list[tuple] | str) -> list[ImageOutputs]:
@@ -233,15 +235,15 @@ class ScenePrediction(L.LightningModule):
         self.seconds: dict[str, float] = {}
 
     def predict_dataloader(self) -> DataLoader:
-        return DataLoader(self.scenes, batch_size=None, sampler=share(len(self.scenes), self.trainer.global_rank,
+        return DataLoader(self.scenes, batch_size=None, sampler=dealt(len(self.scenes), self.trainer.global_rank,
                                                                       self.trainer.world_size))  # fmt: skip
 
     def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
         return batch
 
-    def share(self, rank: int, processes: int) -> int:
+    def images_of(self, rank: int, processes: int) -> int:
         """The number of scenes of process `rank`."""
-        return len(share(len(self.scenes), rank, processes))
+        return len(dealt(len(self.scenes), rank, processes))
 
     def predict_step(self, scene: SceneFile) -> list[Written]:
         self.result.waited("waiting for images")
@@ -269,22 +271,28 @@ class MaskWriter(BasePredictionWriter):
         self.writers, self.manifest, self.inputs, self.result = writers, manifest, inputs, result
         self.progress, self.stale, self.total, self.done = progress, stale, total, done
         self.rows: list[tuple[str, str]] = []
+        self.group = None  # of all processes, for `predict.gathered`
 
     def setup(self, trainer: L.Trainer, pl_module: PairPrediction | ScenePrediction, stage: str) -> None:
         if trainer.is_global_zero:
             for path in self.stale:
                 path.unlink(missing_ok=True)
         trainer.strategy.barrier()
+        if trainer.world_size > 1:
+            # The processes meet once more, at the end, to pool their rows and failures; a share may take hours
+            # longer than another (shares are even in images, not pixels), beyond the default group's timeout.
+            self.group = torch.distributed.new_group(backend="gloo", timeout=GATHER_TIMEOUT)
         self.manifest.write_as(trainer.global_rank)
-        self.progress.disable = not trainer.is_global_zero
+        # shown by the first process, on a terminal (in a log or a pipe, it would only leave a blank line)
+        self.progress.disable = not (trainer.is_global_zero and self.progress.console.is_terminal)
         self.progress.start()
         if trainer.world_size == 1:
             self.task = self.progress.add_task("predicting", total=self.total, completed=self.done)
         else:  # the first process shows its own share
-            share = pl_module.share(trainer.global_rank, trainer.world_size)
-            self.task = self.progress.add_task(f"predicting, process 1 of {trainer.world_size}", total=share)
+            images = pl_module.images_of(trainer.global_rank, trainer.world_size)
+            self.task = self.progress.add_task(f"predicting, process 1 of {trainer.world_size}", total=images)
 
-    def on_predict_start(self, trainer: L.Trainer, pl_module: PairPrediction) -> None:
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.result.since = time.perf_counter()  # the first batch's wait includes the readers' start
 
     def write_on_batch_end(self, trainer, pl_module, prediction: list[ImageOutputs] | list[Written], *_) -> None:
@@ -294,15 +302,15 @@ class MaskWriter(BasePredictionWriter):
                 self._record(pl_module, written)
         self.result.since = time.perf_counter()
 
-    def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: PairPrediction) -> None:
+    def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: PairPrediction | ScenePrediction) -> None:
         with self.result.timing("waiting for writes"):
             for written in self.writers.remaining():
                 self._record(pl_module, written)
 
-    def teardown(self, trainer: L.Trainer, pl_module: PairPrediction, stage: str) -> None:
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.progress.stop()
 
-    def on_exception(self, trainer: L.Trainer, pl_module: PairPrediction, exception: BaseException) -> None:
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self.progress.stop()
 
     def _record(self, pl_module: PairPrediction | ScenePrediction, written: list[Written]) -> None:

@@ -197,7 +197,8 @@ class SceneScaling:
         bands = bands or (preset.bands if preset else None)
         if bands is None:
             raise ConfigError(
-                "GeoTIFF scenes: say which bands are R, G, B and NIR: --bands 4,3,2,5 or --sensor landsat8"
+                "--scale and --offset are for GeoTIFF scenes, which also need their bands named (R, G, B, NIR): "
+                "--bands 4,3,2,5 or --sensor landsat8"
             )
         scale = scale if scale is not None else (preset.scale if preset else 1.0)
         if offset is None and sensor != "sentinel2":

@@ -8,10 +8,12 @@ found (size, class shares, seconds). An image is done when a line of it matches 
 lists still has its hash. Lines that cannot be read (one cut short by a kill, say) count as missing.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -57,13 +59,13 @@ def input_files(item: SampleFiles | SceneFile) -> dict:
 
 class Manifest:
     """The manifests of one output folder, read once; this process appends to its own as images finish
-    (`manifest.jsonl`, or `manifest.<k>.jsonl` for process k of a distributed run, so that no two processes append
-    to one file)."""
+    (`manifest.jsonl`, or `manifest.<k>.jsonl` for process k of a distributed run), under a lock, as independent
+    jobs may share one."""
 
     def __init__(self, folder: Path, identity: dict):
         self.folder, self.identity = folder, identity
         self.entries: dict[str, list[dict]] = defaultdict(list)
-        self.write_as(0)
+        self.path = folder / MANIFEST
         for path in sorted(folder.glob("manifest*.jsonl")) if folder.is_dir() else ():
             try:
                 text = path.read_text(encoding="utf-8", errors="replace")
@@ -84,12 +86,6 @@ class Manifest:
     def write_as(self, rank: int) -> None:
         """Appends go to the manifest of process `rank`."""
         self.path = self.folder / (MANIFEST if rank == 0 else f"manifest.{rank}.jsonl")
-        try:
-            with self.path.open("rb") as handle:
-                handle.seek(-1, os.SEEK_END)
-                self.ends_mid_line = handle.read(1) != b"\n"
-        except OSError:  # no such file, or an empty one
-            self.ends_mid_line = False
 
     def done(self, item: SampleFiles | SceneFile) -> bool:
         """The image's outputs were written from these input files by a run like this one, and are on disk as
@@ -108,13 +104,31 @@ class Manifest:
         """Appends the entries' lines (with the run's identity), on disk before it returns."""
         if not entries:
             return
-        lines = "".join(json.dumps({**entry, **self.identity}) + "\n" for entry in entries)
-        if self.ends_mid_line:  # a killed run's last line: ours must not be glued to it
-            lines, self.ends_mid_line = "\n" + lines, False
+        lines = "".join(json.dumps({**entry, **self.identity}) + "\n" for entry in entries).encode()
         try:
-            with self.path.open("a", encoding="utf-8") as handle:
+            with self.path.open("a+b") as handle, _locked(handle):
+                if handle.seek(0, os.SEEK_END):  # a killed run's last line, cut short: ours must not be glued to it
+                    handle.seek(-1, os.SEEK_END)
+                    lines = (b"" if handle.read(1) == b"\n" else b"\n") + lines
                 handle.write(lines)
                 handle.flush()
                 os.fsync(handle.fileno())
         except OSError as error:
             raise os_error(error, self.path) from error
+
+
+@contextlib.contextmanager
+def _locked(handle) -> Iterator[None]:
+    """An exclusive lock on the open file while appending: jobs that share an output folder (a Slurm array) may
+    each append to its `manifest.jsonl`, and no two lines may interleave. Where there are no POSIX locks
+    (Windows), none is taken."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)

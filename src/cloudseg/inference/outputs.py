@@ -44,7 +44,7 @@ class ImageOutputs:
             yield ImageOutputs(*(None if field is None else field[part] for field in fields))
 
 
-Written = tuple[tuple[str, str], dict]  # an image's submission row, and its manifest entry
+Written = tuple[tuple[str, str] | None, dict]  # an image's submission row (None for a scene), its manifest entry
 
 
 def write_batch(batch: ImageOutputs, output: Path, cfg: PredictConfig) -> list[Written]:

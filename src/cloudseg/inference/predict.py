@@ -11,7 +11,7 @@ from rich.progress import Progress
 
 from cloudseg.config import PredictConfig, TrainerConfig
 from cloudseg.data.io import IMAGE_SUFFIXES, codec_workers
-from cloudseg.errors import ConfigError
+from cloudseg.errors import CloudsegError, ConfigError
 from cloudseg.inference.engine import MaskWriter, PairPrediction, Prediction, ScenePrediction
 from cloudseg.inference.geotiff import SceneFile, SceneScaling
 from cloudseg.inference.manifest import Manifest, input_files, run_identity
@@ -21,13 +21,15 @@ from cloudseg.inference.rle import mask_row, write_submission
 from cloudseg.inference.sources import GEOTIFF_SUFFIXES, find_inputs
 from cloudseg.launch import lightning_trainer, on_device, quiet_lightning
 from cloudseg.models.checkpoint import checkpoint_paths
+from cloudseg.schema import CLASS_NAMES
 from cloudseg.signals import stop_at_once
 
 
 def stale_temporaries(output: Path, names: list[str]) -> list[Path]:
     """The temporary files that a killed run left of these images' outputs (`files.atomic_path` names them
     `.<file>.<random>.tmp`; a scene's mask has a `.blocks.tif` beside its own)."""
-    prefixes = tuple(f".{name}{after}" for name in names for after in (".png.", ".tif.", "_"))
+    endings = (".png.", ".tif.", *(f"_{class_name}.png." for class_name in CLASS_NAMES))  # masks, scenes, maps
+    prefixes = tuple(f".{name}{ending}" for name in names for ending in endings)
     found = [*output.rglob(".*.tmp"), *output.rglob(".*.blocks.tif")] if output.is_dir() else []
     return [path for path in found if path.name.startswith(prefixes)]
 
@@ -64,7 +66,10 @@ def predict(
     result = Prediction([])
     output = Path(output)
     if output.suffix.lower() in (*IMAGE_SUFFIXES, *GEOTIFF_SUFFIXES) or output.is_file():
-        raise ConfigError(f"--output {output}: predict writes a mask for each image into a folder; name a folder")
+        raise ConfigError(
+            f"--output {output}: predict writes a mask for each image (<name>.png; <name>.tif of a GeoTIFF scene) "
+            "into a folder; name a folder"
+        )
     inputs = find_inputs(source)
     scenes = isinstance(inputs[0], SceneFile)
     if scenes and scaling is None:
@@ -81,20 +86,21 @@ def predict(
         enable_checkpointing=False,
         enable_progress_bar=False,  # MaskWriter's counts images, not batches
         enable_model_summary=False,
-        use_distributed_sampler=False,  # each module deals out its own items (`engine.share`)
+        use_distributed_sampler=False,  # each module deals out its own items (`engine.dealt`)
     )
     with result.timing("loading the model"):
         predictor = Predictor.from_checkpoint(checkpoints, trainer.strategy.root_device, cfg)
     cfg = predictor.cfg
-    if cfg.precision == "auto" and cfg.runtime == "torch" and predictor.device.type == "cpu" and cpu_has_bf16():
-        result.notes.append("this CPU has bf16 instructions: --predict.precision bf16 runs the model faster (what "
-                            "it gains and changes: docs/PERFORMANCE.md)")  # fmt: skip
+    fp32_cpu = cfg.precision == "auto" and cfg.runtime == "torch" and predictor.device.type == "cpu"
     with result.timing("checking earlier outputs"):
         identity = run_identity(checkpoint_paths(checkpoints), cfg, predictor.device, predictor.bf16, scaling)
         manifest = Manifest(output, identity)
         done = set() if overwrite else {item.name for item in inputs if manifest.done(item)}
         todo = [item for item in inputs if item.name not in done]
         files = {item.name: input_files(item) for item in todo}
+    if todo and fp32_cpu and cpu_has_bf16():
+        result.notes.append("this CPU has bf16 instructions: --predict.precision bf16 runs the model faster (what "
+                            "it gains and changes: docs/PERFORMANCE.md)")  # fmt: skip
     # the reading and writing processes of every process on this machine share its cores
     workers = cfg.io_workers or max(1, codec_workers() // trainer.num_devices)
     progress = Progress(transient=True)
@@ -106,29 +112,37 @@ def predict(
             module = ScenePrediction(predictor, todo, scaling, output, result, progress)
         else:
             module = PairPrediction(predictor, todo, workers, result, progress)
-        with quiet_lightning(), stop_at_once(), warnings.catch_warnings():
-            # MaskWriter needs no batch indices (a batch names its images), which a loader of whole items lacks
-            warnings.filterwarnings("ignore", "Couldn't infer the batch indices")
-            warnings.filterwarnings("ignore", ".*LeafSpec.*deprecated")  # inside Lightning
-            if todo:  # the same in every process: all of them predict, or none
-                trainer.predict(module, return_predictions=False)
-    written = gathered((writer.rows, result.megapixels))
-    result.megapixels = sum(megapixels for _, megapixels in written)
+        failure = None
+        try:
+            with quiet_lightning(), stop_at_once(), warnings.catch_warnings():
+                # MaskWriter needs no batch indices (a batch names its images), which a loader of whole items lacks
+                warnings.filterwarnings("ignore", "Couldn't infer the batch indices")
+                warnings.filterwarnings("ignore", ".*LeafSpec.*deprecated")  # inside Lightning
+                if todo:  # the same in every process: all of them predict, or none
+                    trainer.predict(module, return_predictions=False)
+        except CloudsegError as error:  # a damaged image, a full disk, a signal: the other processes hear of it
+            failure = error
+    written = gathered((writer.rows, result.megapixels, failure), writer.group)
+    failures = [failed for _, _, failed in written if failed is not None]
+    if failures:  # every process stops with it; the CLI's first process says what failed
+        raise failure or failures[0]
+    result.megapixels = sum(megapixels for _, megapixels, _ in written)
     result.main = trainer.is_global_zero
     if submission and result.main:
         with result.timing("checking earlier outputs"):
             rows = [mask_row(output / f"{name}.png") for name in sorted(done)]
-        write_submission([*rows, *(row for rows, _ in written for row in rows)], submission)
+        write_submission([*rows, *(row for rows, _, _ in written for row in rows)], submission)
     result.masks = [output / f"{item.name}{'.tif' if scenes else '.png'}" for item in inputs]
     result.skipped = len(done)
     result.seconds = time.perf_counter() - started
     return result
 
 
-def gathered(value: object) -> list:
-    """`value` of every process of a distributed run, in rank order (of this process alone otherwise)."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+def gathered(value: object, group: object | None) -> list:
+    """`value` of every process of a distributed run, in rank order, through `group` (of this process alone
+    otherwise)."""
+    if group is None:
         return [value]
     values = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(values, value)
+    torch.distributed.all_gather_object(values, value, group=group)
     return values

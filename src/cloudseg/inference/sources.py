@@ -20,7 +20,21 @@ def is_scene(path: Path) -> bool:
 
 
 def find_inputs(source: str | Path) -> Inputs:
-    """The image pairs, or the GeoTIFF scenes, that `source` names; never both."""
+    """The image pairs, or the GeoTIFF scenes, that `source` names; never both, and never two of one name (their
+    masks would overwrite each other)."""
+    inputs = _found(source)
+    where = {}
+    for item in inputs:
+        if item.name in where:
+            raise DataError(
+                f"{source}: two images named {item.name}, {where[item.name]} and {item.paths[0]}; their masks "
+                "would overwrite each other: rename one, or predict them into separate folders"
+            )
+        where[item.name] = item.paths[0]
+    return inputs
+
+
+def _found(source: str | Path) -> Inputs:
     if glob.has_magic(str(source)) and not Path(source).exists():
         paths = [Path(p) for p in sorted(glob.glob(str(source), recursive=True))]
         scenes = [SceneFile(p.stem, p) for p in paths if is_scene(p) and p.is_file()]
