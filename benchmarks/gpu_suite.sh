@@ -11,6 +11,8 @@
 #                           once, while it says the run goes on: bash benchmarks/gpu_suite.sh recipe-wait
 #   issue 24 (~9 min):      bash benchmarks/gpu_suite.sh goals     (parity of a training step, the ladder with its
 #                           CUDA-graphs row in one process, inference with CUDA graphs at batch 64 and 128)
+#   issue 25 (~8 min):      bash benchmarks/gpu_suite.sh archive   (scenes per hour and GPU utilisation, 50
+#                           synthetic 7000² scenes through `cloudseg predict`, cmx_b2)
 #
 # Every stage has its own time limit, so a slow compile costs that stage, not the ones after it. Stage logs go
 # to $OUT/suite.log and results to $OUT/<stage>.json (the device tool brings back at most 8 files).
@@ -38,12 +40,14 @@ export PYTHONPATH=$PWD/src:/tmp/site PYTHONUNBUFFERED=1
 
 if [[ ${SUITE_SMOKE:-} == 1 ]]; then
     MODEL=cmx_b0 SIZE=64 OVERLAP=16 BATCH=2 INFER_BATCH=2 SCENE=160 STEPS=1 N_TRAIN=10 WORKERS=2 EPOCHS=1
+    ARCHIVE=(--scenes 3 --distinct 2 --size 96 --accelerator cpu --predict-options --predict.tile 64 --predict.overlap 16)
     SCALE=0.1 IO_WRITERS=2 RECIPE_EPOCHS=2 RECIPE_LIMIT=0 CALL_LIMIT=${SUITE_CALL_S:-100000}  # no limits: see stage()
     DEVICE=(--device cpu) COMPILE=(--compile none) PARITY=(--no-compile) TRAIN_DEVICE=(--trainer.accelerator cpu)
     CUDA_GRAPHS=(--compile none)
 else
     MODEL=cmx_b2 SIZE=512 OVERLAP=128 BATCH=16 INFER_BATCH=64 SCENE=4096 STEPS=20 N_TRAIN=1036 WORKERS=14 EPOCHS=5
     SCALE=1 IO_WRITERS=8 RECIPE_EPOCHS=100 RECIPE_LIMIT=1500 CALL_LIMIT=${SUITE_CALL_S:-565}
+    ARCHIVE=(--scenes 50 --distinct 5 --size 7000 --accelerator gpu)
     # Training compiled with CUDA graphs: 2.0 times the compiled step's pace in the benchmark on the H100
     # (2026-11-26); SUITE_COMPILE_MODE=default runs it without them.
     DEVICE=() COMPILE=() PARITY=() CUDA_GRAPHS=(--compile reduce-overhead)
@@ -98,6 +102,19 @@ goals)
             --batch "$batch" --batches "$STEPS" --warmup 3 "${CUDA_GRAPHS[@]}" "${DEVICE[@]}" \
             --json "$OUT/infer_cuda_graphs_$batch.json"
     done
+    ;;
+archive)
+    # Issue 25's GPU figures: an archive through `cloudseg predict` as a user runs it, one process; the model
+    # untrained, as its speed does not depend on its weights.
+    "$PYTHON" -c 'import sys
+from cloudseg.config import Config, ModelConfig
+from cloudseg.models import build_model
+from cloudseg.models.checkpoint import save_release
+from cloudseg.sections import to_dict
+save_release(build_model(sys.argv[1]).eval(), to_dict(Config(model=ModelConfig(name=sys.argv[1]))), sys.argv[2])' \
+        "$MODEL" "$WORK/suite-archive.safetensors" || exit 1
+    stage archive 480 "$PYTHON" benchmarks/scaling.py --checkpoint "$WORK/suite-archive.safetensors" --processes 1 \
+        --json "$OUT/archive.json" "${ARCHIVE[@]}"
     ;;
 models)
     stage parity 100 "$PYTHON" benchmarks/gpu_parity.py --model "$MODEL" "${PARITY[@]}" "${DEVICE[@]}" \
@@ -193,7 +210,7 @@ training)
         --side "$SIZE" --batch "$INFER_BATCH" --writers "$IO_WRITERS" "${DEVICE[@]}" --json "$OUT/writer_contention.json"
     ;;
 *)
-    echo "usage: $0 wheels|goals|models|profile|training|recipe|recipe-wait" >&2
+    echo "usage: $0 wheels|goals|archive|models|profile|training|recipe|recipe-wait" >&2
     exit 2
     ;;
 esac

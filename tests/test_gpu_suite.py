@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
     ("part", "files"),
     [
         ("goals", {"parity.json", "train_ladder.json", "infer_cuda_graphs_2.json", "infer_cuda_graphs_4.json"}),
+        ("archive", {"archive.json"}),
         ("models", {"parity.json", "train_ladder.json", "infer_compare.json", "infer_scene.json"}),
         ("profile", {"train_profile.json", "train_compiled.json", "train_cuda_graphs.json"}),
         (
@@ -44,9 +45,9 @@ def test_every_stage_of_the_suite_runs_and_leaves_its_result(part, files, tmp_pa
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     exits = re.findall(r"exit (\d+) after", result.stdout)
-    assert len(exits) == {"goals": 4, "models": 4, "profile": 3, "training": 7, "recipe": 3}[part] and set(exits) == {
-        "0"
-    }, result.stdout[-3000:]
+    assert len(exits) == {"goals": 4, "archive": 1, "models": 4, "profile": 3, "training": 7, "recipe": 3}[
+        part
+    ] and set(exits) == {"0"}, result.stdout[-3000:]
     assert files | {"suite.log"} == {p.name for p in out.iterdir()}  # the device tool returns at most 8 files
     for name in {name for name in files if name.endswith(".json")}:  # each a record: figures and their provenance
         assert {"command", "commit", "versions", "device", "date"} <= set(json.loads((out / name).read_text())), name
