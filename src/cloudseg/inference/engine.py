@@ -170,18 +170,39 @@ def tile_task(progress: Progress, name: str) -> Iterator[TileProgress]:
             progress.remove_task(task)
 
 
-class PairPrediction(L.LightningModule):
+class Predicting(L.LightningModule):
+    """What both kinds of input share: the predictor, which keeps its model on its own device and precision (the
+    model is not this module's parameter, so Lightning neither moves nor wraps it), and each image's timing and
+    tile progress."""
+
+    def __init__(self, predictor: Predictor, result: Prediction, progress: Progress):
+        super().__init__()
+        self.predictor, self.result, self.progress = predictor, result, progress
+        self.allow_zero_length_dataloader_with_multiple_devices = True  # fewer items than processes: some idle
+        self.seconds: dict[str, float] = {}  # each image's share of its run's model time (a run is of one size)
+
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        return batch  # the predictor moves what runs on the device (a scene's tiles, not the scene)
+
+    @contextmanager
+    def predicting(self, names: list[str]) -> Iterator[TileProgress]:
+        """Times the model on these images (the first batch apart: it also pays for the device's lazy start and
+        any compilation, so that the rest shows the steady pace) and shows their tiles' progress."""
+        started = time.perf_counter()
+        part = "model" if "model, first batch" in self.result.times else "model, first batch"
+        with self.result.timing(part), tile_task(self.progress, names[0]) as on_tiles:
+            yield on_tiles
+        self.seconds.update(dict.fromkeys(names, (time.perf_counter() - started) / len(names)))
+
+
+class PairPrediction(Predicting):
     """The predictor over the pairs still to do; each batch's outputs are the batch's return value, for
-    `MaskWriter`. The predictor keeps its model on its own device and precision (the model is not this module's
-    parameter, so Lightning neither moves nor wraps it)."""
+    `MaskWriter`."""
 
     def __init__(self, predictor: Predictor, pairs: list[SampleFiles], workers: int, result: Prediction,
                  progress: Progress):  # fmt: skip
-        super().__init__()
-        self.predictor, self.pairs, self.workers, self.result = predictor, pairs, workers, result
-        self.progress = progress
-        self.allow_zero_length_dataloader_with_multiple_devices = True  # fewer items than processes: some idle
-        self.seconds: dict[str, float] = {}  # each image's share of its run's model time (a run is of one size)
+        super().__init__(predictor, result, progress)
+        self.pairs, self.workers = pairs, workers
 
     def predict_dataloader(self) -> DataLoader:
         cfg = self.predictor.cfg
@@ -195,9 +216,6 @@ class PairPrediction(L.LightningModule):
             worker_init_fn=ignore_stop_signals,  # the parent stops them, after SIGINT or SIGTERM too
         )
 
-    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
-        return batch  # the predictor moves what runs on the device (a scene's tiles, not the scene)
-
     def images_of(self, rank: int, processes: int) -> int:
         """The number of images of process `rank`."""
         size = self.predictor.cfg.tile_batch
@@ -210,36 +228,23 @@ class PairPrediction(L.LightningModule):
             raise DataError(batch)
         outputs = []
         for names, rgb, aux in batch:
-            # The first run also pays for the device's lazy start (kernels loaded, libraries set up) and for any
-            # compilation: apart, so that the rest shows the steady pace.
-            started = time.perf_counter()
-            with (
-                self.result.timing("model" if "model, first batch" in self.result.times else "model, first batch"),
-                tile_task(self.progress, names[0]) as on_tiles,
-            ):
+            with self.predicting(names) as on_tiles:
                 outputs.append(image_outputs(names, self.predictor.logits(rgb, aux, on_tiles), self.predictor.cfg))
-            self.seconds.update(dict.fromkeys(names, (time.perf_counter() - started) / len(names)))
         return outputs
 
 
-class ScenePrediction(L.LightningModule):
+class ScenePrediction(Predicting):
     """The predictor over GeoTIFF scenes, one an item: the step reads, predicts and writes a scene block by block
     (`predict_scene`: a scene is never whole in memory) and returns its manifest entry for `MaskWriter`."""
 
     def __init__(self, predictor: Predictor, scenes: list[SceneFile], scaling: SceneScaling, output: Path,
                  result: Prediction, progress: Progress):  # fmt: skip
-        super().__init__()
-        self.predictor, self.scenes, self.scaling, self.output, self.result = predictor, scenes, scaling, output, result
-        self.progress = progress
-        self.allow_zero_length_dataloader_with_multiple_devices = True
-        self.seconds: dict[str, float] = {}
+        super().__init__(predictor, result, progress)
+        self.scenes, self.scaling, self.output = scenes, scaling, output
 
     def predict_dataloader(self) -> DataLoader:
-        return DataLoader(self.scenes, batch_size=None, sampler=dealt(len(self.scenes), self.trainer.global_rank,
-                                                                      self.trainer.world_size))  # fmt: skip
-
-    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
-        return batch
+        sampler = dealt(len(self.scenes), self.trainer.global_rank, self.trainer.world_size)
+        return DataLoader(self.scenes, batch_size=None, sampler=sampler)
 
     def images_of(self, rank: int, processes: int) -> int:
         """The number of scenes of process `rank`."""
@@ -247,15 +252,10 @@ class ScenePrediction(L.LightningModule):
 
     def predict_step(self, scene: SceneFile) -> list[Written]:
         self.result.waited("waiting for images")
-        started = time.perf_counter()
-        with (
-            self.result.timing("model" if "model, first batch" in self.result.times else "model, first batch"),
-            tile_task(self.progress, scene.name) as on_tiles,
-        ):
-            scaling = self.scaling
+        scaling = self.scaling
+        with self.predicting([scene.name]) as on_tiles:
             mask = predict_scene(self.predictor, scene.path, self.output / f"{scene.name}.tif", scaling.bands,
                                  scaling.scale, scaling.offset_of(scene.path), on_tiles=on_tiles)  # fmt: skip
-        self.seconds[scene.name] = time.perf_counter() - started
         return [(None, scene_entry(scene, mask))]
 
 
@@ -273,7 +273,7 @@ class MaskWriter(BasePredictionWriter):
         self.rows: list[tuple[str, str]] = []
         self.group = None  # of all processes, for `predict.gathered`
 
-    def setup(self, trainer: L.Trainer, pl_module: PairPrediction | ScenePrediction, stage: str) -> None:
+    def setup(self, trainer: L.Trainer, pl_module: Predicting, stage: str) -> None:
         if trainer.is_global_zero:
             for path in self.stale:
                 path.unlink(missing_ok=True)
@@ -302,7 +302,7 @@ class MaskWriter(BasePredictionWriter):
                 self._record(pl_module, written)
         self.result.since = time.perf_counter()
 
-    def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: PairPrediction | ScenePrediction) -> None:
+    def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: Predicting) -> None:
         with self.result.timing("waiting for writes"):
             for written in self.writers.remaining():
                 self._record(pl_module, written)
@@ -313,7 +313,7 @@ class MaskWriter(BasePredictionWriter):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self.progress.stop()
 
-    def _record(self, pl_module: PairPrediction | ScenePrediction, written: list[Written]) -> None:
+    def _record(self, pl_module: Predicting, written: list[Written]) -> None:
         self.rows.extend(row for row, _ in written if row is not None)
         entries = []
         for _, entry in written:
