@@ -76,13 +76,21 @@ def test_predict_one_pair_of_odd_size(checkpoint, tmp_path):
     assert cv2.imread(str(tmp_path / "out" / "odd.png")).shape == (45, 71, 3)
 
 
-def test_images_of_one_size_that_fit_a_tile_are_batched_and_larger_ones_go_alone():
+def test_images_of_one_size_share_batches_unless_one_fills_a_batch_of_tiles_alone():
     from cloudseg.inference.engine import _same_size_runs
 
-    sizes = [(64, 64)] * 5 + [(32, 48), (90, 64), (90, 64), (64, 64), (32, 48)]
+    # 64² fits the tile; 90 x 64 is 2 tiles (64² overlapping by 16), fewer than a batch of 3; 150 x 64 is 3 tiles
+    sizes = [(64, 64)] * 5 + [(32, 48), (90, 64), (90, 64), (90, 64), (64, 64), (150, 64), (150, 64), (32, 48)]
     images = [(i, (np.zeros((*size, 3)), None)) for i, size in enumerate(sizes)]
-    runs = [[i for i, _ in run] for run in _same_size_runs(images, batch_size=3, tile=64)]
-    assert runs == [[0, 1, 2], [3, 4], [5], [6], [7], [8], [9]]
+    runs = [[i for i, _ in run] for run in _same_size_runs(images, batch_size=3, tile=64, overlap=16)]
+    assert runs == [[0, 1, 2], [3, 4], [5], [6, 7, 8], [9], [10], [11], [12]]
+    assert [[i for i, _ in run] for run in _same_size_runs(images[:5], batch_size=1, tile=64, overlap=16)] == [
+        [0],
+        [1],
+        [2],
+        [3],
+        [4],
+    ]
 
 
 class Recording(torch.nn.Module):
@@ -143,9 +151,9 @@ def test_reader_items_are_runs_of_one_size_and_an_unreadable_pair_is_its_error(t
     from cloudseg.inference.sources import find_inputs
 
     write_pairs(tmp_path, {"a": (32, 32), "b": (32, 32), "c": (40, 70), "d": (32, 32), "e": (32, 32)})
-    runs = PairRuns(find_inputs(tmp_path), batch_size=3, tile=48)
+    runs = PairRuns(find_inputs(tmp_path), batch_size=3, tile=48, overlap=16)
     assert len(runs) == 2
-    first = runs[0]  # a, b, then c: larger than a tile, alone
+    first = runs[0]  # a, b, then c: another size
     assert [(names, tuple(rgb.shape), tuple(aux.shape)) for names, rgb, aux in first] == [
         (["a", "b"], (2, 3, 32, 32), (2, 1, 32, 32)),
         (["c"], (1, 3, 40, 70), (1, 1, 40, 70)),

@@ -48,6 +48,28 @@ def test_progress_counts_every_tile_once_in_batches(height, width, tiles):
     assert tile_count(32, 20, 32, 8) == 1
 
 
+def test_the_tiles_of_several_images_share_batches_and_each_image_gets_its_own_logits():
+    """Three 50 x 40 images of 4 tiles each (32² overlapping by 8) in batches of 5: 12 tiles in 3 batches (alone,
+    each image would take 1 batch and a tile), each image's logits what it gets alone."""
+    torch.manual_seed(0)
+    model = build_from_spec("cmx", TINY_SPEC).eval()
+    calls = []
+
+    def counting(rgb, aux):
+        calls.append(len(rgb))
+        return model(rgb, aux)
+
+    rgb, aux = torch.randn(3, 3, 50, 40), torch.randn(3, 1, 50, 40)
+    with torch.no_grad():
+        together = sliding_logits(counting, rgb, aux, tile=32, overlap=8, batch_size=5)
+        alone = [
+            sliding_logits(model, rgb[i : i + 1], aux[i : i + 1], tile=32, overlap=8, batch_size=5) for i in range(3)
+        ]
+    assert calls == [5, 5, 2]
+    assert together.shape == (3, 4, 50, 40)
+    assert torch.allclose(together, torch.cat(alone), atol=1e-5)
+
+
 def test_a_fixed_batch_shows_the_model_one_shape_and_changes_no_logit():
     model = pointwise_model()
     shapes = set()

@@ -31,7 +31,7 @@ from cloudseg.inference.geotiff import SceneFile, SceneScaling, predict_scene, s
 from cloudseg.inference.manifest import Manifest
 from cloudseg.inference.outputs import ImageOutputs, OutputWriters, Written
 from cloudseg.inference.predictor import Predictor
-from cloudseg.inference.sliding import TileProgress, fits_one_tile
+from cloudseg.inference.sliding import TileProgress, tile_count
 from cloudseg.metrics import class_ids
 from cloudseg.signals import ignore_stop_signals
 
@@ -63,29 +63,34 @@ def image_outputs(names: list[str], logits: torch.Tensor, cfg: PredictConfig) ->
     return ImageOutputs(names, class_ids(logits).byte().cpu().numpy(), probabilities, uncertainty)
 
 
-def _same_size_runs(images: Iterable[tuple], batch_size: int, tile: int) -> Iterator[list[tuple]]:
-    """Consecutive images of one size that fit in a tile, up to `batch_size` of them; a larger image alone (its
-    tiles are batched instead)."""
+def _same_size_runs(images: Iterable[tuple], batch_size: int, tile: int, overlap: int) -> Iterator[list[tuple]]:
+    """Consecutive images of one size, up to `batch_size` of them, whose tiles share the model's batches: images
+    that fit in a tile, or larger ones of fewer tiles than a batch (a GPU's batch stays full with images of a
+    few tiles each); an image of a batch of tiles or more goes alone."""
     run = []
     for image in images:
         shape = image[1][0].shape  # (files, (rgb, nir))
-        if run and (not fits_one_tile(*shape[:2], tile) or shape != run[0][1][0].shape or len(run) == batch_size):
+        alone = tile_count(*shape[:2], tile, overlap) >= batch_size
+        if run and (alone or shape != run[0][1][0].shape or len(run) == batch_size):
             yield run
             run = []
         run.append(image)
+        if alone:
+            yield run
+            run = []
     if run:
         yield run
 
 
 class PairRuns(Dataset):
     """Image pairs, `batch_size` consecutive ones to an item, read in a DataLoader's worker process: the item is
-    their runs (names, RGB (B, 3, H, W), NIR (B, 1, H, W)), uint8 and channels_last, each either images of one
-    size that fit in a tile, stacked, or a larger image alone. One transfer a batch, not one an image, and the
+    their runs (names, RGB (B, 3, H, W), NIR (B, 1, H, W)), uint8 and channels_last, each images of one size
+    stacked (`_same_size_runs`). One transfer a batch, not one an image, and the
     stacking done in the worker: the process that runs the model only receives. A pair that cannot be read
     makes the item its error message, which `PairPrediction` raises."""
 
-    def __init__(self, pairs: list[SampleFiles], batch_size: int, tile: int):
-        self.pairs, self.batch_size, self.tile = pairs, batch_size, tile
+    def __init__(self, pairs: list[SampleFiles], batch_size: int, tile: int, overlap: int):
+        self.pairs, self.batch_size, self.tile, self.overlap = pairs, batch_size, tile, overlap
 
     def __len__(self) -> int:
         return -(-len(self.pairs) // self.batch_size)
@@ -102,7 +107,7 @@ class PairRuns(Dataset):
                 stack_chw([rgb for _, (rgb, _) in run]),
                 stack_chw([nir for _, (_, nir) in run]),
             )
-            for run in _same_size_runs(images, self.batch_size, self.tile)
+            for run in _same_size_runs(images, self.batch_size, self.tile, self.overlap)
         ]
 
 
@@ -190,7 +195,8 @@ class Predicting(L.LightningModule):
         any compilation, so that the rest shows the steady pace) and shows their tiles' progress."""
         started = time.perf_counter()
         part = "model" if "model, first batch" in self.result.times else "model, first batch"
-        with self.result.timing(part), tile_task(self.progress, names[0]) as on_tiles:
+        shown = names[0] if len(names) == 1 else f"{names[0]} and {len(names) - 1} more"
+        with self.result.timing(part), tile_task(self.progress, shown) as on_tiles:
             yield on_tiles
         self.seconds.update(dict.fromkeys(names, (time.perf_counter() - started) / len(names)))
 
@@ -206,7 +212,7 @@ class PairPrediction(Predicting):
 
     def predict_dataloader(self) -> DataLoader:
         cfg = self.predictor.cfg
-        runs = PairRuns(self.pairs, cfg.tile_batch, cfg.tile)
+        runs = PairRuns(self.pairs, cfg.tile_batch, cfg.tile, cfg.overlap)
         return DataLoader(
             runs,
             batch_size=None,

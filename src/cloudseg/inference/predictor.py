@@ -100,9 +100,9 @@ class Predictor:
     @torch.no_grad()
     def logits(self, rgb: torch.Tensor, aux: torch.Tensor, on_tiles: TileProgress | None = None) -> torch.Tensor:
         """Logits (K, H, W) or (B, K, H, W) of uint8 images: images that fit a tile `tile_batch` at a time, on the
-        model's device (padded to `tile_batch` for a compiled model, which then sees one batch shape); a larger
-        image in blended tiles, on the CPU (a scene's blend need not fit on the device), each batch of tiles
-        reported to `on_tiles`."""
+        model's device (padded to `tile_batch` for a compiled model, which then sees one batch shape); larger
+        images in blended tiles, the tiles of all of them `tile_batch` at a time, blended on the CPU (a scene's
+        blend need not fit on the device), each batch of tiles reported to `on_tiles`."""
         if rgb.ndim == 3:
             return self.logits(rgb[None], aux[None], on_tiles)[0]
         if len(rgb) > (size := self.cfg.tile_batch):
@@ -110,11 +110,8 @@ class Predictor:
                               for i in range(0, len(rgb), size)])  # fmt: skip
         if not fits_one_tile(*rgb.shape[-2:], self.cfg.tile):
             cfg = self.cfg
-            return torch.cat([
-                sliding_logits(self._averaged, rgb[i : i + 1], aux[i : i + 1], cfg.tile, cfg.overlap,
-                               cfg.tile_batch, cfg.window, self.device, fixed_batch=cfg.compile, on_tiles=on_tiles)
-                for i in range(len(rgb))
-            ])  # fmt: skip
+            return sliding_logits(self._averaged, rgb, aux, cfg.tile, cfg.overlap, cfg.tile_batch, cfg.window,
+                                  self.device, fixed_batch=cfg.compile, on_tiles=on_tiles)  # fmt: skip
         padding = self.cfg.tile_batch - len(rgb) if self.cfg.compile else 0
         batch = [torch.cat((t, t[-1:].expand(padding, -1, -1, -1))) for t in (rgb, aux)]
         return self._averaged(*batch)[: len(rgb)]

@@ -61,30 +61,34 @@ def sliding_logits(
     fixed_batch: bool = False,
     on_tiles: TileProgress | None = None,
 ) -> torch.Tensor:
-    """(1, K, H, W) float32 logits on the CPU of one image larger than a tile: its tiles run `batch_size` at a
-    time, blended. Tiles are cut and blended on `device` (the model's) when the scene and its blend fit
-    in `device_budget` bytes there, which saves a host copy per tile; else on the CPU, so that device memory stays
-    bounded by the tile batch whatever the scene's size. `fixed_batch` pads the last batch with repeated tiles,
-    so that a model compiled for static shapes sees one batch shape only. `on_tiles` hears of each batch done."""
-    height, width = rgb.shape[-2:]
-    # the scene, the blend weights and the blend of up to 16 classes, in float32
-    scene_bytes = (rgb.shape[1] + aux.shape[1] + 1 + 16) * height * width * 4
+    """(B, K, H, W) float32 logits on the CPU of B images of one size larger than a tile: the tiles of all of them
+    run `batch_size` at a time (so images of a few tiles each still fill a batch), blended. Tiles are cut and
+    blended on `device` (the model's) when the images and their blends fit in `device_budget` bytes there, which
+    saves a host copy per tile; else on the CPU, so that device memory stays bounded by the tile batch whatever
+    the images' size. `fixed_batch` pads the last batch with repeated tiles, so that a model compiled for static
+    shapes sees one batch shape only. `on_tiles` hears of each batch done."""
+    images, height, width = rgb.shape[0], *rgb.shape[-2:]
+    # the images, the blend weights and the blends of up to 16 classes, in float32
+    scene_bytes = images * (rgb.shape[1] + aux.shape[1] + 16) * height * width * 4 + height * width * 4
     blend_on = device if device is not None and scene_bytes <= device_budget else torch.device("cpu")
     rgb, aux = rgb.to(blend_on), aux.to(blend_on)
     tile_h, tile_w = min(tile, height), min(tile, width)
-    boxes = [(y, x) for y in tile_starts(height, tile_h, overlap) for x in tile_starts(width, tile_w, overlap)]
+    corners = [(y, x) for y in tile_starts(height, tile_h, overlap) for x in tile_starts(width, tile_w, overlap)]
     weight = window_weight(tile_h, tile_w, window).to(blend_on)
-    total, norm = None, torch.zeros(height, width, device=blend_on)
+    norm = torch.zeros(height, width, device=blend_on)  # the same for every image: their tiles lie alike
+    for y, x in corners:
+        norm[y : y + tile_h, x : x + tile_w] += weight
+    boxes = [(image, y, x) for image in range(images) for y, x in corners]
+    total = None
     for i in range(0, len(boxes), batch_size):
         chunk = boxes[i : i + batch_size]
         run = chunk + chunk[-1:] * (batch_size - len(chunk)) if fixed_batch else chunk
-        tiles = [torch.cat([t[..., y : y + tile_h, x : x + tile_w] for y, x in run]) for t in (rgb, aux)]
+        tiles = [torch.stack([t[b, :, y : y + tile_h, x : x + tile_w] for b, y, x in run]) for t in (rgb, aux)]
         logits = predict(*tiles)[: len(chunk)].float().to(blend_on)  # (b, K, tile_h, tile_w)
         if total is None:
-            total = torch.zeros(1, logits.shape[1], height, width, device=blend_on)
-        for (y, x), tile_logits in zip(chunk, logits, strict=True):
-            total[0, :, y : y + tile_h, x : x + tile_w] += tile_logits * weight
-            norm[y : y + tile_h, x : x + tile_w] += weight
+            total = torch.zeros(images, logits.shape[1], height, width, device=blend_on)
+        for (b, y, x), tile_logits in zip(chunk, logits, strict=True):
+            total[b, :, y : y + tile_h, x : x + tile_w] += tile_logits * weight
         if on_tiles is not None:
             on_tiles(i + len(chunk), len(boxes))
     return (total / norm).cpu()
