@@ -128,7 +128,7 @@ def run_report(args: argparse.Namespace, overrides: list[str]) -> None:
 def run_predict(args: argparse.Namespace, overrides: list[str]) -> int | None:
     from lightning.pytorch.utilities import rank_zero_only
 
-    from cloudseg.inference.geotiff import SceneScaling
+    from cloudseg.inference.geotiff import NAME_THE_BANDS, SceneScaling
     from cloudseg.inference.predict import predict
     from cloudseg.inference.sources import is_scene
 
@@ -151,9 +151,7 @@ def run_predict(args: argparse.Namespace, overrides: list[str]) -> int | None:
         if args.submission:
             raise ConfigError("--submission encodes masks of image pairs; a scene's mask is the GeoTIFF at --output")
         if scaling is None:
-            raise ConfigError(
-                f"{args.input}: say which bands are R, G, B and NIR: --bands 4,3,2,5 or --sensor landsat8"
-            )
+            raise ConfigError(f"{args.input}: {NAME_THE_BANDS}")
         path = predict_scene_from_checkpoint(
             args.checkpoint, args.input, args.output, scaling, settings.predict, args.device
         )

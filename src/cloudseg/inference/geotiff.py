@@ -25,8 +25,9 @@ from cloudseg.config import PredictConfig
 from cloudseg.data.dataset import to_chw
 from cloudseg.errors import CloudsegError, ConfigError, DataError
 from cloudseg.files import atomic_path, file_sha256
+from cloudseg.inference.outputs import image_entry
 from cloudseg.inference.sliding import TileProgress, tile_count
-from cloudseg.schema import CLASS_NAMES, CLASSES, encode_reflectance
+from cloudseg.schema import CLASSES, encode_reflectance
 
 if TYPE_CHECKING:
     from cloudseg.inference.predictor import Predictor
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("cloudseg")
 
 NODATA = 255
+NAME_THE_BANDS = "say which bands are R, G, B and NIR: --bands 4,3,2,5 or --sensor landsat8"
 SENTINEL2_OFFSET = -0.1  # processing baseline 04.00 (January 2022) on: DN = reflectance x 10000 + 1000
 
 
@@ -224,10 +226,7 @@ def scene_entry(scene: SceneFile, output: Path) -> dict:
             ids = mask.read(1, window=window)
             counts += np.bincount(ids[ids != NODATA], minlength=len(CLASSES))[: len(CLASSES)]
         height, width = mask.height, mask.width
-    shares = np.round(counts / max(1, counts.sum()), 6).tolist()
-    return {"name": scene.name, "height": height, "width": width, "mpx": round(height * width / 1e6, 6),
-            "shares": dict(zip(CLASS_NAMES, shares, strict=True)),
-            "outputs": {output.name: file_sha256(output)}}  # fmt: skip
+    return image_entry(scene.name, height, width, counts, {output.name: file_sha256(output)})
 
 
 def predict_scene_from_checkpoint(

@@ -47,6 +47,14 @@ class ImageOutputs:
 Written = tuple[tuple[str, str] | None, dict]  # an image's submission row (None for a scene), its manifest entry
 
 
+def image_entry(name: str, height: int, width: int, counts: np.ndarray, outputs: dict[str, str]) -> dict:
+    """An image's manifest entry: its size, the share of each class among the pixels `counts` counted (per class
+    id), and the files written with their SHA-256."""
+    shares = np.round(counts[: len(CLASS_NAMES)] / max(1, counts.sum()), 6).tolist()
+    return {"name": name, "height": height, "width": width, "mpx": round(height * width / 1e6, 6),
+            "shares": dict(zip(CLASS_NAMES, shares, strict=True)), "outputs": outputs}  # fmt: skip
+
+
 def write_batch(batch: ImageOutputs, output: Path, cfg: PredictConfig) -> list[Written]:
     """Writes each image's colour mask and the maps `cfg` asks for; returns their submission rows and manifest
     entries (size, class shares, and each file written with its SHA-256)."""
@@ -63,9 +71,7 @@ def write_batch(batch: ImageOutputs, output: Path, cfg: PredictConfig) -> list[W
         if batch.uncertainty is not None:
             files[f"uncertainty/{name}.png"] = batch.uncertainty[i]
         hashes = {file: write_image(output / file, image) for file, image in files.items()}
-        shares = np.round(np.bincount(ids.ravel(), minlength=len(CLASS_NAMES)) / ids.size, 6).tolist()
-        entry = {"name": name, "height": ids.shape[0], "width": ids.shape[1], "mpx": round(ids.size / 1e6, 6),
-                 "shares": dict(zip(CLASS_NAMES, shares, strict=False)), "outputs": hashes}  # fmt: skip
+        entry = image_entry(name, *ids.shape, np.bincount(ids.ravel(), minlength=len(CLASS_NAMES)), hashes)
         written.append(((f"{name}.png", rle_encode(colour)), entry))
     return written
 

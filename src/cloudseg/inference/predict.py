@@ -13,7 +13,7 @@ from cloudseg.config import PredictConfig, TrainerConfig
 from cloudseg.data.io import IMAGE_SUFFIXES, codec_workers
 from cloudseg.errors import CloudsegError, ConfigError
 from cloudseg.inference.engine import MaskWriter, PairPrediction, Prediction, ScenePrediction
-from cloudseg.inference.geotiff import SceneFile, SceneScaling
+from cloudseg.inference.geotiff import NAME_THE_BANDS, SceneFile, SceneScaling
 from cloudseg.inference.manifest import Manifest, input_files, run_identity
 from cloudseg.inference.outputs import OutputWriters
 from cloudseg.inference.predictor import Predictor, cpu_has_bf16
@@ -73,8 +73,7 @@ def predict(
     inputs = find_inputs(source)
     scenes = isinstance(inputs[0], SceneFile)
     if scenes and scaling is None:
-        raise ConfigError(f"{source}: GeoTIFF scenes; say which bands are R, G, B and NIR: --bands 4,3,2,5 or "
-                          "--sensor landsat8")  # fmt: skip
+        raise ConfigError(f"{source}: GeoTIFF scenes; {NAME_THE_BANDS}")
     if scenes and submission:
         raise ConfigError("--submission encodes masks of image pairs; GeoTIFF scenes' masks are the GeoTIFFs")
     if not scenes and scaling is not None:
