@@ -126,6 +126,7 @@ def run_report(args: argparse.Namespace, overrides: list[str]) -> None:
 
 
 def run_predict(args: argparse.Namespace, overrides: list[str]) -> int | None:
+    import torch
     from lightning.pytorch.utilities import rank_zero_only
 
     from cloudseg.inference.geotiff import NAME_THE_BANDS, SceneScaling
@@ -171,6 +172,11 @@ def run_predict(args: argparse.Namespace, overrides: list[str]) -> int | None:
         if rank_zero_only.rank != 0:  # another process of a distributed run: the first one says what failed
             return error.exit_code
         raise
+    finally:
+        # The command's distributed run ends here: its groups' threads are joined now, not torn down at exit
+        # (which aborted the odd process with "terminate called without an active exception").
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     if not result.main:  # another process of a distributed run: the first one reports
         return
     earlier = f", {result.skipped} of them from an earlier run" if result.skipped else ""
