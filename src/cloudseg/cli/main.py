@@ -161,10 +161,8 @@ def run_predict(args: argparse.Namespace, overrides: list[str]) -> int | None:
     chosen = [o.partition("=")[0] for o in overrides if o.startswith(("trainer.accelerator=", "trainer.devices="))]
     if args.device and chosen:
         raise ConfigError(f"--device names one device; with --{chosen[0]}, drop it")
-    # One device unless told more: a machine's other GPUs may be someone else's.
-    trainer = settings.trainer
-    if trainer.devices == "auto":
-        trainer = dataclasses.replace(trainer, devices=1)
+    trainer = settings.trainer  # one device unless told more: a machine's other GPUs may be someone else's
+    trainer = dataclasses.replace(trainer, devices=1) if trainer.devices == "auto" else trainer
     try:
         result = predict(args.checkpoint, args.input, args.output, settings.predict, args.submission, args.device,
                          args.overwrite, trainer, scaling)  # fmt: skip
@@ -173,8 +171,7 @@ def run_predict(args: argparse.Namespace, overrides: list[str]) -> int | None:
             return error.exit_code
         raise
     finally:
-        # The command's distributed run ends here: its groups' threads are joined now, not torn down at exit
-        # (which aborted the odd process with "terminate called without an active exception").
+        # The distributed run ends here: its groups' threads are joined now, not torn down at interpreter exit
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
     if not result.main:  # another process of a distributed run: the first one reports
