@@ -87,6 +87,26 @@ def test_an_os_error_names_the_file_given_rather_than_its_own():
     assert ResourceError.exit_code == 3 and ConfigError.exit_code == DataError.exit_code == 2
 
 
+def test_a_reader_that_goes_away_ends_the_command_quietly_with_141():
+    """`cloudseg models | head -1`: the reader closes the pipe early; cloudseg stops as `ls | head` does, with no
+    error line and the shell's code for SIGPIPE, rather than calling the closed pipe a failing disk."""
+    environment = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "CLOUDSEG_DEBUG": ""}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cloudseg", "models"], env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    process.stdout.close()  # before cloudseg writes its first line
+    error = process.stderr.read().decode()
+    assert process.wait(timeout=300) == 141, error
+    assert error == ""
+
+
+def test_a_broken_pipe_elsewhere_is_still_an_error(monkeypatch, capfd, user_view):
+    """A broken pipe that is not standard output's (a worker's, say) keeps its one error line."""
+    failing(monkeypatch, BrokenPipeError(errno.EPIPE, "Broken pipe"))
+    assert main(["models"]) == 3
+    assert capfd.readouterr().err.strip() == "cloudseg: error: a file: Broken pipe"
+
+
 def test_a_signal_during_a_command_ends_it_with_128_plus_its_number(tmp_path):
     """SIGTERM (a scheduler, `docker stop`) ends any command as Ctrl-C does, in one line: here the demo, stopped
     while it writes its synthetic scenes or trains."""

@@ -202,7 +202,14 @@ def test_each_documented_case_prints_its_line_and_exit_code(case, capsys, tmp_pa
 
 
 def test_the_table_covers_every_exit_code_but_the_unforeseen():
-    assert {code for _, code in CASES.values()} == {0, 2, 3, 130, 143}
+    assert {code for _, code in CASES.values()} == {0, 2, 3, 130, 143}  # 141 in tests/test_boundary.py
+
+
+def test_the_exit_codes_documented_are_the_ones_the_command_line_gives():
+    from cloudseg.cli.boundary import EXIT_CODES
+
+    table = DOC.read_text().split("| code | meaning |")[1].split("\n\n")[0]
+    assert [int(row.strip("|").split(" | ")[0]) for row in table.strip().splitlines()[1:]] == list(EXIT_CODES)
 
 
 def test_the_memory_table_is_the_committed_record():

@@ -2,6 +2,7 @@
 do, and a documented exit code (docs/RELIABILITY.md); a traceback only with --debug or CLOUDSEG_DEBUG=1."""
 
 import os
+import select
 import signal
 import sys
 import traceback
@@ -14,6 +15,7 @@ EXIT_CODES = {
     2: "bad input or settings: a command-line option, config key, dataset file, checkpoint or weight file",
     3: "the machine refused: no space left, no permission, a read-only or failing disk, not enough memory",
     130: "stopped by SIGINT (Ctrl-C); every file written so far is complete",
+    141: "standard output's reader went away (`cloudseg models | head`); every file written so far is complete",
     143: "stopped by SIGTERM (a scheduler's preemption, `docker stop`); every file written so far is complete",
 }
 DEBUG_VARIABLE = "CLOUDSEG_DEBUG"
@@ -31,6 +33,16 @@ def out_of_memory(error: BaseException) -> bool:
         return True
     # PyTorch's CPU allocator raises a plain RuntimeError
     return isinstance(error, RuntimeError) and "can't allocate memory" in str(error)
+
+
+def reader_gone() -> bool:
+    """Whether nobody reads standard output any more: a pipe's reader closed it (`| head`)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), or stdout is no file (a test's capture)
+        return False
 
 
 def translate(error: BaseException, memory_hint: str) -> CloudsegError | None:
@@ -60,6 +72,11 @@ def translate(error: BaseException, memory_hint: str) -> CloudsegError | None:
 def report(error: BaseException, memory_hint: str, debug: bool) -> int:
     """Prints the one line for `error` (and its traceback with `debug`); returns the exit code. An unforeseen
     error with `debug` is raised again, so that a test or a debugger sees it whole."""
+    if isinstance(error, BrokenPipeError) and reader_gone():
+        # as `ls | head` does: nothing to say, and nobody to say it to; stdout goes to /dev/null so that the
+        # interpreter's last flush finds no broken pipe
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     known = translate(error, memory_hint)
     if known is None:
         if debug:
