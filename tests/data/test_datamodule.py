@@ -28,6 +28,12 @@ def test_split_is_deterministic_disjoint_and_complete():
     assert len(split.val) == 10 and sorted(split.train + split.val) == sorted(names)
 
 
+@pytest.mark.parametrize(("count", "fraction", "validated"), [(2, 0.99, 1), (3, 0.9, 2), (1, 0.5, 0), (4, 0.01, 1)])
+def test_a_split_leaves_at_least_one_name_on_each_side(count, fraction, validated):
+    split = make_split([f"n{i}" for i in range(count)], fraction, seed=0)
+    assert (len(split.train), len(split.val)) == (count - validated, validated)
+
+
 def test_folds_validate_every_name_once_in_balanced_seeded_parts():
     names = [f"n{i}" for i in range(23)]
     splits = [fold_split(names, 5, fold, seed=3) for fold in range(5)]

@@ -42,6 +42,21 @@ def test_ohem_threshold_keeps_low_confidence_pixels_but_at_least_min_kept():
     )
 
 
+def test_ohem_threshold_selects_by_probability_whatever_the_class_weights():
+    """Class weights scale the kept pixels' losses but not which pixels are kept: heavy classes are not made 'hard'
+    by their weight, nor light ones 'easy'."""
+    logits, target = random_batch(2)
+    target[1, :3] = IGNORE
+    weight = torch.tensor([0.5, 4.0, 1.0, 2.0])
+    valid = target != IGNORE
+    probability = logits.softmax(1).gather(1, target.clamp(max=3)[:, None])[:, 0]
+    pixel = F.cross_entropy(logits, target, weight=weight, ignore_index=IGNORE, reduction="none")
+    kept = pixel[valid & (probability < 0.3)]
+    assert ohem_cross_entropy(logits, target, 0.0, IGNORE, weight=weight, threshold=0.3).item() == pytest.approx(
+        kept.mean().item(), rel=1e-5
+    )
+
+
 def test_ohem_gradient_reaches_exactly_the_kept_pixels_and_ignored_or_empty_batches_give_zero():
     logits, target = random_batch(4)
     target[1] = IGNORE

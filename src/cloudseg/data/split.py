@@ -22,11 +22,12 @@ class Split:
 
 
 def make_split(names: list[str], val_fraction: float, seed: int) -> Split:
-    """A seeded random split: the same names, fraction and seed always give the same split."""
+    """A seeded random split: the same names, fraction and seed always give the same split. Both sides get at
+    least one name when there are two or more, however small or large the fraction."""
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(f"val_fraction must lie in [0, 1), got {val_fraction}")
     order = np.random.default_rng(seed).permutation(len(names))
-    n_val = max(1, round(len(names) * val_fraction)) if val_fraction > 0 and len(names) > 1 else 0
+    n_val = min(max(1, round(len(names) * val_fraction)), len(names) - 1) if val_fraction > 0 else 0
     return _validating(names, {names[i] for i in order[:n_val]})
 
 

@@ -42,8 +42,11 @@ def ohem_cross_entropy(
         count = torch.floor(valid_count.double() * fraction).long().clamp(min=1)
         hardest = _mean_of_largest(losses, count, max(1, int(fraction * losses.numel())))
     else:
-        # p(true class) < threshold  <=>  loss > -log(threshold) (unweighted)
-        hard = losses > -math.log(threshold)
+        # p(true class) < threshold  <=>  loss > -log(threshold), where a class weight scales both sides
+        bar = -math.log(threshold)
+        if weight is not None:
+            bar = bar * weight[target.masked_fill(target == ignore_index, 0)].flatten()
+        hard = losses > bar
         hard_count = hard.sum()
         floor = min(max(min_kept, 1), losses.numel())
         floor_mean = _mean_of_largest(losses, valid_count.clamp(1, floor), floor)
