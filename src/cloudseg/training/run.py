@@ -136,14 +136,6 @@ def job_restart(run_dir: Path, cfg: Config) -> tuple[Path, dict] | None:
     return checkpoint, state
 
 
-def check_start_weights(cfg: Config) -> None:
-    """Refuses start weights that cannot be found or read, before any data is read."""
-    if cfg.model.pretrained is not None:
-        resolve_weights(cfg.model.pretrained)
-    if cfg.model.init_from is not None:
-        read_header(cfg.model.init_from)
-
-
 def _instances(paths: tuple[str, ...], setting: str) -> list:
     """An object of each class named by import path, "package.module:Class", built without arguments."""
     found = []
@@ -266,8 +258,11 @@ def _train(cfg: Config | None, resume: str | None) -> Path:
     else:
         run_dir = new_run_dir(cfg)
         checkpoint, state = job_restart(run_dir, cfg) or (None, None)
-        if checkpoint is None:
-            check_start_weights(cfg)
+        # Start weights that cannot be found or read are refused before any data is read.
+        if checkpoint is None and cfg.model.pretrained is not None:
+            resolve_weights(cfg.model.pretrained)
+        if checkpoint is None and cfg.model.init_from is not None:
+            read_header(cfg.model.init_from)
     started = time.perf_counter()
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     stop = StopRequest()
