@@ -136,16 +136,13 @@ def job_restart(run_dir: Path, cfg: Config) -> tuple[Path, dict] | None:
     return checkpoint, state
 
 
-def _instances(paths: tuple[str, ...], setting: str) -> list:
-    """An object of each class named by import path, "package.module:Class", built without arguments."""
-    found = []
-    for path in paths:
-        module, _, name = path.partition(":")
-        try:
-            found.append(getattr(importlib.import_module(module), name)())
-        except (ImportError, AttributeError, ValueError, TypeError) as error:
-            raise ConfigError(f"{setting}: cannot load {path!r} ({error}); expected 'package.module:Class'") from error
-    return found
+def _instance(path: str, setting: str):
+    """An object of the class named by import path, "package.module:Class", built without arguments."""
+    module, _, name = path.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)()
+    except (ImportError, AttributeError, ValueError, TypeError) as error:
+        raise ConfigError(f"{setting}: cannot load {path!r} ({error}); expected 'package.module:Class'") from error
 
 
 def _loggers(cfg: Config, run_dir: Path, resumed: dict | None) -> list[Logger]:
@@ -163,7 +160,7 @@ def _loggers(cfg: Config, run_dir: Path, resumed: dict | None) -> list[Logger]:
                     "trainer.logger: tensorboard needs TensorBoard: pip install 'cloudseg[tensorboard]'"
                 ) from error
         else:
-            (logger,) = _instances((name,), "trainer.logger")
+            logger = _instance(name, "trainer.logger")
             if not isinstance(logger, Logger):
                 raise ConfigError(
                     f"trainer.logger: {name!r} is not a Lightning logger (lightning.pytorch.loggers.Logger)"
@@ -182,7 +179,7 @@ def _precision(cfg: Config) -> str:
 
 def build_trainer(cfg: Config, run_dir: Path, resumed: dict | None, stop: StopRequest) -> L.Trainer:
     """The Lightning trainer of a run, with cloudseg's callbacks, loggers and checkpoint writing."""
-    extra_callbacks = _instances(cfg.trainer.callbacks, "trainer.callbacks")
+    extra_callbacks = [_instance(path, "trainer.callbacks") for path in cfg.trainer.callbacks]
     loggers = _loggers(cfg, run_dir, resumed)
     return lightning_trainer(
         cfg.trainer,
