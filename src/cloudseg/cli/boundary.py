@@ -34,8 +34,7 @@ def out_of_memory(error: BaseException) -> bool:
 
 
 def translate(error: BaseException, memory_hint: str) -> CloudsegError | None:
-    """A foreseeable failure (of the input, a dependency or the machine) as cloudseg's own error; None for anything
-    unforeseen."""
+    """A foreseeable failure (of the input, a dependency or the machine) as cloudseg's own error, else None."""
     if isinstance(error, CloudsegError):
         return error
     if isinstance(error, KeyboardInterrupt):

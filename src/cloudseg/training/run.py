@@ -336,8 +336,7 @@ def _logged_before(row: dict, resumed: dict) -> bool:
 
 
 def _csv_logger(run_dir: Path, resumed: dict | None) -> CSVLogger:
-    """Lightning's CSV logger; when resuming from the checkpoint state `resumed`, the rows logged before it are
-    kept."""
+    """Lightning's CSV logger, keeping the rows logged before the checkpoint state `resumed` when resuming."""
     logger = CSVLogger(run_dir, name="", version="")
     previous = run_dir / "metrics.csv"
     if resumed is not None and previous.is_file() and rank_zero_only.rank == 0:
