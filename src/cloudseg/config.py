@@ -235,7 +235,7 @@ class TrainerConfig(Section):
     calibration: Literal["none", "temperature", "class_temperature"] = "temperature"
 
     def check(self) -> None:
-        if isinstance(self.devices, int) and self.devices == 0:
+        if self.devices == 0:
             raise ConfigError("trainer.devices: 0; expected a count >= 1, -1 for all, 'auto' or ids such as '0,1'")
         if isinstance(self.devices, str) and self.devices != "auto":
             ids = self.devices.rstrip(",").split(",")

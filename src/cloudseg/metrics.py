@@ -54,8 +54,7 @@ def confusion_scores(confusion: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def confusion_counts(prediction: torch.Tensor, target: torch.Tensor, classes: int) -> torch.Tensor:
-    """(classes, classes) pixel counts of one prediction, rows true classes, columns predicted; ignored pixels
-    skipped."""
+    """(classes, classes) pixel counts of one prediction (rows true, columns predicted), ignored pixels skipped."""
     counted = target != IGNORE_INDEX
     pairs = target[counted].long() * classes + prediction[counted].long()
     return torch.bincount(pairs, minlength=classes * classes).reshape(classes, classes)

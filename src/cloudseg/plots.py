@@ -106,8 +106,7 @@ def plot_reliability(curves: dict, path: Path, title: str) -> None:
 
 
 def plot_learning_rates(rows: list[dict], path: Path | BinaryIO) -> bool:
-    """Each parameter group's learning rate against the step, from metrics.csv's rows; False (nothing drawn)
-    where none was logged."""
+    """Each parameter group's learning rate against the step, from metrics.csv's rows; False if none was logged."""
     columns = sorted({key for row in rows for key, value in row.items() if key.startswith("lr-") and value})
     if not columns:
         return False

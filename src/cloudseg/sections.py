@@ -137,9 +137,9 @@ class Typed:
 
 def _coerce(value: Any, kind: Any, where: str) -> Any:
     """`value` as type `kind`, or a ConfigError that names the key and what was expected."""
-    if typing.get_origin(kind) is Annotated:  # bounds are checked apart, by check_value
-        return _coerce(value, typing.get_args(kind)[0], where)
     origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is Annotated:  # bounds are checked apart, by check_value
+        return _coerce(value, args[0], where)
     if isinstance(value, Typed) and origin not in (typing.Union, types.UnionType):
         value = value.text if kind is str else value.value
     if dataclasses.is_dataclass(kind):

@@ -46,8 +46,7 @@ def reader_gone() -> bool:
 
 
 def translate(error: BaseException, memory_hint: str) -> CloudsegError | None:
-    """A foreseeable failure (of the input, a dependency or the machine) as cloudseg's own error; None for anything
-    unforeseen."""
+    """A foreseeable failure (of the input, a dependency or the machine) as cloudseg's own error, else None."""
     if isinstance(error, CloudsegError):
         return error
     if isinstance(error, KeyboardInterrupt):

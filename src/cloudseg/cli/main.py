@@ -103,8 +103,7 @@ def run_train(args: argparse.Namespace, overrides: list[str]) -> None:
             raise ConfigError("--resume continues a run exactly, with the config saved in it; drop the other options")
         run_dir = train(resume=args.resume)
     else:
-        args.config = args.config or DEFAULT_CONFIG
-        run_dir = train(resolved_config(args, overrides))
+        run_dir = train(load_config(args.config or DEFAULT_CONFIG, overrides))
     print(f"run folder: {run_dir}")
 
 
@@ -385,10 +384,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognised arguments: {' '.join(tokens)}")
         parser.print_help()
         return 0
-    handler = logging.StreamHandler()
+    logger, handler = logging.getLogger("cloudseg"), logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
-    logging.getLogger("cloudseg").addHandler(handler)  # Lightning configures its own loggers
-    logging.getLogger("cloudseg").setLevel(logging.INFO)
+    logger.addHandler(handler)  # Lightning configures its own loggers
+    logger.setLevel(logging.INFO)
     try:
         with stop_at_once():
             return args.run(args, command_overrides(args, tokens)) or 0
@@ -397,4 +396,4 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return report(error, args.memory_hint, debug_requested(args.debug))
     finally:
-        logging.getLogger("cloudseg").removeHandler(handler)
+        logger.removeHandler(handler)

@@ -124,12 +124,12 @@ def check_dataset(
         summary = report.splits[name] = SplitSummary(samples=len(samples), labelled=label_dir is not None)
         # Threads: decoding is most of the work and OpenCV releases the GIL while it decodes.
         with ThreadPoolExecutor(codec_workers()) as pool:
-            for found in pool.map(lambda files: _check_sample(files, unknown_colours), samples):
-                report.problems += found.problems
-                report.notes += found.notes
-                if found.class_pixels is not None:
-                    summary.class_pixels += found.class_pixels
-                summary.ignored_pixels += found.ignored_pixels
-                if found.size is not None:
-                    summary.sizes[found.size] += 1
+            for sample in pool.map(lambda files: _check_sample(files, unknown_colours), samples):
+                report.problems += sample.problems
+                report.notes += sample.notes
+                if sample.class_pixels is not None:
+                    summary.class_pixels += sample.class_pixels
+                summary.ignored_pixels += sample.ignored_pixels
+                if sample.size is not None:
+                    summary.sizes[sample.size] += 1
     return report

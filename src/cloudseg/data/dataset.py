@@ -38,8 +38,7 @@ def _images_by_stem(folder: Path, problems: list[str]) -> dict[str, Path]:
 
 
 def pair_files(split_dir: Path, label_dir: Path | None) -> tuple[list[SampleFiles], list[str]]:
-    """Pairs rgb/, ngr/ (and the label folder) by name stem; returns the complete samples and one message per
-    problem."""
+    """Pairs rgb/, ngr/ (and the label folder) by name stem: the complete samples, and a message per problem."""
     problems: list[str] = []
     folders = {name: split_dir / name for name in MODALITIES}
     if label_dir is not None:

@@ -176,8 +176,7 @@ def _describe(image: np.ndarray) -> str:
 
 
 def write_image(path: Path, image: np.ndarray) -> str:
-    """Writes an image atomically (encoded in memory, written beside `path` and renamed over it); returns the
-    SHA-256 of the bytes written."""
+    """Writes an image atomically (encoded in memory, written beside `path`, renamed); returns the file's SHA-256."""
     path = Path(path)
     ok, encoded = cv2.imencode(path.suffix or ".png", image)
     if not ok:

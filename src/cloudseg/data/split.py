@@ -58,6 +58,6 @@ def load_split(path: str | Path, names: list[str]) -> Split:
     unknown = sorted(set(split.train + split.val) - set(names))
     if unknown:
         raise DataError(f"{path}: {len(unknown)} names are not in the dataset, e.g. {unknown[0]!r}")
-    if set(split.train) & set(split.val):
-        raise DataError(f"{path}: {len(set(split.train) & set(split.val))} names are in both train and val")
+    if both := set(split.train) & set(split.val):
+        raise DataError(f"{path}: {len(both)} names are in both train and val")
     return split

@@ -53,8 +53,7 @@ def save_release(model: nn.Module, config: dict, path: str | os.PathLike, info: 
 
 
 def add_to_header(path: str | os.PathLike, **entries) -> None:
-    """Rewrites a release checkpoint (and its .json) with `entries` added to its header; the weights stay as
-    they are."""
+    """Rewrites a release checkpoint (and its .json) with `entries` added to its header, the weights unchanged."""
     _write_release(load_file(str(path)), {**read_header(path), **entries}, Path(path))
 
 
@@ -206,8 +205,7 @@ def load_ensemble(
 ) -> tuple[nn.Module, list[Release]]:
     """One release checkpoint's model, or several as an `Ensemble`, in eval mode, and their Releases. The models
     may differ in builder and size but must agree on what their outputs mean: the same classes, inputs and
-    normalisation. With `calibrated`, each model's logits are divided by its own fitted temperature, if it has
-    one."""
+    normalisation. With `calibrated`, each model's logits are divided by its own fitted temperature, if any."""
     paths = checkpoint_paths(paths)
     if not paths:
         raise WeightsError("no checkpoint given")

@@ -3,6 +3,7 @@
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
@@ -22,11 +23,9 @@ class Architecture:
 
 ARCHITECTURES: dict[str, Architecture] = {
     "cmx": Architecture("CMX: RGB and aux MiT streams, FRM + FFM at every stage", CMX),
-    "segformer": Architecture(
-        "SegFormer on RGB only (aux ignored)", lambda spec, cfg: SegFormer(spec, cfg, early_fusion=False)
-    ),
+    "segformer": Architecture("SegFormer on RGB only (aux ignored)", partial(SegFormer, early_fusion=False)),
     "segformer_early": Architecture(
-        "SegFormer on RGB + aux stacked (early fusion)", lambda spec, cfg: SegFormer(spec, cfg, early_fusion=True)
+        "SegFormer on RGB + aux stacked (early fusion)", partial(SegFormer, early_fusion=True)
     ),
 }
 MODEL_NAMES = tuple(f"{arch}_{variant}" for arch in ARCHITECTURES for variant in MIT_VARIANTS)

@@ -31,10 +31,10 @@ def validation_logits(path: Path, dataset: Dataset, device: torch.device, seed: 
     return torch.cat(logits), torch.cat(target)
 
 
-def calibrate(path: Path, dataset: Dataset, method: str, device: torch.device, seed: int) -> dict:
+def calibrate(path: Path, dataset: Dataset, method: str, device: torch.device, seed: int) -> None:
     """Fits `method` (temperature or class_temperature) to the release checkpoint at `path` on `dataset`, adds it
     to the checkpoint's header with the expected calibration error before and after, and draws
-    `<stem>_calibration.png` beside it; returns what it added."""
+    `<stem>_calibration.png` beside it."""
     logits, target = validation_logits(path, dataset, device, seed)
     temperature = fit_temperature(logits, target, per_class=method == "class_temperature")
     if not (temperature.isfinite().all() and PLAUSIBLE[0] <= temperature.min() <= temperature.max() <= PLAUSIBLE[1]):
@@ -43,7 +43,7 @@ def calibrate(path: Path, dataset: Dataset, method: str, device: torch.device, s
             "few pixels); the checkpoint is left uncalibrated",
             path.name, temperature.tolist(), PLAUSIBLE,
         )  # fmt: skip
-        return {}
+        return
     before, after = ReliabilityBins(), ReliabilityBins()
     before.update(logits.softmax(1), target)
     after.update((logits / temperature).softmax(1), target)
@@ -60,4 +60,3 @@ def calibrate(path: Path, dataset: Dataset, method: str, device: torch.device, s
     plot_reliability({"before": before, "after": after}, path.with_name(f"{path.stem}_calibration.png"), title)
     shown = ", ".join(f"{t:.3f}" for t in record["temperature"])
     log.info("%s: temperature %s; ECE on validation %.4f -> %.4f", path.name, shown, before.ece(), after.ece())
-    return record

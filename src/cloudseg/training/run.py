@@ -136,24 +136,13 @@ def job_restart(run_dir: Path, cfg: Config) -> tuple[Path, dict] | None:
     return checkpoint, state
 
 
-def check_start_weights(cfg: Config) -> None:
-    """Refuses start weights that cannot be found or read, before any data is read."""
-    if cfg.model.pretrained is not None:
-        resolve_weights(cfg.model.pretrained)
-    if cfg.model.init_from is not None:
-        read_header(cfg.model.init_from)
-
-
-def _instances(paths: tuple[str, ...], setting: str) -> list:
-    """An object of each class named by import path, "package.module:Class", built without arguments."""
-    found = []
-    for path in paths:
-        module, _, name = path.partition(":")
-        try:
-            found.append(getattr(importlib.import_module(module), name)())
-        except (ImportError, AttributeError, ValueError, TypeError) as error:
-            raise ConfigError(f"{setting}: cannot load {path!r} ({error}); expected 'package.module:Class'") from error
-    return found
+def _instance(path: str, setting: str):
+    """An object of the class named by import path, "package.module:Class", built without arguments."""
+    module, _, name = path.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)()
+    except (ImportError, AttributeError, ValueError, TypeError) as error:
+        raise ConfigError(f"{setting}: cannot load {path!r} ({error}); expected 'package.module:Class'") from error
 
 
 def _loggers(cfg: Config, run_dir: Path, resumed: dict | None) -> list[Logger]:
@@ -171,7 +160,7 @@ def _loggers(cfg: Config, run_dir: Path, resumed: dict | None) -> list[Logger]:
                     "trainer.logger: tensorboard needs TensorBoard: pip install 'cloudseg[tensorboard]'"
                 ) from error
         else:
-            (logger,) = _instances((name,), "trainer.logger")
+            logger = _instance(name, "trainer.logger")
             if not isinstance(logger, Logger):
                 raise ConfigError(
                     f"trainer.logger: {name!r} is not a Lightning logger (lightning.pytorch.loggers.Logger)"
@@ -190,7 +179,7 @@ def _precision(cfg: Config) -> str:
 
 def build_trainer(cfg: Config, run_dir: Path, resumed: dict | None, stop: StopRequest) -> L.Trainer:
     """The Lightning trainer of a run, with cloudseg's callbacks, loggers and checkpoint writing."""
-    extra_callbacks = _instances(cfg.trainer.callbacks, "trainer.callbacks")
+    extra_callbacks = [_instance(path, "trainer.callbacks") for path in cfg.trainer.callbacks]
     loggers = _loggers(cfg, run_dir, resumed)
     return lightning_trainer(
         cfg.trainer,
@@ -266,8 +255,11 @@ def _train(cfg: Config | None, resume: str | None) -> Path:
     else:
         run_dir = new_run_dir(cfg)
         checkpoint, state = job_restart(run_dir, cfg) or (None, None)
-        if checkpoint is None:
-            check_start_weights(cfg)
+        # Start weights that cannot be found or read are refused before any data is read.
+        if checkpoint is None and cfg.model.pretrained is not None:
+            resolve_weights(cfg.model.pretrained)
+        if checkpoint is None and cfg.model.init_from is not None:
+            read_header(cfg.model.init_from)
     started = time.perf_counter()
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     stop = StopRequest()
@@ -344,8 +336,7 @@ def _logged_before(row: dict, resumed: dict) -> bool:
 
 
 def _csv_logger(run_dir: Path, resumed: dict | None) -> CSVLogger:
-    """Lightning's CSV logger; when resuming from the checkpoint state `resumed`, the rows logged before it are
-    kept."""
+    """Lightning's CSV logger, keeping the rows logged before the checkpoint state `resumed` when resuming."""
     logger = CSVLogger(run_dir, name="", version="")
     previous = run_dir / "metrics.csv"
     if resumed is not None and previous.is_file() and rank_zero_only.rank == 0:

@@ -28,7 +28,7 @@ class NonFiniteLossError(CloudsegError):
     """The training loss became NaN or infinite."""
 
 
-def lr_factor(step: int, total: int, warmup: int, schedule: str, min_ratio: float, power: float = 0.9) -> float:
+def lr_factor(step: int, total: int, warmup: int, schedule: str, min_ratio: float, power: float) -> float:
     """Multiplier of a group's base learning rate after `step` optimiser steps of `total`.
 
     Linear warmup from 0 over `warmup` steps, then cosine or polynomial decay down to `min_ratio` (min_lr / base).
