@@ -5,6 +5,7 @@ column-major) and flattened, as space-separated 1-based `start length` pairs of 
 """
 
 import csv
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -17,9 +18,7 @@ from cloudseg.files import atomic_path
 from cloudseg.schema import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 
 HEADER = ("Image_Label", "EncodedPixels")
-_NUMBER_TEXT = np.zeros(256, dtype=bool)  # the bytes EncodedPixels may hold: digits and white space
-_NUMBER_TEXT[list(b"0123456789 \t\r\n")] = True
-_NUMBER_TEXT.flags.writeable = False
+_NOT_NUMBER_TEXT = re.compile(r"[^0-9 \t\r\n]")  # EncodedPixels holds digits and white space only
 
 
 def rle_encode(colour_bgr: np.ndarray) -> str:
@@ -32,10 +31,8 @@ def rle_encode(colour_bgr: np.ndarray) -> str:
 
 def parse_runs(encoded: str, where: str = "submission") -> tuple[np.ndarray, np.ndarray]:
     """EncodedPixels -> (0-based starts, lengths); anything but whole numbers in pairs is an error naming `where`."""
-    characters = np.frombuffer(encoded.encode("ascii", "replace"), np.uint8)
-    allowed = _NUMBER_TEXT[characters]
-    if not allowed.all():
-        at = int(np.argmin(allowed))
+    if bad := _NOT_NUMBER_TEXT.search(encoded):
+        at = bad.start()
         token = encoded[at:].split(maxsplit=1)[0] if not encoded[at].isspace() else encoded[at]
         raise DataError(f"{where}: EncodedPixels holds {token[:20]!r}; expected whole numbers")
     numbers = np.fromstring(encoded, dtype=np.int64, sep=" ") if encoded.strip() else np.zeros(0, np.int64)
