@@ -7,6 +7,7 @@ every image goes through the model in the same batch, tile for tile, whatever th
 outputs are the same bytes.
 """
 
+import itertools
 import logging
 import math
 import time
@@ -67,27 +68,19 @@ def _same_size_runs(images: Iterable[tuple], batch_size: int, tile: int, overlap
     """Consecutive images of one size, up to `batch_size` of them, whose tiles share the model's batches: images
     that fit in a tile, or larger ones of fewer tiles than a batch (a GPU's batch stays full with images of a
     few tiles each); an image of a batch of tiles or more goes alone."""
-    run = []
-    for image in images:
-        shape = image[1][0].shape  # (files, (rgb, nir))
-        alone = tile_count(*shape[:2], tile, overlap) >= batch_size
-        if run and (alone or shape != run[0][1][0].shape or len(run) == batch_size):
-            yield run
-            run = []
-        run.append(image)
-        if alone:
-            yield run
-            run = []
-    if run:
-        yield run
+    for shape, same in itertools.groupby(images, key=lambda image: image[1][0].shape):  # (files, (rgb, nir))
+        same = list(same)
+        size = 1 if tile_count(*shape[:2], tile, overlap) >= batch_size else batch_size
+        for start in range(0, len(same), size):
+            yield same[start : start + size]
 
 
 class PairRuns(Dataset):
     """Image pairs, `batch_size` consecutive ones to an item, read in a DataLoader's worker process: the item is
     their runs (names, RGB (B, 3, H, W), NIR (B, 1, H, W)), uint8 and channels_last, each images of one size
-    stacked (`_same_size_runs`). One transfer a batch, not one an image, and the
-    stacking done in the worker: the process that runs the model only receives. A pair that cannot be read
-    makes the item its error message, which `PairPrediction` raises."""
+    stacked (`_same_size_runs`). One transfer a batch, not one an image, and the stacking done in the worker: the
+    process that runs the model only receives. A pair that cannot be read makes the item its error message,
+    which `PairPrediction` raises."""
 
     def __init__(self, pairs: list[SampleFiles], batch_size: int, tile: int, overlap: int):
         self.pairs, self.batch_size, self.tile, self.overlap = pairs, batch_size, tile, overlap

@@ -14,7 +14,6 @@ class: they are written as the output's nodata value, 255.
 
 import contextlib
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -81,14 +80,6 @@ def sentinel2_offset(source: str | Path, bands: tuple[int, ...], scale: float) -
     return SENTINEL2_OFFSET, "no offset or processing baseline in its metadata: that of products since January 2022"
 
 
-@contextlib.contextmanager
-def _removed_after(path: Path) -> Iterator[Path]:
-    try:
-        yield path
-    finally:
-        path.unlink(missing_ok=True)
-
-
 def _block_windows(height: int, width: int, block: int, halo: int):
     """(read window, core window inside it, core window in the scene) for blocks covering the scene."""
     from rasterio.windows import Window
@@ -140,7 +131,9 @@ def predict_scene(
         }  # fmt: skip
         # Written block by block into a plain tiled GeoTIFF, then copied into the COG layout, which GDAL writes
         # in one pass (overviews before the full-resolution tiles).
-        with atomic_path(output) as temporary, _removed_after(temporary.with_suffix(".blocks.tif")) as blocks:
+        with atomic_path(output) as temporary, contextlib.ExitStack() as cleanup:
+            blocks = temporary.with_suffix(".blocks.tif")
+            cleanup.callback(blocks.unlink, missing_ok=True)
             with rasterio.open(blocks, "w", **profile) as dst:
                 windows = list(_block_windows(src.height, src.width, block, predictor.cfg.overlap))
                 tiles = [tile_count(read.height, read.width, predictor.cfg.tile, predictor.cfg.overlap)

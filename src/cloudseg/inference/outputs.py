@@ -38,10 +38,9 @@ class ImageOutputs:
     def chunks(self, count: int) -> Iterator["ImageOutputs"]:
         """The batch in at most `count` consecutive parts, each of ceil(B / count) images but the last."""
         size = -(-len(self) // count)
+        fields = (self.names, self.ids, self.probabilities, self.uncertainty)
         for start in range(0, len(self), size):
-            part = slice(start, start + size)
-            fields = (self.names, self.ids, self.probabilities, self.uncertainty)
-            yield ImageOutputs(*(None if field is None else field[part] for field in fields))
+            yield ImageOutputs(*(None if field is None else field[start : start + size] for field in fields))
 
 
 Written = tuple[tuple[str, str] | None, dict]  # an image's submission row (None for a scene), its manifest entry

@@ -5,6 +5,7 @@ column-major) and flattened, as space-separated 1-based `start length` pairs of 
 """
 
 import csv
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -17,9 +18,7 @@ from cloudseg.files import atomic_path
 from cloudseg.schema import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 
 HEADER = ("Image_Label", "EncodedPixels")
-_NUMBER_TEXT = np.zeros(256, dtype=bool)  # the bytes EncodedPixels may hold: digits and white space
-_NUMBER_TEXT[list(b"0123456789 \t\r\n")] = True
-_NUMBER_TEXT.flags.writeable = False
+_NOT_NUMBER_TEXT = re.compile(r"[^0-9 \t\r\n]")  # EncodedPixels holds digits and white space only
 
 
 def rle_encode(colour_bgr: np.ndarray) -> str:
@@ -32,10 +31,8 @@ def rle_encode(colour_bgr: np.ndarray) -> str:
 
 def parse_runs(encoded: str, where: str = "submission") -> tuple[np.ndarray, np.ndarray]:
     """EncodedPixels -> (0-based starts, lengths); anything but whole numbers in pairs is an error naming `where`."""
-    characters = np.frombuffer(encoded.encode("ascii", "replace"), np.uint8)
-    allowed = _NUMBER_TEXT[characters]
-    if not allowed.all():
-        at = int(np.argmin(allowed))
+    if bad := _NOT_NUMBER_TEXT.search(encoded):
+        at = bad.start()
         token = encoded[at:].split(maxsplit=1)[0] if not encoded[at].isspace() else encoded[at]
         raise DataError(f"{where}: EncodedPixels holds {token[:20]!r}; expected whole numbers")
     numbers = np.fromstring(encoded, dtype=np.int64, sep=" ") if encoded.strip() else np.zeros(0, np.int64)
@@ -52,13 +49,13 @@ def rle_decode(encoded: str, height: int, width: int, where: str = "submission")
     any order and overlap, as a decoder that sets their pixels one run at a time would take them."""
     size = 3 * width * height
     starts, lengths = parse_runs(encoded, where)
-    if (len(starts) and (starts >= size).any()) or (lengths > size - starts).any():  # no sum: it could overflow
+    # Compared as a difference, as a sum could overflow; lengths are at least 1, so a start past the end fails too.
+    if (lengths > size - starts).any():
         raise DataError(f"{where}: runs reach outside the {height}x{width}x3 = {size} encoded values")
-    ends = starts + lengths
     if not len(starts):
         return np.zeros((height, width, 3), dtype=np.uint8)
     order = np.argsort(starts, kind="stable")
-    starts, ends = starts[order], ends[order]
+    starts, ends = starts[order], (starts + lengths)[order]
     # Merge overlapping or touching runs: a run begins a new stretch where it starts after every earlier run ended.
     reach = np.maximum.accumulate(ends)
     new = np.ones(len(starts), dtype=bool)
@@ -82,18 +79,6 @@ def write_submission(rows: Iterable[tuple[str, str]], path: str | Path) -> Path:
     return Path(path)
 
 
-def _mask_ids(path: Path) -> np.ndarray:
-    """Class ids of a mask image (label colours, or class ids in one channel); anything else is an error."""
-    ids = load_label(path, "ignore")
-    unknown = int((ids == IGNORE_INDEX).sum())
-    if unknown:
-        raise DataError(
-            f"{path}: {unknown} of {ids.size} pixels are not label colours; submit encodes masks in the label colours "
-            "or class ids, as `cloudseg predict` writes them"
-        )
-    return ids
-
-
 def submission_from_masks(mask_dir: str | Path, path: str | Path) -> Path:
     """`cloudseg submit`: encodes every mask image of a folder (label colours, or class ids in one channel) into a
     submission file. Anything else, such as a photograph, is an error naming the file."""
@@ -107,8 +92,16 @@ def submission_from_masks(mask_dir: str | Path, path: str | Path) -> Path:
 
 
 def mask_row(mask: Path) -> tuple[str, str]:
-    """A mask image's submission row: its file name and EncodedPixels."""
-    return mask.name, rle_encode(index_to_colour(_mask_ids(mask)))
+    """A mask image's submission row: its file name and EncodedPixels. The mask is in label colours or class ids
+    in one channel; anything else is an error."""
+    ids = load_label(mask, "ignore")
+    unknown = int((ids == IGNORE_INDEX).sum())
+    if unknown:
+        raise DataError(
+            f"{mask}: {unknown} of {ids.size} pixels are not label colours; submit encodes masks in the label colours "
+            "or class ids, as `cloudseg predict` writes them"
+        )
+    return mask.name, rle_encode(index_to_colour(ids))
 
 
 def read_submission(path: str | Path) -> dict[str, str]:
@@ -170,9 +163,9 @@ def score_submission(
             truth[scored].astype(np.int64) * NUM_CLASSES + predicted[scored], minlength=NUM_CLASSES**2
         ).reshape(NUM_CLASSES, NUM_CLASSES)
         total += confusion
-        tp = np.diag(confusion)
-        present = confusion.sum(0) + confusion.sum(1) > 0
-        image_dice.append(float((2 * tp[present] / (confusion.sum(0) + confusion.sum(1))[present]).mean()))
+        sizes = confusion.sum(0) + confusion.sum(1)  # each class's predicted and true pixels
+        present = sizes > 0
+        image_dice.append(float((2 * np.diag(confusion)[present] / sizes[present]).mean()))
     import torch  # here: `predict`'s writer processes encode rows with this module and need no torch
 
     from cloudseg.metrics import confusion_scores

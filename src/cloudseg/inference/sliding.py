@@ -35,16 +35,12 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     """Window starts covering 0..length with at least `overlap` shared pixels; the last one ends at the edge."""
     if length <= tile:
         return [0]
-    stride = tile - overlap
-    starts = list(range(0, length - tile, stride))
-    return [*starts, length - tile]
+    return [*range(0, length - tile, tile - overlap), length - tile]
 
 
 def tile_count(height: int, width: int, tile: int, overlap: int) -> int:
     """The tiles `sliding_logits` cuts an image into; 1 for one that fits a tile."""
-    if fits_one_tile(height, width, tile):
-        return 1
-    return len(tile_starts(height, min(tile, height), overlap)) * len(tile_starts(width, min(tile, width), overlap))
+    return len(tile_starts(height, tile, overlap)) * len(tile_starts(width, tile, overlap))
 
 
 @torch.no_grad()
