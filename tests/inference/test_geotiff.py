@@ -212,7 +212,9 @@ def test_command_line_presets_and_flags_resolve_to_bands_scale_and_offset(flags,
         ({"PROCESSING_BASELINE": "05.11"}, -0.1, "processing baseline 05.11"),
         ({"PROCESSING_BASELINE": "N0400"}, -0.1, "processing baseline N0400"),
         ({"PROCESSING_BASELINE": "02.09"}, 0.0, "processing baseline 02.09"),
-        ({}, -0.1, "no offset or processing baseline in its metadata"),
+        ({}, -0.1, "no offset or readable processing baseline in its metadata"),
+        ({"PROCESSING_BASELINE": "04.00.01"}, -0.1, "no offset or readable processing baseline in its metadata"),
+        ({"PROCESSING_BASELINE": "0²"}, -0.1, "no offset or readable processing baseline in its metadata"),
     ],
 )
 def test_the_sentinel2_offset_comes_from_the_products_metadata(tags, offset, rule, tmp_path, caplog):

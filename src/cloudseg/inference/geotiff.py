@@ -14,6 +14,7 @@ class: they are written as the output's nodata value, 255.
 
 import contextlib
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -74,10 +75,12 @@ def sentinel2_offset(source: str | Path, bands: tuple[int, ...], scale: float) -
             except ValueError as error:
                 raise DataError(f"{source}: {key} {tags[key]!r} is not a number; give --offset") from error
     baseline = tags.get("PROCESSING_BASELINE", "").lstrip("N")  # "04.00" (N0400 in product names)
-    if baseline.replace(".", "").isdigit():
+    if re.fullmatch(r"\d+(\.\d+)?", baseline, re.ASCII):
         number = float(baseline) if "." in baseline else int(baseline) / 100
         return (SENTINEL2_OFFSET if number >= 4.0 else 0.0), f"processing baseline {tags['PROCESSING_BASELINE']}"
-    return SENTINEL2_OFFSET, "no offset or processing baseline in its metadata: that of products since January 2022"
+    return SENTINEL2_OFFSET, (
+        "no offset or readable processing baseline in its metadata: that of products since January 2022"
+    )
 
 
 def _block_windows(height: int, width: int, block: int, halo: int):
