@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from cloudseg.inference.engine import dealt
 from cloudseg.inference.rle import read_submission, rle_decode
 from cloudseg.models import build_model
 from cloudseg.models.checkpoint import save_release
@@ -43,8 +44,14 @@ def cloudseg_predict(checkpoint: Path, source: Path, output: Path, *options: str
     return done.stdout
 
 
-def manifest_names(folder: Path) -> list[str]:
-    return sorted(json.loads(line)["name"] for path in folder.glob("manifest*.jsonl") for line in path.open())
+def manifest_names(folder: Path, pattern: str = "manifest*.jsonl") -> list[str]:
+    return sorted(json.loads(line)["name"] for path in folder.glob(pattern) for line in path.open())
+
+
+def second_share(names: list[str], per_item: int) -> list[str]:
+    """The names the second of two processes predicts: items of `per_item` names, dealt out in turn."""
+    items = [names[start : start + per_item] for start in range(0, len(names), per_item)]
+    return sorted(name for index in dealt(len(items), 1, 2) for name in items[index])
 
 
 def test_two_processes_write_the_bytes_one_process_writes(checkpoint, tmp_path):
@@ -55,6 +62,7 @@ def test_two_processes_write_the_bytes_one_process_writes(checkpoint, tmp_path):
                            "2", "--trainer.strategy", "ddp")  # fmt: skip
     assert out.count("9 masks in") == 1  # the first process reports for both
     assert sorted(p.name for p in two.glob("manifest*.jsonl")) == ["manifest.1.jsonl", "manifest.jsonl"]
+    assert manifest_names(two, "manifest.1.jsonl") == second_share(sorted(SIZES), 2) == ["c", "d", "g", "h"]
     assert manifest_names(one) == manifest_names(two) == sorted(SIZES)  # each image written once
     masks = sorted(p.relative_to(one) for p in one.rglob("*.png"))
     assert len(masks) == 2 * len(SIZES)  # colour and index masks
@@ -93,19 +101,22 @@ def test_two_processes_share_geotiff_scenes_as_one_does(checkpoint, tmp_path):
         environment = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "CLOUDSEG_DEBUG": "1"}
         done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr
+        if output == two:
+            assert done.stdout.count("3 masks in") == 1, done.stdout  # the first process reports for both
+    assert done.stdout.count("1 mask in") == 1 and not done.stderr.strip()  # one report; the idle one is silent
     assert manifest_names(one) == manifest_names(two) == sorted(SIZES)
+    assert manifest_names(two, "manifest.1.jsonl") == second_share(sorted(SIZES), 1) == ["south"]
     for name in SIZES:
         assert (one / f"{name}.tif").read_bytes() == (two / f"{name}.tif").read_bytes(), name
-        if output == idle:
-            assert done.stdout.count("1 mask in") == 1 and not done.stderr.strip()  # one report; the idle is silent
     assert manifest_names(idle) == ["north"] and (idle / "north.tif").read_bytes() == (one / "north.tif").read_bytes()
 
 
 def test_a_damaged_image_in_one_process_stops_every_process_with_one_line(checkpoint, tmp_path):
-    """Image f lies in the second process's share (items of 2 images dealt in turn: a b | c d | e f ...): it fails
-    there, the first process hears of it, and the command ends with the one line naming the file."""
+    """Image g lies in the second process's share: it fails there, the first process hears of it, and the command
+    ends with the one line naming the file."""
+    assert "g" in second_share(sorted(SIZES), 2)
     write_pairs(tmp_path / "in", SIZES)
-    (tmp_path / "in" / "rgb" / "f.png").write_bytes(b"not a png")
+    (tmp_path / "in" / "rgb" / "g.png").write_bytes(b"not a png")
     command = [sys.executable, "-m", "cloudseg", "predict", "--checkpoint", str(checkpoint), "--input",
                str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--predict.tile", "48", "--predict.overlap",
                "16", "--predict.tile_batch", "2", "--trainer.accelerator", "cpu", "--trainer.devices", "2",
@@ -114,4 +125,4 @@ def test_a_damaged_image_in_one_process_stops_every_process_with_one_line(checkp
     done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=600)
     assert done.returncode == 2
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("cloudseg: error: ") and "f.png" in lines[0], done.stderr
+    assert len(lines) == 1 and lines[0].startswith("cloudseg: error: ") and "g.png" in lines[0], done.stderr
