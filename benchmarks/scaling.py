@@ -42,6 +42,12 @@ def run(checkpoint: str, source: Path, output: Path, processes: int, accelerator
     return seconds, samples
 
 
+def all_identical(outputs) -> bool:
+    """Whether every run wrote the same files with the same bytes ({file name: bytes} per run)."""
+    first, *others = outputs
+    return all(other == first for other in others)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True)
@@ -53,6 +59,8 @@ def main() -> None:
     parser.add_argument("--predict-options", nargs=argparse.REMAINDER, default=[], help="passed on to predict")
     add_record_options(parser)
     args = parser.parse_args()
+    if len(set(args.processes)) < len(args.processes):
+        parser.error(f"--processes {' '.join(map(str, args.processes))}: each count once, for each has its run")
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         distinct = args.distinct or args.scenes
@@ -74,7 +82,7 @@ def main() -> None:
             outputs[processes] = {p.name: p.read_bytes() for p in sorted(output.glob("*.png"))}
             outputs[processes]["submission.csv"] = (output / "submission.csv").read_bytes()
         first = args.processes[0]
-        identical = all(outputs[p] == outputs[first] for p in args.processes)
+        identical = all_identical(outputs.values())
     megapixels = args.scenes * args.size**2 / 1e6
     figures = {"scenes": args.scenes, "size": args.size, "megapixels": megapixels, "accelerator": args.accelerator,
                "predict_options": args.predict_options, "outputs_identical": identical,

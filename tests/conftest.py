@@ -51,8 +51,15 @@ def synth_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def l8biome() -> Path:
-    """The shared Landsat-8 sample (read-only); tests using it skip where it is absent."""
+def l8biome():
+    """The shared Landsat-8 sample (read-only); tests using it skip where it is absent, and fail if they wrote
+    anything there."""
     if not (SHARED_L8 / "train").is_dir():
         pytest.skip(f"{SHARED_L8} is not present")
-    return SHARED_L8
+
+    def stamps() -> dict[Path, tuple[int, int]]:
+        return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in SHARED_L8.parent.rglob("*")}
+
+    before = stamps()
+    yield SHARED_L8
+    assert stamps() == before, f"a test wrote into {SHARED_L8.parent}"

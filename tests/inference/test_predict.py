@@ -10,9 +10,10 @@ import torch
 from cloudseg.cli.main import main
 from cloudseg.config import PredictConfig
 from cloudseg.data.dataset import stack_chw, to_chw
-from cloudseg.data.io import load_label
+from cloudseg.data.io import SampleFiles, load_label
 from cloudseg.inference.predict import predict
 from cloudseg.inference.predictor import Predictor
+from cloudseg.inference.sources import find_inputs
 from cloudseg.models import build_model
 from cloudseg.models.checkpoint import Release, save_release
 from cloudseg.sections import to_dict
@@ -74,6 +75,13 @@ def test_predict_one_pair_of_odd_size(checkpoint, tmp_path):
     assert main(["predict", "--checkpoint", str(checkpoint), "--input", str(tmp_path / "rgb" / "odd.png"),
                  "--output", str(tmp_path / "out"), "--predict.tile", "32", "--predict.overlap", "8"]) == 0  # fmt: skip
     assert cv2.imread(str(tmp_path / "out" / "odd.png")).shape == (45, 71, 3)
+    # the pair found from its RGB file is the pair found in its folder: the same bands in the same places
+    assert main(["predict", "--checkpoint", str(checkpoint), "--input", str(tmp_path), "--output",
+                 str(tmp_path / "folder"), "--predict.tile", "32", "--predict.overlap", "8"]) == 0  # fmt: skip
+    assert (tmp_path / "out" / "odd.png").read_bytes() == (tmp_path / "folder" / "odd.png").read_bytes()
+    assert find_inputs(tmp_path / "rgb" / "odd.png") == [
+        SampleFiles("odd", tmp_path / "rgb" / "odd.png", tmp_path / "ngr" / "odd.png")
+    ]
 
 
 def test_images_of_one_size_share_batches_unless_one_fills_a_batch_of_tiles_alone():

@@ -101,7 +101,7 @@ def test_a_killed_run_rerun_ends_with_the_files_of_an_uninterrupted_one(checkpoi
                 "--predict.overlap", "16", "--predict.tile_batch", "1", "--predict.io_workers", "1",
                 "--predict.probabilities", "true"]  # fmt: skip
 
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
     subprocess.run(command(tmp_path / "whole"), check=True, env=environment, capture_output=True)
     killed = subprocess.Popen(command(tmp_path / "killed"), env=environment, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
@@ -109,7 +109,7 @@ def test_a_killed_run_rerun_ends_with_the_files_of_an_uninterrupted_one(checkpoi
     deadline = time.monotonic() + 600  # a hang guard only
     while not (lines.is_file() and len(lines.read_text().splitlines()) >= 3) and time.monotonic() < deadline:
         assert killed.poll() is None, "the run ended before it could be killed"
-        time.sleep(0.05)
+        time.sleep(0.01)
     os.killpg(killed.pid, signal.SIGKILL)
     killed.wait()
     finished_before = len(lines.read_text().splitlines())
@@ -120,6 +120,18 @@ def test_a_killed_run_rerun_ends_with_the_files_of_an_uninterrupted_one(checkpoi
     assert files_of(tmp_path / "killed") == files_of(tmp_path / "whole")
     assert (tmp_path / "killed.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
     assert not list((tmp_path / "killed").rglob("*.tmp"))
+
+
+def test_a_rerun_removes_the_temporary_files_a_killed_run_left_of_its_own_outputs_only(checkpoint, scenes, tmp_path):
+    out = tmp_path / "masks"
+    left = [out / ".synth_0000.png.ab12.tmp", out / "probability" / ".synth_0001_thin_cloud.png.x.tmp",
+            out / ".synth_0002.tif.x.blocks.tif"]  # fmt: skip
+    kept = [out / ".other.png.ab12.tmp", out / ".synth_0000.pngx.tmp", out / "synth_0003.png.tmp"]  # not its own
+    for path in left + kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"cut short")
+    predict(checkpoint, scenes, out, dataclasses.replace(CPU, probabilities=True))
+    assert [path.exists() for path in left + kept] == [False] * len(left) + [True] * len(kept)
 
 
 def test_a_text_file_lists_sources_and_names_must_not_collide(scenes, tmp_path):
