@@ -15,15 +15,8 @@ from cloudseg.inference.predict import predict
 from cloudseg.inference.predictor import Predictor
 from cloudseg.inference.sources import find_inputs
 from cloudseg.models import build_model
-from cloudseg.models.checkpoint import Release, save_release
-from cloudseg.sections import to_dict
+from cloudseg.models.checkpoint import Release
 from tests.conftest import B0
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    return save_release(build_model("cmx_b0").eval(), to_dict(B0), tmp_path_factory.mktemp("ckpt") / "best.safetensors")
 
 
 def test_predict_writes_masks_of_the_input_size_and_optional_maps(checkpoint, synth_root, tmp_path):

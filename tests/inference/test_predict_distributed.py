@@ -10,26 +10,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from cloudseg.inference.engine import dealt
 from cloudseg.inference.rle import read_submission, rle_decode
-from cloudseg.models import build_model
-from cloudseg.models.checkpoint import save_release
-from cloudseg.sections import to_dict
-from tests.conftest import B0
 from tests.inference.test_predict import write_pairs
 
 ROOT = Path(__file__).resolve().parents[2]
 # 9 images: runs of one size batched two at a time, odd sizes, and two larger than the 48² tile (sliding window)
 SIZES = {"a": (48, 48), "b": (48, 48), "c": (48, 48), "d": (40, 70), "e": (48, 48), "f": (100, 90),
          "g": (30, 20), "h": (48, 48), "i": (64, 64)}  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    return save_release(build_model("cmx_b0").eval(), to_dict(B0), tmp_path_factory.mktemp("ckpt") / "best.safetensors")
 
 
 def cloudseg_predict(checkpoint: Path, source: Path, output: Path, *options: str) -> str:

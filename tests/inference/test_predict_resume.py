@@ -31,12 +31,6 @@ CPU = PredictConfig(io_workers=1, tile=48, overlap=16)
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    return save_release(build_model("cmx_b0").eval(), to_dict(B0), tmp_path_factory.mktemp("ckpt") / "best.safetensors")
-
-
-@pytest.fixture(scope="module")
 def scenes_read_only(tmp_path_factory) -> Path:
     """12 test scenes of 64², larger than a 48² tile: each goes through the sliding window."""
     return synthesize(tmp_path_factory.mktemp("scenes"), n_train=1, n_test=12, size=64, seed=3) / "test"

@@ -6,17 +6,12 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 from cloudseg.cli.main import main
 from cloudseg.errors import DataError
 from cloudseg.inference.geotiff import SceneFile
 from cloudseg.inference.manifest import MANIFEST
 from cloudseg.inference.sources import find_inputs
-from cloudseg.models import build_model
-from cloudseg.models.checkpoint import save_release
-from cloudseg.sections import to_dict
-from tests.conftest import B0
 from tests.inference.test_predict import write_pairs
 
 rasterio = pytest.importorskip("rasterio")
@@ -24,12 +19,6 @@ from rasterio.transform import from_origin  # noqa: E402
 
 SIZES = {"north": (150, 170), "south": (60, 40), "west": (90, 130)}
 SETTINGS = ["--sensor", "landsat8", "--predict.tile", "64", "--predict.overlap", "16"]
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    return save_release(build_model("cmx_b0").eval(), to_dict(B0), tmp_path_factory.mktemp("ckpt") / "best.safetensors")
 
 
 def write_scenes(folder, sizes=SIZES, seed=0):
