@@ -1,5 +1,7 @@
 """Typed configs: YAML and overrides in, checked dataclasses out, and back again."""
 
+import re
+
 import pytest
 import torch
 
@@ -28,10 +30,15 @@ def test_round_trip_through_a_plain_mapping():
         ("data.batch_size=three", "data.batch_size: expected int, got 'three'"),
         ("data.unknown_colours=drop", "data.unknown_colours: 'drop' is not one of 'error', 'ignore'"),
         ("data.augment.crop_scale=[1]", r"data.augment.crop_scale: expected a list of 2 values"),
+        (
+            "model.num_classes=6",
+            "model.num_classes: 6; the labels have 4 classes (clear, thick_cloud, thin_cloud, "
+            "cloud_shadow), and so must the model",
+        ),
     ],
 )
 def test_bad_values_fail_at_load_time_naming_the_key(override, message):
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(None, [override])
 
 

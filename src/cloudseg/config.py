@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from cloudseg.errors import ConfigError
-from cloudseg.schema import AUX_BANDS, IGNORE_INDEX, NUM_CLASSES
+from cloudseg.schema import AUX_BANDS, CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from cloudseg.sections import (
     AtLeastOne,
     BelowOne,
@@ -370,4 +370,10 @@ def config_path(name_or_path: str | Path) -> Path:
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
     """The config of a YAML file or shipped config name (or the defaults) with `key.path=value` overrides."""
     data = load_yaml(config_path(path)) if path else {}
-    return from_dict(Config, apply_overrides(data, list(overrides)))
+    config = from_dict(Config, apply_overrides(data, list(overrides)))
+    if config.model.num_classes != NUM_CLASSES:  # a library user may build other models; a run trains on the labels
+        raise ConfigError(
+            f"model.num_classes: {config.model.num_classes}; the labels have {NUM_CLASSES} classes "
+            f"({', '.join(CLASS_NAMES)}), and so must the model"
+        )
+    return config

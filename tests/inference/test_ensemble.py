@@ -16,7 +16,8 @@ from cloudseg.errors import DataError, WeightsError
 from cloudseg.inference.evaluate import evaluate
 from cloudseg.inference.predictor import Predictor
 from cloudseg.models import build_model
-from cloudseg.models.checkpoint import Ensemble, load_ensemble, save_release
+from cloudseg.models.checkpoint import Ensemble, add_to_header, load_ensemble, save_release
+from cloudseg.schema import CLASSES
 from cloudseg.sections import to_dict
 
 
@@ -76,9 +77,20 @@ def test_predict_with_several_checkpoints_writes_the_classes_of_their_mean(runs,
 
 
 def test_an_ensemble_refuses_checkpoints_that_predict_different_classes(runs, tmp_path):
-    three = release(tmp_path / "three", "cmx_b0", 2, num_classes=3)
-    with pytest.raises(WeightsError, match=rf"{three}: its classes.*differ from those of {runs[0]}"):
-        Predictor.from_checkpoint([runs[0], three], "cpu")
+    renamed = release(tmp_path / "renamed", "cmx_b0", 2)
+    classes = [{"id": c.id, "name": c.name, "bgr": list(c.bgr)} for c in CLASSES]
+    add_to_header(renamed, classes=[{**classes[0], "name": "snow"}, *classes[1:]])
+    with pytest.raises(WeightsError, match=rf"{renamed}: its classes.*differ from those of {runs[0]}"):
+        Predictor.from_checkpoint([runs[0], renamed], "cpu")
+
+
+def test_a_checkpoint_of_another_class_count_is_refused_in_one_line(synth_root, tmp_path, capsys, user_view):
+    six = release(tmp_path / "six", "cmx_b0", 2, num_classes=6)
+    assert main(["predict", "--checkpoint", str(six), "--input", str(synth_root), "--output", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        f"cloudseg: error: {six}: a model of 6 classes; cloudseg's masks and submissions have 4 (clear, thick_cloud, "
+        "thin_cloud, cloud_shadow)\n"
+    )
 
 
 def test_evaluate_scores_an_ensemble_on_test_and_refuses_a_val_split_it_trained_on(runs, synth_root):

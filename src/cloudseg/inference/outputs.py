@@ -65,7 +65,7 @@ def write_batch(batch: ImageOutputs, output: Path, cfg: PredictConfig) -> list[W
         if cfg.index_masks:
             files[f"index/{name}.png"] = ids
         if batch.probabilities is not None:
-            for class_name, plane in zip(CLASS_NAMES, batch.probabilities[i], strict=False):
+            for class_name, plane in zip(CLASS_NAMES, batch.probabilities[i], strict=True):
                 files[f"probabilities/{name}_{class_name}.png"] = plane
         if batch.uncertainty is not None:
             files[f"uncertainty/{name}.png"] = batch.uncertainty[i]

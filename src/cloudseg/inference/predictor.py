@@ -12,13 +12,13 @@ import torch.nn.functional as F
 
 from cloudseg.config import PredictConfig
 from cloudseg.data.dataset import normalise
-from cloudseg.errors import ConfigError
+from cloudseg.errors import ConfigError, WeightsError
 from cloudseg.inference.onnx_graph import OnnxModel
 from cloudseg.inference.sliding import TRANSFORMS, TTA_SETS, TileProgress, fits_one_tile, sliding_logits
 from cloudseg.memory import MemoryCheck, inference_bytes
 from cloudseg.metrics import class_ids
 from cloudseg.models.checkpoint import Release, checkpoint_paths, default_device, load_ensemble, read_release
-from cloudseg.schema import MIN_SIDE
+from cloudseg.schema import CLASS_NAMES, MIN_SIDE, NUM_CLASSES
 
 
 def runs_bf16(precision: str, device: torch.device) -> bool:
@@ -74,6 +74,12 @@ class Predictor:
         device = default_device(device)
         cfg = dataclasses.replace(cfg or PredictConfig(), **settings).for_device(device)
         models = [read_release(path).config.model for path in checkpoint_paths(paths)]
+        for path, model in zip(checkpoint_paths(paths), models, strict=True):
+            if model.num_classes != NUM_CLASSES:
+                raise WeightsError(
+                    f"{path}: a model of {model.num_classes} classes; cloudseg's masks and submissions have "
+                    f"{NUM_CLASSES} ({', '.join(CLASS_NAMES)})"
+                )
         side = round(cfg.tile * max(cfg.scales))  # test-time scales above 1 enlarge every tile
         MemoryCheck(
             f"predicting {cfg.tile_batch} image(s) or tiles of up to {side}² at a time",
