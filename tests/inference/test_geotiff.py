@@ -261,7 +261,7 @@ def test_the_sentinel2_offset_comes_from_the_products_metadata(tags, offset, rul
         dst.write(np.full((13, 8, 8), 1000 + 1234, dtype=np.uint16))  # reflectance 0.1234 in the modern encoding
         if tags:  # an offset on a band, a baseline on the dataset: where each is found, both are read
             dst.update_tags(*([] if "PROCESSING_BASELINE" in tags else [4]), **tags)
-    found, said = sentinel2_offset(path, (8, 2, 3, 4), 1e-4)
+    found, said = sentinel2_offset(path, (4, 3, 2, 8), 1e-4)
     assert found == pytest.approx(offset) and said.startswith(rule)
 
 
@@ -290,4 +290,4 @@ def test_the_sentinel2_rule_applied_is_logged_and_a_bad_offset_tag_is_an_error(t
     with rasterio.open(path, "r+") as dst:
         dst.update_tags(4, RADIO_ADD_OFFSET="minus a thousand")
     with pytest.raises(DataError, match="RADIO_ADD_OFFSET 'minus a thousand' is not a number; give --offset"):
-        geotiff.sentinel2_offset(path, (8, 2, 3, 4), 1e-4)  # the red band last, as SceneScaling asks
+        geotiff.sentinel2_offset(path, (4, 3, 2, 8), 1e-4)

@@ -203,9 +203,10 @@ def run_score(args: argparse.Namespace, overrides: list[str]) -> None:
 
 def run_export(args: argparse.Namespace, overrides: list[str]) -> None:
     from cloudseg.inference.export import export_onnx
+    from cloudseg.inference.onnx_graph import OPSET
 
     calibrated = resolved_config(args, overrides).predict.calibrated
-    print(f"wrote {export_onnx(args.checkpoint, args.output, args.opset, calibrated)}")
+    print(f"wrote {export_onnx(args.checkpoint, args.output, args.opset or OPSET, calibrated)}")
 
 
 def run_demo(args: argparse.Namespace, overrides: list[str]) -> None:
@@ -364,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     export.add_argument("--checkpoint", required=True, nargs="+", help=CHECKPOINTS_HELP)
     export.add_argument("--output", required=True, help="model.onnx (or a folder: <folder>/model.onnx)")
-    export.add_argument("--opset", type=int, default=17)
+    export.add_argument("--opset", type=int, help="the ONNX operator set (default: the one cloudseg is tested with)")
 
     demo = command(
         "demo", run_demo, "synthetic data -> training -> evaluation -> prediction -> submission, on CPU",

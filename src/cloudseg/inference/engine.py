@@ -145,7 +145,7 @@ class Prediction:
 
 def dealt(items: int, rank: int, processes: int) -> range:
     """The items of process `rank` of `processes`: dealt out in turn, so that shares differ by one item at most;
-    a process may have none (fewer items than processes)."""
+    a process may have none (fewer items than processes), which Lightning's own prediction sampler refuses."""
     return range(rank, items, processes)
 
 

@@ -7,14 +7,14 @@ from pathlib import Path
 from cloudseg.config import PredictConfig
 from cloudseg.errors import ConfigError
 from cloudseg.files import atomic_path
-from cloudseg.inference.onnx_graph import write_graph
+from cloudseg.inference.onnx_graph import OPSET, write_graph
 from cloudseg.inference.predictor import Predictor
 
 
 def export_onnx(
     checkpoints: str | Path | Sequence[str | Path],
     output: str | Path,
-    opset: int = 17,
+    opset: int = OPSET,
     calibrated: bool = PredictConfig.calibrated,
 ) -> Path:
     """Writes `output` (inputs `rgb` (B, 3, H, W) and `aux` (B, A, H, W), normalised as in training; output

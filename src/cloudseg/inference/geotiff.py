@@ -54,8 +54,8 @@ SENSORS = {
 
 
 def sentinel2_offset(source: str | Path, bands: tuple[int, ...], scale: float) -> tuple[float, str]:
-    """The reflectance offset of a Sentinel-2 product's `bands`, from its metadata where it says, and the rule
-    applied."""
+    """The reflectance offset of a Sentinel-2 product's `bands` (R, G, B, NIR), from its metadata where it says,
+    and the rule applied."""
     tags = {}
     try:
         import rasterio
@@ -63,8 +63,8 @@ def sentinel2_offset(source: str | Path, bands: tuple[int, ...], scale: float) -
         return SENTINEL2_OFFSET, "rasterio is missing"  # predict_scene says how to install it
     try:
         with rasterio.open(source) as src:
-            # the dataset's tags, then the chosen bands' (the red band's last: it wins)
-            for found in (src.tags(), *(src.tags(band) for band in bands if 1 <= band <= src.count)):
+            # the dataset's tags, then the chosen bands' from NIR to red: the red band's win
+            for found in (src.tags(), *(src.tags(band) for band in reversed(bands) if 1 <= band <= src.count)):
                 tags |= {key.upper(): value for key, value in found.items()}
     except (OSError, rasterio.errors.RasterioError):
         pass  # predict_scene names the problem
@@ -207,7 +207,7 @@ class SceneScaling:
         """The offset for this scene (for Sentinel-2, from its metadata, with the rule applied logged)."""
         if self.offset is not None:
             return self.offset
-        offset, rule = sentinel2_offset(source, tuple(reversed(self.bands)), self.scale)
+        offset, rule = sentinel2_offset(source, self.bands, self.scale)
         log.info(f"{source}: Sentinel-2 offset {offset:g} ({rule}); --offset sets another")
         return offset
 

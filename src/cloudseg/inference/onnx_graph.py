@@ -11,9 +11,10 @@ import torch
 from cloudseg.errors import CloudsegError
 
 ONNX_EXTRA = "pip install 'cloudseg[onnx]'"
+OPSET = 17  # the ONNX operator set graphs are written in, unless asked otherwise
 
 
-def write_graph(model: torch.nn.Module, aux_channels: int, path: Path, opset: int = 17) -> None:
+def write_graph(model: torch.nn.Module, aux_channels: int, path: Path, opset: int = OPSET) -> None:
     """`path`: the model (inputs `rgb` (B, 3, H, W) and `aux` (B, A, H, W), normalised; output `logits`
     (B, K, H, W)) with dynamic batch, height and width."""
     example = (torch.randn(1, 3, 256, 256), torch.randn(1, aux_channels, 256, 256))

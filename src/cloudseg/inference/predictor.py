@@ -107,8 +107,8 @@ class Predictor:
     def logits(self, rgb: torch.Tensor, aux: torch.Tensor, on_tiles: TileProgress | None = None) -> torch.Tensor:
         """Logits (K, H, W) or (B, K, H, W) of uint8 images: images that fit a tile `tile_batch` at a time, on the
         model's device (padded to `tile_batch` for a compiled model, which then sees one batch shape); larger
-        images in blended tiles, the tiles of all of them `tile_batch` at a time, blended on the CPU (a scene's
-        blend need not fit on the device), each batch of tiles reported to `on_tiles`."""
+        images in blended tiles, the tiles of all of them `tile_batch` at a time, blended on the device when the
+        blend fits `sliding.DEVICE_BLEND_BUDGET` there, else on the CPU, each batch of tiles reported to `on_tiles`."""
         if rgb.ndim == 3:
             return self.logits(rgb[None], aux[None], on_tiles)[0]
         if len(rgb) > (size := self.cfg.tile_batch):

@@ -53,20 +53,19 @@ def sliding_logits(
     batch_size: int = 4,
     window: str = "gaussian",
     device: torch.device | None = None,
-    device_budget: int = DEVICE_BLEND_BUDGET,
     fixed_batch: bool = False,
     on_tiles: TileProgress | None = None,
 ) -> torch.Tensor:
     """(B, K, H, W) float32 logits on the CPU of B images of one size larger than a tile: the tiles of all of them
     run `batch_size` at a time (so images of a few tiles each still fill a batch), blended. Tiles are cut and
-    blended on `device` (the model's) when the images and their blends fit in `device_budget` bytes there, which
+    blended on `device` (the model's) when the images and their blends fit in DEVICE_BLEND_BUDGET bytes there, which
     saves a host copy per tile; else on the CPU, so that device memory stays bounded by the tile batch whatever
     the images' size. `fixed_batch` pads the last batch with repeated tiles, so that a model compiled for static
     shapes sees one batch shape only. `on_tiles` hears of each batch done."""
     images, height, width = rgb.shape[0], *rgb.shape[-2:]
     # the images, the blend weights and the blends of up to 16 classes, in float32
     scene_bytes = images * (rgb.shape[1] + aux.shape[1] + 16) * height * width * 4 + height * width * 4
-    blend_on = device if device is not None and scene_bytes <= device_budget else torch.device("cpu")
+    blend_on = device if device is not None and scene_bytes <= DEVICE_BLEND_BUDGET else torch.device("cpu")
     rgb, aux = rgb.to(blend_on), aux.to(blend_on)
     tile_h, tile_w = min(tile, height), min(tile, width)
     corners = [(y, x) for y in tile_starts(height, tile_h, overlap) for x in tile_starts(width, tile_w, overlap)]
