@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cloudseg")
 
+GEOTIFF_SUFFIXES = (".tif", ".tiff")
 NODATA = 255
 NAME_THE_BANDS = "say which bands are R, G, B and NIR: --bands 4,3,2,5 or --sensor landsat8"
 SENTINEL2_OFFSET = -0.1  # processing baseline 04.00 (January 2022) on: DN = reflectance x 10000 + 1000
@@ -194,10 +195,7 @@ class SceneScaling:
         preset = SENSORS[sensor] if sensor else None
         bands = bands or (preset.bands if preset else None)
         if bands is None:
-            raise ConfigError(
-                "--scale and --offset are for GeoTIFF scenes, which also need their bands named (R, G, B, NIR): "
-                "--bands 4,3,2,5 or --sensor landsat8"
-            )
+            raise ConfigError(f"--scale and --offset are for GeoTIFF scenes; {NAME_THE_BANDS}")
         scale = scale if scale is not None else (preset.scale if preset else 1.0)
         if offset is None and sensor != "sentinel2":
             offset = preset.offset if preset else 0.0
@@ -231,7 +229,7 @@ def predict_scene_from_checkpoint(
     """`cloudseg predict --input scene.tif --output mask.tif`: a checkpoint's model on one whole scene."""
     from cloudseg.inference.predictor import Predictor
 
-    if Path(output).is_dir() or Path(output).suffix.lower() not in (".tif", ".tiff"):
+    if Path(output).is_dir() or Path(output).suffix.lower() not in GEOTIFF_SUFFIXES:
         raise ConfigError(f"--output {output}: a scene's mask is one GeoTIFF; name a .tif file")
     offset = scaling.offset_of(source)
     return predict_scene(

@@ -13,12 +13,12 @@ from cloudseg.config import PredictConfig, TrainerConfig
 from cloudseg.data.io import IMAGE_SUFFIXES, codec_workers
 from cloudseg.errors import CloudsegError, ConfigError
 from cloudseg.inference.engine import MaskWriter, PairPrediction, Prediction, ScenePrediction
-from cloudseg.inference.geotiff import NAME_THE_BANDS, SceneFile, SceneScaling
+from cloudseg.inference.geotiff import GEOTIFF_SUFFIXES, NAME_THE_BANDS, SceneFile, SceneScaling
 from cloudseg.inference.manifest import Manifest, input_files, run_identity
 from cloudseg.inference.outputs import OutputWriters
 from cloudseg.inference.predictor import Predictor, cpu_has_bf16
 from cloudseg.inference.rle import mask_row, write_submission
-from cloudseg.inference.sources import GEOTIFF_SUFFIXES, find_inputs
+from cloudseg.inference.sources import find_inputs
 from cloudseg.launch import lightning_trainer, on_device, quiet_lightning
 from cloudseg.models.checkpoint import checkpoint_paths
 from cloudseg.schema import CLASS_NAMES

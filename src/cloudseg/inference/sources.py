@@ -8,9 +8,8 @@ from pathlib import Path
 from cloudseg.data.dataset import find_samples
 from cloudseg.data.io import IMAGE_SUFFIXES, SampleFiles
 from cloudseg.errors import DataError
-from cloudseg.inference.geotiff import SceneFile
+from cloudseg.inference.geotiff import GEOTIFF_SUFFIXES, SceneFile
 
-GEOTIFF_SUFFIXES = (".tif", ".tiff")
 Inputs = list[SampleFiles] | list[SceneFile]
 
 
@@ -39,7 +38,7 @@ def _found(source: str | Path) -> Inputs:
         paths = [Path(p) for p in sorted(glob.glob(str(source), recursive=True))]
         scenes = [SceneFile(p.stem, p) for p in paths if is_scene(p) and p.is_file()]
         if not scenes:
-            raise DataError(f"{source}: matches no GeoTIFF scene (.tif, .tiff)")
+            raise DataError(f"{source}: matches no GeoTIFF scene ({', '.join(GEOTIFF_SUFFIXES)})")
         return scenes
     source = Path(source)
     if not source.exists():
