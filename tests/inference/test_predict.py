@@ -242,6 +242,18 @@ def test_onnx_export_matches_pytorch_on_two_sizes(checkpoint, tmp_path):
         assert np.abs(logits - reference).max() < 1e-3
 
 
+def test_export_without_the_onnx_package_says_how_to_install_it(checkpoint, tmp_path, monkeypatch, capsys, user_view):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else find_spec(name, *a))
+    assert main(["export", "--checkpoint", str(checkpoint), "--output", str(tmp_path / "model.onnx")]) == 2
+    assert (
+        capsys.readouterr().err == "cloudseg: error: ONNX export needs the onnx package: pip install 'cloudseg[onnx]'\n"
+    )
+    assert not list(tmp_path.iterdir())
+
+
 def test_the_onnx_runtime_predicts_what_torch_predicts_and_int8_nearly_so(checkpoint, synth_root, tmp_path):
     """`predict.runtime onnx` gives PyTorch's logits to float rounding, tiles and test-time flips included;
     `onnx_int8` (weights of the matrix products in int8) moves logits a little and keeps almost every class."""

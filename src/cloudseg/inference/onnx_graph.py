@@ -1,6 +1,7 @@
 """A model as an ONNX graph: written by `cloudseg export`, and run by onnxruntime for `predict.runtime onnx` (a
 faster CPU path than PyTorch's eager kernels), optionally with its weights quantised to int8."""
 
+import importlib.util
 import logging
 import tempfile
 from pathlib import Path
@@ -17,24 +18,23 @@ OPSET = 17  # the ONNX operator set graphs are written in, unless asked otherwis
 def write_graph(model: torch.nn.Module, aux_channels: int, path: Path, opset: int = OPSET) -> None:
     """`path`: the model (inputs `rgb` (B, 3, H, W) and `aux` (B, A, H, W), normalised; output `logits`
     (B, K, H, W)) with dynamic batch, height and width."""
+    if importlib.util.find_spec("onnx") is None:  # torch's exporter needs it, and says so only as it fails
+        raise CloudsegError(f"ONNX export needs the onnx package: {ONNX_EXTRA}")
     example = (torch.randn(1, 3, 256, 256), torch.randn(1, aux_channels, 256, 256))
     dynamic = {0: "batch", 2: "height", 3: "width"}
-    try:
-        with torch.no_grad():
-            torch.onnx.export(
-                model,
-                example,
-                str(path),
-                input_names=["rgb", "aux"],
-                output_names=["logits"],
-                dynamic_axes={"rgb": dynamic, "aux": dynamic, "logits": dynamic},
-                opset_version=opset,
-                # The legacy exporter: the torch.export-based one exports this model more slowly, its graph runs
-                # more slowly (docs/PERFORMANCE.md), and it needs onnxscript.
-                dynamo=False,
-            )
-    except ImportError as error:
-        raise CloudsegError(f"ONNX export needs the onnx extra: {ONNX_EXTRA} ({error})") from error
+    with torch.no_grad():
+        torch.onnx.export(
+            model,
+            example,
+            str(path),
+            input_names=["rgb", "aux"],
+            output_names=["logits"],
+            dynamic_axes={"rgb": dynamic, "aux": dynamic, "logits": dynamic},
+            opset_version=opset,
+            # The legacy exporter: the torch.export-based one exports this model more slowly, its graph runs
+            # more slowly (docs/PERFORMANCE.md), and it needs onnxscript.
+            dynamo=False,
+        )
 
 
 def quantised(graph: Path, output: Path) -> Path:
