@@ -238,6 +238,27 @@ def test_command_line_presets_and_flags_resolve_to_bands_scale_and_offset(flags,
 
 
 @pytest.mark.parametrize(
+    ("flags", "line"),
+    [
+        (["--scale", "0"], "--scale 0.0: expected a number above 0"),
+        (["--scale", "-1"], "--scale -1.0: expected a number above 0"),
+        (["--scale", "nan"], "--scale nan: expected a number above 0"),
+        (["--offset", "inf"], "--offset inf: expected a finite number"),
+    ],
+)
+def test_a_scale_or_offset_that_would_blank_the_scene_is_refused_before_any_work(
+    flags, line, scene, tmp_path, capsys, user_view
+):
+    from cloudseg.cli.main import main
+
+    arguments = ["predict", "--checkpoint", str(tmp_path / "none.safetensors"), "--input", str(scene), "--output",
+                 str(tmp_path / "mask.tif"), "--sensor", "landsat8", *flags]  # fmt: skip
+    assert main(arguments) == 2
+    assert capsys.readouterr().err.startswith(f"cloudseg: error: {line}")
+    assert not (tmp_path / "mask.tif").exists()
+
+
+@pytest.mark.parametrize(
     ("tags", "offset", "rule"),
     [
         ({"RADIO_ADD_OFFSET": "-1000"}, -0.1, "RADIO_ADD_OFFSET -1000 in its metadata"),

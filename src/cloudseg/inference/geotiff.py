@@ -14,6 +14,7 @@ class: they are written as the output's nodata value, 255.
 
 import contextlib
 import logging
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,6 +193,10 @@ class SceneScaling:
     @classmethod
     def of(cls, sensor: str | None, bands, scale: float | None, offset: float | None) -> "SceneScaling":
         """The sensor preset's values, replaced by those given."""
+        if scale is not None and not (math.isfinite(scale) and scale > 0):
+            raise ConfigError(f"--scale {scale}: expected a number above 0 (reflectance = DN x scale + offset)")
+        if offset is not None and not math.isfinite(offset):
+            raise ConfigError(f"--offset {offset}: expected a finite number (reflectance = DN x scale + offset)")
         preset = SENSORS[sensor] if sensor else None
         bands = bands or (preset.bands if preset else None)
         if bands is None:
