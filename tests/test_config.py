@@ -31,6 +31,11 @@ def test_round_trip_through_a_plain_mapping():
         ("data.unknown_colours=drop", "data.unknown_colours: 'drop' is not one of 'error', 'ignore'"),
         ("data.augment.crop_scale=[1]", r"data.augment.crop_scale: expected a list of 2 values"),
         (
+            "trainer.max_epochs=3",
+            "trainer.check_val_every_n_epoch: 5; a run of trainer.max_epochs 3 would never validate and keep no best "
+            "checkpoint: give at most 3",
+        ),
+        (
             "model.num_classes=6",
             "model.num_classes: 6; the labels have 4 classes (clear, thick_cloud, thin_cloud, "
             "cloud_shadow), and so must the model",

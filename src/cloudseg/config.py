@@ -345,6 +345,13 @@ class Config(Section):
                 f"optim.warmup_epochs: {self.optim.warmup_epochs:g}; the warm-up cannot outlast the run "
                 f"(trainer.max_epochs {self.trainer.max_epochs})"
             )
+        every, epochs = self.trainer.check_val_every_n_epoch, self.trainer.max_epochs
+        validated = self.data.val_fraction > 0 or self.data.folds or self.data.split_file
+        if validated and every > epochs:
+            raise ConfigError(
+                f"trainer.check_val_every_n_epoch: {every}; a run of trainer.max_epochs {epochs} would never validate "
+                f"and keep no best checkpoint: give at most {epochs}"
+            )
         weights = self.loss.class_weights
         if isinstance(weights, tuple) and len(weights) != self.model.num_classes:
             raise ConfigError(

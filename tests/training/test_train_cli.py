@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from safetensors.torch import load_file
 
 from cloudseg.config import AugmentConfig
 from cloudseg.models.checkpoint import read_release
@@ -123,6 +124,26 @@ def test_the_training_step_reads_nothing_back_from_the_device_between_sync_point
     counts = json.loads(reads.read_text())
     assert counts["0/0"] == 0 and counts["1/0"] == 0, counts
     assert all(counts[f"{epoch}/{batch}"] > 0 for epoch in (0, 1) for batch in (1, 2)), counts
+
+
+def test_a_run_without_validation_keeps_its_last_weights_as_releases(synth_root, tmp_path):
+    """No validation split, so no best epoch: the releases are the last epoch's weights and their moving average,
+    which predict takes like any release."""
+    result = cloudseg(*tiny_run(synth_root, tmp_path, "all", "--data.val_fraction", "0", "--trainer.max_epochs", "1"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = run_folder(tmp_path, "all")
+    assert sorted(p.name for p in (folder / "checkpoints").glob("*.safetensors")) == [
+        "final.safetensors", "final_ema.safetensors"
+    ]  # fmt: skip
+    last = weights(folder)
+    for stem, prefix in (("final", "model."), ("final_ema", "ema.module.")):
+        saved = load_file(str(folder / "checkpoints" / f"{stem}.safetensors"))
+        expected = {key[len(prefix) :]: value for key, value in last.items() if key.startswith(prefix)}
+        assert saved.keys() == expected.keys() and all(torch.equal(saved[k], expected[k]) for k in saved), stem
+    assert json.loads((folder / "checkpoints" / "final.json").read_text())["epoch"] == 0
+    predicted = cloudseg("predict", "--checkpoint", str(folder / "checkpoints" / "final.safetensors"), "--input",
+                         str(synth_root), "--output", str(tmp_path / "masks"))  # fmt: skip
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
 
 
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="torch built without gloo")

@@ -26,7 +26,7 @@ from cloudseg.errors import ConfigError, InterruptError, WeightsError
 from cloudseg.files import atomic_path
 from cloudseg.launch import lightning_trainer
 from cloudseg.memory import MemoryCheck, training_bytes
-from cloudseg.models.checkpoint import read_header
+from cloudseg.models.checkpoint import read_header, save_release
 from cloudseg.models.weights import resolve_weights
 from cloudseg.sections import from_dict, to_dict
 from cloudseg.signals import StopRequest
@@ -305,6 +305,8 @@ def _train(cfg: Config | None, resume: str | None) -> Path:
         raise stopped(stop.signum, run_dir, trainer)
     fitted = time.perf_counter()
     validation = getattr(datamodule, "val_set", None)
+    if validation is None and trainer.is_global_zero:
+        _save_final(task, run_dir, trainer)
     if trainer.is_global_zero and cfg.trainer.calibration != "none" and validation is not None:
         for release in sorted((run_dir / "checkpoints").glob("best*.safetensors")):
             calibrate(release, validation, cfg.trainer.calibration, trainer.strategy.root_device, cfg.trainer.seed)
@@ -315,6 +317,16 @@ def _train(cfg: Config | None, resume: str | None) -> Path:
             fitted - fitting, finished - fitted, finished - started,
         )  # fmt: skip
     return run_dir
+
+
+def _save_final(task: SegmentationTask, run_dir: Path, trainer: L.Trainer) -> None:
+    """A run without a validation split has no best epoch: its releases are the last epoch's weights (and their
+    moving average), as `final.safetensors` and `final_ema.safetensors`."""
+    info = {"epoch": trainer.current_epoch - 1, "step": trainer.global_step}
+    models = {"final": task.model, **({"final_ema": task.ema.module} if task.ema is not None else {})}
+    for stem, model in models.items():
+        save_release(model, dict(task.hparams["config"]), run_dir / "checkpoints" / f"{stem}.safetensors", info)
+    log.info("no validation split, so no best epoch: checkpoints/final.safetensors holds the last epoch's weights")
 
 
 def _parameter_counts(model: torch.nn.Module) -> str:
