@@ -42,15 +42,9 @@ def _keep_as(path: Path, previous: Path) -> None:
         os.replace(path, previous)
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, previous: str | os.PathLike | None = None) -> Iterator[Path]:
-    """Yields a temporary path beside `path`; on success it is renamed over `path`, on failure removed.
-
-    A crash or kill during the write leaves the previous file (if any) untouched; with `previous`, the file it
-    replaces is kept under that name. An operating-system error in the write (a full disk, say) is raised naming
-    `path`, not the temporary file, as a cloudseg error.
-    """
-    path = Path(path)
+def _temporary_beside(path: Path) -> Path:
+    """A new empty file `.<name>.<random>.tmp` beside `path`, its folder made first; an operating-system error is
+    raised naming the folder or `path`."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -60,7 +54,25 @@ def atomic_path(path: str | os.PathLike, previous: str | os.PathLike | None = No
         os.close(handle)
     except OSError as error:
         raise os_error(error, path) from error
-    temporary = Path(name)
+    return Path(name)
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Fails now, in the words `atomic_path` would use later, if `path` cannot be written: before hours of work
+    whose result goes there."""
+    _temporary_beside(Path(path)).unlink()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, previous: str | os.PathLike | None = None) -> Iterator[Path]:
+    """Yields a temporary path beside `path`; on success it is renamed over `path`, on failure removed.
+
+    A crash or kill during the write leaves the previous file (if any) untouched; with `previous`, the file it
+    replaces is kept under that name. An operating-system error in the write (a full disk, say) is raised naming
+    `path`, not the temporary file, as a cloudseg error.
+    """
+    path = Path(path)
+    temporary = _temporary_beside(path)
     try:
         yield temporary
         # After the write: some writers (safetensors) replace the file they are given with a private one.

@@ -242,6 +242,16 @@ def test_onnx_export_matches_pytorch_on_two_sizes(checkpoint, tmp_path):
         assert np.abs(logits - reference).max() < 1e-3
 
 
+def test_a_submission_that_cannot_be_written_is_refused_before_any_image(checkpoint, synth_root, tmp_path, capsys,
+                                                                         user_view):  # fmt: skip
+    (tmp_path / "afile").write_text("")
+    arguments = ["predict", "--checkpoint", str(checkpoint), "--input", str(synth_root), "--output",
+                 str(tmp_path / "masks"), "--submission", str(tmp_path / "afile" / "s.csv")]  # fmt: skip
+    assert main(arguments) == 2
+    assert capsys.readouterr().err == f"cloudseg: error: {tmp_path / 'afile'}: a file is in the way of this folder\n"
+    assert not (tmp_path / "masks").exists()
+
+
 def test_export_without_the_onnx_package_says_how_to_install_it(checkpoint, tmp_path, monkeypatch, capsys, user_view):
     import importlib.util
 

@@ -12,6 +12,7 @@ from rich.progress import Progress
 from cloudseg.config import PredictConfig, TrainerConfig
 from cloudseg.data.io import IMAGE_SUFFIXES, codec_workers
 from cloudseg.errors import CloudsegError, ConfigError
+from cloudseg.files import check_writable
 from cloudseg.inference.engine import MaskWriter, PairPrediction, Prediction, ScenePrediction
 from cloudseg.inference.geotiff import GEOTIFF_SUFFIXES, NAME_THE_BANDS, SceneFile, SceneScaling
 from cloudseg.inference.manifest import Manifest, input_files, run_identity
@@ -76,6 +77,8 @@ def predict(
         raise ConfigError(f"{source}: GeoTIFF scenes; {NAME_THE_BANDS}")
     if scenes and submission:
         raise ConfigError("--submission encodes masks of image pairs; GeoTIFF scenes' masks are the GeoTIFFs")
+    if submission:
+        check_writable(submission)
     if not scenes and scaling is not None:
         raise ConfigError(f"--bands, --sensor, --scale and --offset are for GeoTIFF scenes; {source} holds image pairs")
     trainer = lightning_trainer(
