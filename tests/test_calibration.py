@@ -68,6 +68,26 @@ def test_pixels_are_drawn_from_labelled_ones_only_and_repeatably():
     assert len(sample_pixels(logits, target, 100, torch.Generator())[1]) == 9
 
 
+@pytest.mark.parametrize(
+    ("scale", "separable", "cause"),
+    [(100.0, False, "a model confidently wrong"), (0.01, True, "a validation split the model separates perfectly")],
+)
+def test_an_implausible_temperature_is_not_kept_and_the_warning_says_why(scale, separable, cause, tmp_path,
+                                                                          monkeypatch, caplog):  # fmt: skip
+    import cloudseg.training.calibration as calibration
+
+    generator = torch.Generator().manual_seed(0)
+    logits = scale * torch.randn(20000, 4, generator=generator)
+    labels = logits.argmax(1) if separable else torch.randint(0, 4, (20000,), generator=generator)
+    monkeypatch.setattr(calibration, "validation_logits", lambda *args: (logits, labels))
+    path = save_release(build_model("cmx_b0").eval(), to_dict(Config(model=ModelConfig(name="cmx_b0"))),
+                        tmp_path / "best.safetensors")  # fmt: skip
+    with caplog.at_level("WARNING", logger="cloudseg"):
+        calibration.calibrate(path, None, "temperature", torch.device("cpu"), 0)
+    assert f"is outside (0.05, 20.0) ({cause}" in caplog.text and "left uncalibrated" in caplog.text
+    assert read_release(path).temperature is None
+
+
 @pytest.fixture(scope="module")
 def released(tmp_path_factory):
     torch.manual_seed(0)

@@ -304,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     evaluate.add_argument("--checkpoint", required=True, nargs="+", help=CHECKPOINTS_HELP)
     evaluate.add_argument(
-        "--split", default="val", help="val or train (the run's split), test, or a JSON list of names"
+        "--split", default="val", help="val or train (the run's split), test, or a JSON file listing names"
     )
     evaluate.add_argument("--output", help="folder for metrics.json and the figures (default: beside the run)")
     evaluate.add_argument("--panels", type=int, default=0, help="also draw prediction panels of this many images")

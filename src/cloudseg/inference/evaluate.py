@@ -62,7 +62,7 @@ def evaluation_samples(checkpoints: list[Path], root: Path, split: str) -> list:
         try:
             listed = json.loads(path.read_text())
         except (OSError, ValueError) as error:
-            raise DataError(f"{split}: expected val, train, test or a JSON list of names ({error})") from error
+            raise DataError(f"{split}: expected val, train, test or a JSON file listing names ({error})") from error
         if not isinstance(listed, list):
             raise DataError(f"{split}: a JSON {type(listed).__name__}; expected a list of names (a run's split: "
                             "--split val or --split train)")  # fmt: skip

@@ -14,7 +14,7 @@ from cloudseg.plots import plot_reliability
 log = logging.getLogger(__name__)
 
 PIXELS = 2**21  # drawn evenly from the validation images for the fit: 32 MiB of float32 logits (4 classes)
-PLAUSIBLE = (0.05, 20.0)  # a temperature outside: a split the model separates perfectly, or too few pixels
+PLAUSIBLE = (0.05, 20.0)  # temperatures a fit on enough pixels of a model neither perfect nor untrained gives
 
 
 @torch.no_grad()
@@ -38,10 +38,15 @@ def calibrate(path: Path, dataset: Dataset, method: str, device: torch.device, s
     logits, target = validation_logits(path, dataset, device, seed)
     temperature = fit_temperature(logits, target, per_class=method == "class_temperature")
     if not (temperature.isfinite().all() and PLAUSIBLE[0] <= temperature.min() <= temperature.max() <= PLAUSIBLE[1]):
+        if not temperature.isfinite().all():
+            cause = "too few validation pixels"
+        elif temperature.min() < PLAUSIBLE[0]:
+            cause = "a validation split the model separates perfectly"
+        else:
+            cause = "a model confidently wrong on much of the validation split, as early in training"
         log.warning(
-            "%s: the fitted temperature %s is outside %s (a validation split the model separates perfectly, or too "
-            "few pixels); the checkpoint is left uncalibrated",
-            path.name, temperature.tolist(), PLAUSIBLE,
+            "%s: the fitted temperature %s is outside %s (%s); the checkpoint is left uncalibrated",
+            path.name, temperature.tolist(), PLAUSIBLE, cause,
         )  # fmt: skip
         return
     before, after = ReliabilityBins(), ReliabilityBins()
