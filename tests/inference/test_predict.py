@@ -11,6 +11,7 @@ from cloudseg.cli.main import main
 from cloudseg.config import PredictConfig
 from cloudseg.data.dataset import stack_chw, to_chw
 from cloudseg.data.io import SampleFiles, load_label
+from cloudseg.errors import DataError
 from cloudseg.inference.predict import predict
 from cloudseg.inference.predictor import Predictor
 from cloudseg.inference.sources import find_inputs
@@ -75,6 +76,11 @@ def test_predict_one_pair_of_odd_size(checkpoint, tmp_path):
     assert find_inputs(tmp_path / "rgb" / "odd.png") == [
         SampleFiles("odd", tmp_path / "rgb" / "odd.png", tmp_path / "ngr" / "odd.png")
     ]
+    (tmp_path / "ngr" / "odd.png").rename(tmp_path / "odd.png")
+    with pytest.raises(DataError, match=r"rgb/odd.png: no NIR image of the same name in .*/ngr$"):
+        find_inputs(tmp_path / "rgb" / "odd.png")
+    with pytest.raises(DataError, match=r"odd.png: a single image must lie in an rgb/ folder with its pair in"):
+        find_inputs(tmp_path / "odd.png")
 
 
 def test_images_of_one_size_share_batches_unless_one_fills_a_batch_of_tiles_alone():

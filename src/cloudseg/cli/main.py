@@ -250,8 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("output", help="dataset folder to create (new or empty)")
     synth.add_argument("--n", type=int, default=64, help="training scenes (default 64)")
     synth.add_argument("--test", type=int, default=None, help="test scenes (default n/4)")
-    synth.add_argument("--size", type=int, default=256, help="scene width and height in pixels")
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--size", type=int, default=256, help="scene width and height in pixels (default 256)")
+    synth.add_argument("--seed", type=int, default=0, help="the same seed gives the same scenes (default 0)")
     synth.add_argument("--workers", type=int, default=1, help="processes writing scenes (the files are the same)")
     synth.add_argument("--overwrite", action="store_true", help="replace a synthetic dataset already in the folder")
 
@@ -267,9 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("data.augment", "data.unknown_colours"), epilog=SETTINGS_HELP + "  --data.augment.* as in training",
     )  # fmt: skip
     show.add_argument("root", help="dataset folder with train/{rgb,ngr,label}")
-    show.add_argument("-n", type=int, default=8, help="samples to show")
-    show.add_argument("-o", "--output", default="augmentations.png")
-    show.add_argument("--seed", type=int, default=0)
+    show.add_argument("-n", type=int, default=8, help="samples to show (default 8)")
+    show.add_argument("-o", "--output", default="augmentations.png", help="the picture (default augmentations.png)")
+    show.add_argument("--seed", type=int, default=0, help="the same seed draws the same samples (default 0)")
     show.add_argument("--config", help="YAML config whose data.augment section is used")
 
     cache = command(
@@ -346,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     submit = command("submit", run_submit, "encode a folder of colour (or class-id) masks as a Kaggle submission.csv")
     submit.add_argument("masks", help="folder of colour masks")
-    submit.add_argument("-o", "--output", default="submission.csv")
+    submit.add_argument("-o", "--output", default="submission.csv", help="the CSV (default submission.csv)")
 
     report = command("report", run_report, "write an evaluation's report.html: one page that opens offline")
     report.add_argument("evaluation", help="an evaluation folder (the --output of evaluate), or a run folder")

@@ -54,8 +54,10 @@ def _found(source: str | Path) -> Inputs:
     if source.is_file():
         candidates = [source.parent.parent / "ngr" / f"{source.stem}{s}" for s in IMAGE_SUFFIXES]
         ngr = next((c for c in candidates if c.is_file()), None)
-        if source.parent.name != "rgb" or ngr is None:
+        if source.parent.name != "rgb":
             raise DataError(f"{source}: a single image must lie in an rgb/ folder with its pair in ../ngr/")
+        if ngr is None:
+            raise DataError(f"{source}: no NIR image of the same name in {source.parent.parent / 'ngr'}")
         return [SampleFiles(source.stem, source, ngr)]
     split = source / "test" if (source / "test" / "rgb").is_dir() else source
     if (split / "rgb").is_dir():
