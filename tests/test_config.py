@@ -47,6 +47,16 @@ def test_bad_values_fail_at_load_time_naming_the_key(override, message):
         load_config(None, [override])
 
 
+def test_a_yaml_syntax_error_is_one_line_naming_the_file_line_and_column(tmp_path):
+    (tmp_path / "c.yaml").write_text("model:\n  name: cmx_b0\ndata: [1\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "c.yaml")
+    assert (
+        str(caught.value)
+        == f"{tmp_path / 'c.yaml'}, line 4, column 1: not valid YAML (expected ',' or ']', but got '<stream end>')"
+    )
+
+
 def test_command_line_overrides_take_both_spellings():
     assert config_overrides(["--data.root", "a", "--data.batch_size=2"]) == ["data.root=a", "data.batch_size=2"]
     with pytest.raises(ConfigError, match="unrecognised argument '--verbose'"):

@@ -233,6 +233,10 @@ def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
+    except yaml.MarkedYAMLError as error:  # its text spans lines and names "<unicode string>", not the file
+        mark = error.problem_mark or error.context_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({error.problem or error.context})") from error
     except (OSError, yaml.YAMLError) as error:
         raise ConfigError(f"{path}: cannot read the config ({error})") from error
     if not isinstance(data, dict | None):
