@@ -73,8 +73,9 @@ class Predictor:
         forward passes need is checked first (`cfg.memory_check`)."""
         device = default_device(device)
         cfg = dataclasses.replace(cfg or PredictConfig(), **settings).for_device(device)
-        models = [read_release(path).config.model for path in checkpoint_paths(paths)]
-        for path, model in zip(checkpoint_paths(paths), models, strict=True):
+        checkpoints = checkpoint_paths(paths)
+        models = [read_release(path).config.model for path in checkpoints]
+        for path, model in zip(checkpoints, models, strict=True):
             if model.num_classes != NUM_CLASSES:
                 raise WeightsError(
                     f"{path}: a model of {model.num_classes} classes; cloudseg's masks and submissions have "
