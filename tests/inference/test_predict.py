@@ -412,6 +412,21 @@ def read_sample_pair(root, name):
     return read_sample(files)[:2]
 
 
+def test_the_predictor_names_inputs_that_are_not_uint8_tensors_of_one_size():
+    predictor = Predictor(Recording(), Release.of(B0), torch.device("cpu"), PredictConfig())
+    rgb, aux = torch.zeros(3, 40, 40, dtype=torch.uint8), torch.zeros(1, 40, 40, dtype=torch.uint8)
+    wrong = {
+        "rgb must be a torch.uint8 tensor .* got ndarray uint8 \\(40, 40, 3\\)": (rgb.permute(1, 2, 0).numpy(), aux),
+        "rgb must be a torch.uint8 tensor .* got Tensor torch.float32 \\(3, 40, 40\\)": (rgb / 255, aux),
+        "aux must be a torch.uint8 tensor \\(1, H, W\\)": (rgb, aux.expand(3, -1, -1)),
+        "rgb \\(3, 40, 40\\) and aux \\(1, 40, 41\\) differ": (rgb, torch.zeros(1, 40, 41, dtype=torch.uint8)),
+    }
+    for message, (rgb_in, aux_in) in wrong.items():
+        with pytest.raises((TypeError, ValueError), match=message):
+            predictor.logits(rgb_in, aux_in)
+    assert predictor.logits(rgb, aux).shape == (4, 40, 40)
+
+
 def test_a_batch_larger_than_the_tile_batch_runs_in_parts_of_it():
     rgb, aux = (torch.randint(0, 256, (5, c, 40, 40), dtype=torch.uint8) for c in (3, 1))
     model = Recording()

@@ -110,6 +110,7 @@ class Predictor:
         model's device (padded to `tile_batch` for a compiled model, which then sees one batch shape); larger
         images in blended tiles, the tiles of all of them `tile_batch` at a time, blended on the device when the
         blend fits `sliding.DEVICE_BLEND_BUDGET` there, else on the CPU, each batch of tiles reported to `on_tiles`."""
+        self._check_images(rgb, aux)
         if rgb.ndim == 3:
             return self.logits(rgb[None], aux[None], on_tiles)[0]
         if len(rgb) > (size := self.cfg.tile_batch):
@@ -143,6 +144,20 @@ class Predictor:
                     logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
                 total = logits if total is None else total + logits
         return total / (len(names) * len(scales))
+
+    def _check_images(self, rgb, aux) -> None:
+        """The inputs are what `logits` takes: uint8 tensors (C, H, W) or (B, C, H, W) of one batch and size; a
+        one-line error otherwise, rather than one from deep inside the model."""
+        for name, images, channels in (("rgb", rgb, 3), ("aux", aux, self.release.config.model.aux_channels)):
+            if not (isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.ndim in (3, 4)
+                    and images.shape[-3] == channels):  # fmt: skip
+                got = f"{type(images).__name__} {getattr(images, 'dtype', '')} {tuple(getattr(images, 'shape', ()))}"
+                raise TypeError(
+                    f"Predictor: {name} must be a torch.uint8 tensor ({channels}, H, W) or (B, {channels}, H, W), got "
+                    f"{got}; cloudseg.data.dataset.to_chw makes one of an (H, W, C) array"
+                )
+        if rgb.shape[:-3] != aux.shape[:-3] or rgb.shape[-2:] != aux.shape[-2:]:
+            raise ValueError(f"Predictor: rgb {tuple(rgb.shape)} and aux {tuple(aux.shape)} differ in batch or size")
 
     def _forward(self, rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
         """The model on normalised (B, C, H, W) inputs; a side under MIN_SIDE is padded with its edge pixels, and
