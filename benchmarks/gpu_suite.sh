@@ -41,12 +41,12 @@ export PYTHONPATH=$PWD/src:/tmp/site PYTHONUNBUFFERED=1
 if [[ ${SUITE_SMOKE:-} == 1 ]]; then
     MODEL=cmx_b0 SIZE=64 OVERLAP=16 BATCH=2 INFER_BATCH=2 SCENE=160 STEPS=1 N_TRAIN=10 WORKERS=2 EPOCHS=1
     ARCHIVE=(--scenes 3 --distinct 2 --size 96 --accelerator cpu --predict-options --predict.tile 64 --predict.overlap 16)
-    SCALE=0.1 IO_WRITERS=2 RECIPE_EPOCHS=2 RECIPE_LIMIT=0 CALL_LIMIT=${SUITE_CALL_S:-100000}  # no limits: see stage()
+    SCALE=0.1 IO_WRITERS=2 RECIPE_EPOCHS=2 RECIPE_VAL=2 RECIPE_LIMIT=0 CALL_LIMIT=${SUITE_CALL_S:-100000}  # no limits: see stage()
     DEVICE=(--device cpu) COMPILE=(--compile none) PARITY=(--no-compile) TRAIN_DEVICE=(--trainer.accelerator cpu)
     CUDA_GRAPHS=(--compile none)
 else
     MODEL=cmx_b2 SIZE=512 OVERLAP=128 BATCH=16 INFER_BATCH=64 SCENE=4096 STEPS=20 N_TRAIN=1036 WORKERS=14 EPOCHS=5
-    SCALE=1 IO_WRITERS=8 RECIPE_EPOCHS=100 RECIPE_LIMIT=1500 CALL_LIMIT=${SUITE_CALL_S:-565}
+    SCALE=1 IO_WRITERS=8 RECIPE_EPOCHS=100 RECIPE_VAL=5 RECIPE_LIMIT=1500 CALL_LIMIT=${SUITE_CALL_S:-565}
     ARCHIVE=(--scenes 50 --distinct 5 --size 7000 --accelerator gpu)
     # Training compiled with CUDA graphs: 2.0 times the compiled step's pace in the benchmark on the H100
     # (2026-11-26); SUITE_COMPILE_MODE=default runs it without them.
@@ -161,7 +161,7 @@ recipe)
     date +%s.%N >"$STATE/started"
     STATE=$STATE setsid bash -c 'timeout -k 20 "$@" >"$STATE/train.log" 2>&1; echo $? >"$STATE/exit"
         date +%s.%N >"$STATE/finished"' recipe "$RECIPE_LIMIT" "${RECIPE[@]}" --trainer.max_epochs "$RECIPE_EPOCHS" \
-        </dev/null >/dev/null 2>&1 &
+        --trainer.check_val_every_n_epoch "$RECIPE_VAL" </dev/null >/dev/null 2>&1 &
     ;;&
 recipe | recipe-wait)
     [[ -f $STATE/started ]] || { echo "no recipe run under $STATE: run \`$0 recipe\` first" >&2; exit 2; }
