@@ -1,6 +1,7 @@
 """Several checkpoints as one model (e.g. the k runs of a cross-validation): `predict` and `evaluate`."""
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -13,7 +14,7 @@ from cloudseg.data.dataset import find_samples, stack_chw
 from cloudseg.data.io import read_sample
 from cloudseg.data.split import Split
 from cloudseg.errors import DataError, WeightsError
-from cloudseg.inference.evaluate import evaluate
+from cloudseg.inference.evaluate import default_folder, evaluate
 from cloudseg.inference.predictor import Predictor
 from cloudseg.models import build_model
 from cloudseg.models.checkpoint import Ensemble, add_to_header, load_ensemble, save_release
@@ -98,8 +99,12 @@ def test_evaluate_scores_an_ensemble_on_test_and_refuses_a_val_split_it_trained_
     for fold, run in enumerate(runs):  # two folds: each run validated on the half the other trained on
         Split(tuple(names[1 - fold :: 2]), tuple(names[fold::2])).save(run.parent.parent / "split.json")
     result = evaluate(runs, synth_root, "test")
-    output = runs[0].parent.parent.parent / "eval_ensemble_test"
+    (output,) = runs[0].parent.parent.parent.glob("eval_ensemble-*_test")
     assert json.loads((output / "metrics.json").read_text()) == result
+    assert default_folder(runs[::-1], "test") == output  # the same members in another order
+    assert default_folder([runs[0], runs[0]], "test") != output  # another ensemble does not replace this one
+    assert default_folder([Path("r/checkpoints/best_ema.safetensors")], "test") == Path("r/eval_best_ema_test")
+    assert default_folder([Path("r/checkpoints/best.safetensors")], "val") == Path("r/eval_val")
     assert result["checkpoints"] == [str(r) for r in runs] and result["images"] == 2
     with pytest.raises(DataError, match="different val splits"):
         evaluate(runs, synth_root, "val")

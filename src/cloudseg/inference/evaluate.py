@@ -1,6 +1,7 @@
 """`cloudseg evaluate`: a checkpoint (or an ensemble) scored on a split, as `predict` would run it."""
 
 import csv
+import hashlib
 import heapq
 import json
 import logging
@@ -107,6 +108,18 @@ def write_image_scores(rows: list[dict], path: Path) -> None:
 
 
 @torch.no_grad()
+def default_folder(checkpoints: list[Path], scored: str) -> Path:
+    """`eval_<scored>` in a checkpoint's run folder (`eval_<stem>_<scored>` for one other than best.safetensors);
+    for an ensemble, `eval_ensemble-<digest of its members>_<scored>` beside the first run's folder, so that no
+    evaluation replaces another's."""
+    run = checkpoints[0].parent.parent
+    if len(checkpoints) == 1:
+        stem = checkpoints[0].stem
+        return run / (f"eval_{scored}" if stem == "best" else f"eval_{stem}_{scored}")
+    members = "\n".join(sorted(str(path.resolve()) for path in checkpoints))
+    return run.parent / f"eval_ensemble-{hashlib.sha256(members.encode()).hexdigest()[:8]}_{scored}"
+
+
 def evaluate(
     checkpoints: str | Path | list[str | Path],
     root: str | Path,
@@ -128,9 +141,7 @@ def evaluate(
     cfg, num_classes = predictor.cfg, predictor.release.config.model.num_classes
     names = class_names(num_classes)
     scored = Path(split).stem + ("" if cfg.tta == "none" else f"_tta-{cfg.tta}")
-    run = checkpoints[0].parent.parent
-    default = run / f"eval_{scored}" if len(checkpoints) == 1 else run.parent / f"eval_ensemble_{scored}"
-    output = Path(output or default)
+    output = Path(output or default_folder(checkpoints, scored))
     dataset = CloudDataset(samples)
     confusion = confusion_metric(num_classes)
     rows, per_image, worst = [], [], WorstImages(WORST_IMAGES)
