@@ -2,12 +2,14 @@
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
 from cloudseg.cli.main import main
 from cloudseg.config import AugmentConfig
+from cloudseg.data.cache import build_cache
 from cloudseg.data.dataset import CloudDataset, find_samples
 from cloudseg.data.transforms import CopyPaste, TrainTransform
 from cloudseg.errors import DataError
@@ -41,6 +43,18 @@ def test_validation_reads_the_cache_too_and_gets_the_decoded_images(synth_root, 
     assert plain.cache is None and cached.cache is not None and len(cached) == 2
     for a, b in zip(plain, cached, strict=True):
         assert a["name"] == b["name"] and all(torch.equal(a[k], b[k]) for k in ("rgb", "aux", "mask"))
+
+
+def test_every_scene_that_cannot_be_read_is_named_at_once_and_no_index_is_written(synth_root, tmp_path):
+    root = Path(shutil.copytree(synth_root, tmp_path / "data"))
+    damaged = [*sorted((root / "train" / "rgb").iterdir())[:2], sorted((root / "train" / "label").iterdir())[3]]
+    for path in damaged:
+        path.write_bytes(b"not a png")
+    samples = find_samples(root / "train", root / "train" / "label")
+    with pytest.raises(DataError, match=r"^3 of 8 scenes cannot be read: ") as caught:
+        build_cache(samples, tmp_path / "cache")
+    assert all(str(path) in str(caught.value) for path in damaged)
+    assert not (tmp_path / "cache" / "index.json").exists()
 
 
 def test_a_stale_or_missing_cache_is_refused(synth_root, tmp_path):

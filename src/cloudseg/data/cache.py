@@ -24,11 +24,15 @@ def _stamp(files: SampleFiles) -> list[list[int]]:
 def build_cache(
     samples: list[SampleFiles], folder: str | Path, unknown_colours: UnknownColours = DataConfig.unknown_colours
 ) -> Path:
-    """Decodes every sample into `folder`; returns the folder."""
+    """Decodes every sample into `folder`; returns the folder. Samples that cannot be read are all named in one
+    error, and no index is written."""
     folder = Path(folder)
 
-    def cache_one(files: SampleFiles) -> list[list[int]]:
-        rgb, nir, mask = read_sample(files, unknown_colours)
+    def cache_one(files: SampleFiles) -> list[list[int]] | DataError:
+        try:
+            rgb, nir, mask = read_sample(files, unknown_colours)
+        except DataError as error:
+            return error
         with atomic_path(folder / f"{files.name}.npy") as temporary, temporary.open("wb") as handle:
             np.save(handle, np.dstack((rgb, nir, mask)))
         return _stamp(files)
@@ -36,6 +40,9 @@ def build_cache(
     # Threads: OpenCV releases the GIL while it decodes, and so does writing.
     with ThreadPoolExecutor(codec_workers()) as pool:
         stamps = list(pool.map(cache_one, samples))
+    problems = [str(stamp) for stamp in stamps if isinstance(stamp, DataError)]
+    if problems:
+        raise DataError(f"{len(problems)} of {len(samples)} scenes cannot be read: " + "; ".join(problems))
     index = {"unknown_colours": unknown_colours, "samples": {f.name: s for f, s in zip(samples, stamps, strict=True)}}
     with atomic_path(folder / "index.json") as temporary:
         temporary.write_text(json.dumps(index))
