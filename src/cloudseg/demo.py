@@ -2,6 +2,7 @@
 prediction, a Kaggle submission and its score."""
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -37,6 +38,7 @@ def run_demo(output: str | Path = "cloudseg-demo", fast: bool = False) -> dict:
     evaluate(best, data, "test", output / "evaluation", panels=4, report=True)
     print(f"4/5 predicting the test scenes in {tile}x{tile} tiles, writing the submission")
     submission = output / "submission.csv"
+    shutil.rmtree(output / "masks", ignore_errors=True)  # an earlier demo's masks, of other scenes, would stay
     predict(best, data, output / "masks", PredictConfig(tile=tile, overlap=tile // 3), submission)
     print("5/5 scoring the submission against the held-apart test labels")
     scores = score_submission(submission, data / "test_labels")

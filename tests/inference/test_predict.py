@@ -318,6 +318,8 @@ def test_fast_demo_runs_the_whole_path_and_learns(tmp_path, capsys):
     from cloudseg.inference.rle import read_submission, rle_decode, score_submission
     from cloudseg.training.run import RUN_DIR_VARIABLE
 
+    (tmp_path / "demo" / "masks").mkdir(parents=True)
+    (tmp_path / "demo" / "masks" / "synth_0015.png").write_bytes(b"a mask of an earlier demo's scene")
     assert main(["demo", "--fast", "--output", str(tmp_path / "demo")]) == 0
     demo = tmp_path / "demo"
     out = capsys.readouterr().out
