@@ -17,20 +17,21 @@ rasterio = pytest.importorskip("rasterio")
 from rasterio.transform import from_origin  # noqa: E402
 
 
-class Pointwise(torch.nn.Module):
-    """A 1x1 conv over RGB and NIR: the same answer for a pixel whether it is predicted whole or in tiles."""
+class Convolution(torch.nn.Module):
+    """A seeded k x k conv over RGB and NIR. With k = 1 a pixel's answer is its own, whether it is predicted whole
+    or in tiles; with a larger k it depends on its neighbours up to k // 2 pixels away."""
 
-    def __init__(self):
+    def __init__(self, kernel: int = 1):
         super().__init__()
         torch.manual_seed(0)
-        self.conv = torch.nn.Conv2d(4, 4, 1)
+        self.conv = torch.nn.Conv2d(4, 4, kernel, padding=kernel // 2)
 
     def forward(self, rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
         return self.conv(torch.cat((rgb, aux), dim=1))
 
 
 def pointwise_predictor(**settings) -> Predictor:
-    return Predictor(Pointwise(), Release.of(B0), torch.device("cpu"), PredictConfig(**settings))
+    return Predictor(Convolution(), Release.of(B0), torch.device("cpu"), PredictConfig(**settings))
 
 
 @pytest.fixture
@@ -83,25 +84,13 @@ def test_output_keeps_the_georeference_and_blocks_agree_with_the_whole_scene(sce
     assert (ids_a[:10, :12] == NODATA).all() and (ids_a[10:, 12:] < 4).all()
 
 
-class Neighbourly(torch.nn.Module):
-    """A 5x5 conv: a pixel's answer depends on its neighbours up to 2 pixels away."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = torch.nn.Conv2d(4, 4, 5, padding=2)
-
-    def forward(self, rgb: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
-        return self.conv(torch.cat((rgb, aux), dim=1))
-
-
 def test_blocks_read_with_a_halo_see_the_neighbours_a_whole_scene_would(scene, tmp_path):
     """Each block is read with `overlap` pixels around it, so a model that looks 2 pixels around gives the classes
     of the whole scene at every block's edge. The blocks here fit one tile, so tiling plays no part, and none is
     under MIN_SIDE, so none is padded."""
 
     def classes(block: int) -> np.ndarray:
-        predictor = Predictor(Neighbourly(), Release.of(B0), torch.device("cpu"), PredictConfig(tile=256, overlap=8))
+        predictor = Predictor(Convolution(5), Release.of(B0), torch.device("cpu"), PredictConfig(tile=256, overlap=8))
         output = predict_scene(predictor, scene, tmp_path / f"{block}.tif", (4, 3, 2, 5), 2e-5, -0.1, block=block)
         with rasterio.open(output) as mask:
             return mask.read(1)
@@ -153,7 +142,7 @@ class Recording(Predictor):
     """A predictor that keeps the uint8 pixels of every block it is given and predicts class 0 everywhere."""
 
     def __init__(self, **settings):
-        super().__init__(Pointwise(), Release.of(B0), torch.device("cpu"), PredictConfig(**settings))
+        super().__init__(Convolution(), Release.of(B0), torch.device("cpu"), PredictConfig(**settings))
         self.rgb, self.aux = [], []
 
     def logits(self, rgb: torch.Tensor, aux: torch.Tensor, on_tiles=None) -> torch.Tensor:
